@@ -1,0 +1,38 @@
+"""Storage-level errors; storage/ never imports sweep/, so it has its own root class.
+
+The CLI catches `StorageError` next to `sweep.errors.SweepError` and prints one line.
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of every storage error a user can see."""
+
+
+class InvalidStorageURL(StorageError):
+    """The storage URL is malformed or names an unsupported database."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached (down, wrong host, bad credentials)."""
+
+
+class StorageInternalError(StorageError):
+    """An unexpected database error, translated at the storage boundary."""
+
+
+class ModelNotFound(StorageError):
+    """No registry entry for that operation (or version)."""
+
+
+class ChecksumMismatch(StorageError):
+    """A stored model's bytes do not match their recorded sha256."""
+
+
+class IncompatibleSchema(StorageError):
+    """The database holds a newer schema than this code understands; upgrade the code."""
+
+
+class InvalidRegistryValue(StorageError, ValueError):
+    """A value given to the registry cannot be stored (too long, not JSON, wrong type)."""

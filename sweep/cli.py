@@ -1,0 +1,272 @@
+"""The `sweep` command: the only module that parses arguments, prints or exits.
+
+Every user error (SweepError, StorageError) becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from storage import StorageError, mask_url, resolve_storage_url
+from sweep._runtime import configure_runtime
+from sweep.config import DEFAULT_CAMPAIGN, validate_campaign_name
+from sweep.errors import ConfigError, SweepError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {minimum}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sweep",
+        description="Find small Keras networks that compute arithmetic, by hyperparameter search.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--storage",
+            help="database URL (default: $SWEEP_STORAGE, else sqlite:///sweeps.db)",
+        )
+        p.add_argument(
+            "--campaign", default=None, help=f"campaign name (default: {DEFAULT_CAMPAIGN})"
+        )
+
+    run = commands.add_parser("run", help="run (or resume) a sweep")
+    common(run)
+    run.add_argument("--ops", help="comma-separated operations, or 'all' (default: all)")
+    run.add_argument("--trials", type=_int_at_least(1), help="counted trials per operation")
+    run.add_argument("--timeout", type=_positive_float, help="wall-clock seconds per operation")
+    run.add_argument("--config", help="campaign TOML file")
+    run.add_argument("--seed", type=_int_at_least(0), help="seed for data and sampler")
+    run.add_argument(
+        "--expr", action="append", default=[], metavar="NAME=EXPRESSION",
+        help="user-defined operation over a and b, e.g. --expr 'cube=a*a*a' (repeatable)",
+    )
+    run.add_argument("--sampler", help="auto, tpe, random, cmaes, gp or nsga2")
+    run.add_argument("--pruner", help="median, hyperband or none")
+
+    best = commands.add_parser("best", help="best model per operation (from the registry)")
+    common(best)
+    best.add_argument("--json", action="store_true", help="print a JSON array")
+
+    pull = commands.add_parser("pull", help="write an operation's model to a .keras file")
+    common(pull)
+    pull.add_argument("operation")
+    pull.add_argument("-o", "--output", help="output path (default: OP.keras)")
+    pull.add_argument("--version", type=_int_at_least(1), help="registry version (default: best)")
+    pull.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    predict = commands.add_parser("predict", help="run the best model on raw inputs")
+    common(predict)
+    predict.add_argument("operation")
+    predict.add_argument("a", type=_number)
+    predict.add_argument("b", type=_number, nargs="?")
+
+    models = commands.add_parser("models", help="registry history: versions, metrics, sizes")
+    common(models)
+    models.add_argument("operation", nargs="?")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        campaign = validate_campaign_name(args.campaign or DEFAULT_CAMPAIGN)
+        url = resolve_storage_url(args.storage)
+        handler = {
+            "run": _cmd_run,
+            "best": _cmd_best,
+            "pull": _cmd_pull,
+            "predict": _cmd_predict,
+            "models": _cmd_models,
+        }[args.command]
+        return handler(args, url, campaign)
+    except (SweepError, StorageError) as e:
+        print(f"sweep: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "sweep: interrupted; finished trials and promoted models are kept. "
+            "Run the same command to resume.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+def _build_config(args: argparse.Namespace, campaign: str) -> Any:
+    from dataclasses import replace
+
+    from sweep.config import CampaignConfig, config_from_toml, load_toml, with_seed
+    from sweep.operations import parse_expr_flag
+
+    config = CampaignConfig()
+    if args.config:
+        config = config_from_toml(load_toml(args.config), config)
+    updates: dict[str, Any] = {}
+    if args.campaign:
+        updates["name"] = campaign
+    if args.ops:
+        ops = tuple(part.strip() for part in args.ops.split(",") if part.strip())
+        if not ops:
+            raise ConfigError(f"--ops {args.ops!r} names no operation")
+        updates["operations"] = ops
+    if args.expr:
+        expressions = dict(config.expressions)
+        for text in args.expr:
+            name, expression = parse_expr_flag(text)
+            expressions[name] = expression
+        updates["expressions"] = expressions
+        if not args.ops and not (args.config and "operations" in load_toml(args.config).get(
+            "campaign", {}
+        )):
+            # `--expr` alone sweeps just the expressions, not all six built-ins as well.
+            updates["operations"] = tuple(expressions)
+    if args.trials is not None:
+        updates["trials"] = args.trials
+    if args.timeout is not None:
+        updates["timeout"] = args.timeout
+    if args.sampler:
+        updates["sampler"] = args.sampler
+    if args.pruner:
+        updates["pruner"] = args.pruner
+    config = replace(config, **updates)
+    if args.seed is not None:
+        config = with_seed(config, args.seed)
+    config.validate()
+    return config
+
+
+def _cmd_run(args: argparse.Namespace, url: str, campaign: str) -> int:
+    config = _build_config(args, campaign)
+    configure_runtime(workers=1)
+    from sweep.campaign import Campaign
+
+    prepared = Campaign(config, url)
+    ops = ", ".join(op.name for op in prepared.operations)
+    budget = []
+    if config.trials is not None:
+        budget.append(f"{config.trials} trials")
+    if config.timeout is not None:
+        budget.append(f"{config.timeout:g} s")
+    print(
+        f"campaign {config.name!r} on {mask_url(url)}: {ops}; budget per operation: "
+        f"{' or '.join(budget)}",
+        file=sys.stderr,
+    )
+    from sweep._display import ProgressReporter, print_best_table
+
+    with ProgressReporter() as reporter:
+        entries = prepared.run(reporter)
+    print_best_table(entries, prepared.operations)
+    return 0
+
+
+def _cmd_best(args: argparse.Namespace, url: str, campaign: str) -> int:
+    from sweep.campaign import summary_rows
+    from sweep.serving import best_models
+
+    entries = best_models(storage=url, campaign=campaign)
+    if args.json:
+        print(json.dumps(summary_rows(entries), indent=2, default=str))
+        return 0
+    if not entries:
+        raise ConfigError(
+            f"no models yet in campaign {campaign!r} on {mask_url(url)}; run `sweep run` first"
+        )
+    from sweep._display import print_best_table
+
+    print_best_table(entries, None)
+    return 0
+
+
+def _cmd_pull(args: argparse.Namespace, url: str, campaign: str) -> int:
+    configure_runtime(workers=1)
+    from sweep.serving import pull_model
+
+    entry, path = pull_model(
+        args.operation, args.output, storage=url, campaign=campaign, version=args.version,
+        force=args.force,
+    )
+    print(
+        f"wrote {path} ({entry.size_bytes} bytes, sha256 {entry.sha256[:12]}…): "
+        f"{entry.operation} version {entry.version}, trial {entry.trial_number}"
+    )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace, url: str, campaign: str) -> int:
+    configure_runtime(workers=1)
+    from sweep.serving import predict
+
+    result = predict(args.operation, args.a, args.b, storage=url, campaign=campaign)
+    inputs = ", ".join(f"{v:g}" for v in result.inputs)
+    answer = f"{result.answer:.0f}" if result.integer_valued else f"{result.answer:.9g}"
+    print(
+        f"{result.operation}({inputs}) = {answer}    "
+        f"[network output {result.output:.9g}; exact {result.exact:.9g}]"
+    )
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace, url: str, campaign: str) -> int:
+    from sweep._display import print_history
+    from sweep.serving import model_history
+
+    entries = model_history(args.operation, storage=url, campaign=campaign)
+    if not entries:
+        what = f"operation {args.operation!r}" if args.operation else f"campaign {campaign!r}"
+        raise ConfigError(f"no models yet for {what} on {mask_url(url)}")
+    print_history(entries)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.exit(main())

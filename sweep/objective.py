@@ -1,0 +1,142 @@
+"""Glue between Optuna and Keras: suggest, build, fit, report, prune, record.
+
+Failure taxonomy (after KerasTuner): a trial that diverges or produces non-finite predictions
+is an *outcome* of its hyperparameters: it ends PRUNED with the reason in its user attributes
+and counts toward the budget. Any other exception marks the trial FAIL (Optuna records it) and
+the campaign decides whether too many failures in a row are fatal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import optuna
+
+from sweep.data import Dataset
+from sweep.errors import TrialFailure
+from sweep.metrics import Metrics, evaluate
+from sweep.model import predict, train
+from sweep.space import ModelSpec, SearchSpace
+
+# Evaluated sets and the prefix of their metrics in a trial's user attributes.
+SPLITS: tuple[tuple[str, str], ...] = (
+    ("validation", "val_"),
+    ("test", "test_"),
+    ("extrapolation", "extrapolation_"),
+)
+
+ModelHook = Callable[[optuna.Trial, keras.Model, dict[str, float]], None]
+ObjectiveValue = float | tuple[float, float]
+
+
+def objective_metric(metrics: Metrics, objective: str) -> float:
+    value = metrics.mae if objective == "mae" else metrics.median_relative_error
+    return value if math.isfinite(value) else math.inf
+
+
+def evaluate_model(model: keras.Model, dataset: Dataset) -> dict[str, float]:
+    """Metrics on validation, unseen in-range test pairs and the extrapolation band."""
+    integer = dataset.operation.integer_valued
+    sets = {
+        "validation": (dataset.x_val, dataset.y_val),
+        "test": (dataset.x_test, dataset.y_test),
+        "extrapolation": (dataset.x_extrapolation, dataset.y_extrapolation),
+    }
+    out: dict[str, float] = {}
+    for split, prefix in SPLITS:
+        x, y = sets[split]
+        out.update(evaluate(predict(model, x), y, integer).as_dict(prefix))
+    return out
+
+
+class Objective:
+    """Callable objective for one operation's study."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        space: SearchSpace,
+        *,
+        objective: str = "mae",
+        multi_objective: bool = False,
+        max_trial_seconds: float = 120.0,
+        seed: int = 0,
+        on_model: ModelHook | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.space = space
+        self.objective = objective
+        self.multi_objective = multi_objective
+        self.max_trial_seconds = max_trial_seconds
+        self.seed = seed
+        self.on_model = on_model
+
+    def __call__(self, trial: optuna.Trial) -> ObjectiveValue:
+        spec = self.space.suggest(trial)
+        arity = self.dataset.operation.arity
+        trial.set_user_attr("architecture", spec.architecture(arity))
+        trial.set_user_attr("parameters", spec.parameter_count(arity))
+        trial.set_user_attr("model_spec", dataclasses.asdict(spec))
+        try:
+            return self._run(trial, spec)
+        except TrialFailure as failure:
+            trial.set_user_attr("pruned_reason", str(failure))
+            raise optuna.TrialPruned(str(failure)) from failure
+
+    def _run(self, trial: optuna.Trial, spec: ModelSpec) -> ObjectiveValue:
+        data = self.dataset
+        integer = data.operation.integer_valued
+
+        def on_epoch(epoch: int, predictions: np.ndarray) -> None:
+            value = objective_metric(evaluate(predictions, data.y_val, integer), self.objective)
+            if not math.isfinite(value):
+                raise TrialFailure(f"diverged: non-finite validation error at epoch {epoch + 1}")
+            # Optuna cannot prune multi-objective studies; only report for single objective.
+            if not self.multi_objective:
+                trial.report(value, epoch)
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_reason", f"pruned at epoch {epoch + 1}")
+                    raise optuna.TrialPruned(f"validation {self.objective} {value:.6g}")
+
+        result = train(
+            spec,
+            data.x_train,
+            data.y_train,
+            data.x_val,
+            data.y_val,
+            on_epoch=on_epoch,
+            max_seconds=self.max_trial_seconds,
+            seed=self.seed + trial.number,
+        )
+        metrics = evaluate_model(result.model, data)
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
+        trial.set_user_attr("refitted_output", result.refitted)
+        if result.stopped_reason:
+            trial.set_user_attr("stopped_reason", result.stopped_reason)
+        for key, value in metrics.items():
+            # JSON has no inf: store None so the dashboard and `best --json` stay valid.
+            trial.set_user_attr(key, value if math.isfinite(value) else None)
+        value = metrics[f"val_{self.objective}"]
+        if not math.isfinite(value):
+            raise TrialFailure("diverged: non-finite validation error after training")
+        if self.on_model is not None:
+            self.on_model(trial, result.model, metrics)
+        if self.multi_objective:
+            return value, float(spec.parameter_count(data.operation.arity))
+        return value
+
+
+def trial_metrics(attrs: dict[str, Any]) -> dict[str, float | None]:
+    """The metric user attributes of a finished trial, by their stored names."""
+    keys = [
+        f"{prefix}{name}"
+        for _, prefix in SPLITS
+        for name in ("mae", "median_relative_error", "max_absolute_error", "hit_rate", "count")
+    ]
+    return {key: attrs.get(key) for key in keys}
