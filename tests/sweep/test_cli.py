@@ -1,0 +1,150 @@
+"""The `sweep` command: bad input in-process (fast), a real sweep through the console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sweep.cli import main
+
+SMALL = """
+[data]
+examples = 600
+test_examples = 200
+extrapolation_examples = 200
+[space]
+epochs = 2
+layers = { low = 0, high = 1 }
+"""
+
+
+def _run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse exits
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--ops", "mul"], "unknown operation 'mul'"),
+        (["run", "--expr", "bad=__import__('os').system('x')"], "not allowed"),
+        (["run", "--expr", "noequals"], "NAME=EXPRESSION"),
+        (["run", "--expr", "cube=a*a*c"], "'c'"),
+        (["run", "--trials", "0"], "--trials"),
+        (["run", "--timeout", "-5"], "--timeout"),
+        (["run", "--campaign", "../x"], "invalid campaign name"),
+        (["run", "--sampler", "bayes"], "sampler 'bayes' is not allowed"),
+        (["run", "--config", "missing.toml"], "does not exist"),
+        (["best", "--storage", "sweeps.db"], "sqlite:///"),
+        (["best", "--storage", "redis://localhost/0"], "redis"),
+        (["pull", "add", "-o", "model.h5"], "must end in .keras"),
+        (["predict", "add", "1", "x"], "'x' is not a number"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "sweeps.db"
+    monkeypatch.setenv("SWEEP_STORAGE", f"sqlite:///{db}")
+    code, out, err = _run_main(args, capsys)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not db.exists()
+
+
+def test_impossible_range_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[data]\nlow = 0\nhigh = 1\n")
+    db = tmp_path / "x.db"
+    code, _, err = _run_main(
+        ["run", "--ops", "divide", "--config", str(config), "--storage", f"sqlite:///{db}"], capsys
+    )
+    assert code == 2 and "divide" in err and len(err.strip().splitlines()) == 1
+    assert not db.exists()
+
+
+def test_unreachable_server_masks_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql+psycopg://user:s3cr3t@127.0.0.1:1/db"
+    code, _, err = _run_main(["run", "--ops", "add", "--trials", "1", "--storage", url], capsys)
+    assert code == 2
+    assert "s3cr3t" not in err and "***" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_campaign_identity_is_protected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(SMALL)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    base = ["run", "--ops", "add", "--trials", "1", "--config", str(config), "--storage", url]
+    assert _run_main(base, capsys)[0] == 0
+    code, _, err = _run_main([*base, "--seed", "9"], capsys)
+    assert code == 2 and "already exists with a different seed, data" in err
+    summaries = optuna.get_all_study_summaries(url)
+    assert [s.n_trials for s in summaries] == [1]
+
+
+def _sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SWEEP_STORAGE": f"sqlite:///{cwd / 'sweeps.db'}"}
+    return subprocess.run(
+        [sys.executable, "-m", "sweep", *args], cwd=cwd, env=env, capture_output=True,
+        text=True, timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_real_sweep_through_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "small.toml").write_text(SMALL)
+    args = ["run", "--ops", "add,square,cube", "--expr", "cube=a*a*a", "--trials", "3",
+            "--config", "small.toml"]
+    result = _sweep(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Best model per operation" in result.stdout
+    for op in ("add", "square", "cube"):
+        assert op in result.stdout
+    assert "Traceback" not in result.stderr
+
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    studies = {s.study_name: s for s in optuna.get_all_study_summaries(url)}
+    assert set(studies) == {"arith.add", "arith.square", "arith.cube"}
+    for summary in studies.values():
+        study = optuna.load_study(study_name=summary.study_name, storage=url)
+        counted = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+        assert len(counted) == 3
+        assert study.user_attrs["campaign"] == "arith"
+        assert study.user_attrs["data"]["examples"] == 600
+        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+        assert all("test_hit_rate" in t.user_attrs for t in complete)
+
+    # Re-running resumes: the budget is a total, so nothing more is run.
+    again = _sweep(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    for name in studies:
+        assert len(optuna.load_study(study_name=name, storage=url).trials) == studies[
+            name
+        ].n_trials
+
+    best = _sweep("best", "--json", cwd=tmp_path)
+    assert best.returncode == 0, best.stderr
+    rows = json.loads(best.stdout)
+    assert {row["operation"] for row in rows} == {"add", "square", "cube"}
+    for row in rows:
+        for key in ("operation", "study", "trial", "params", "mae", "median_relative_error",
+                    "hit_rate", "extrapolation_hit_rate"):
+            assert key in row
+        assert 0.0 <= row["hit_rate"] <= 1.0
