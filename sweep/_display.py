@@ -34,8 +34,8 @@ class ProgressReporter:
     On a terminal the bars update live; otherwise one line per finished operation is printed.
     """
 
-    def __init__(self) -> None:
-        self.live = _err.is_terminal
+    def __init__(self, live: bool | None = None) -> None:
+        self.live = _err.is_terminal if live is None else live
         self.progress = Progress(
             TextColumn("{task.description:<12}"),
             BarColumn(),
@@ -93,6 +93,16 @@ class ProgressReporter:
             self.progress.console.print(f"[yellow]warning:[/] {message}")
         else:
             print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+class QuietReporter(ProgressReporter):
+    """For workers started by `run --workers K`: the parent shows progress; warnings only."""
+
+    def __init__(self) -> None:
+        super().__init__(live=False)
+
+    def operation_finished(self, status: OperationStatus) -> None:
+        pass
 
 
 def print_best_table(entries: Sequence[ModelEntry], operations: Sequence[Operation] | None) -> None:

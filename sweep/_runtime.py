@@ -57,6 +57,8 @@ def configure_runtime(workers: int = 1) -> int:
     except RuntimeError:  # TF already initialised in this process: keep what it has
         threads = tf.config.threading.get_intra_op_parallelism_threads() or threads
     logging.getLogger("absl").setLevel(logging.ERROR)
+    # Each trial builds a new model, so tf.function retracing is expected, not a problem.
+    tf.get_logger().setLevel(logging.ERROR)
     import warnings
 
     import optuna

@@ -13,16 +13,30 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import keras
 import optuna
+import sqlalchemy.exc
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from storage import ModelEntry, ModelRegistry, StorageError, check_reachable, engine_options
+from storage import (
+    ModelEntry,
+    ModelRegistry,
+    StorageError,
+    StorageUnavailable,
+    check_reachable,
+    create_engine,
+    enable_sqlite_wal,
+    engine_options,
+    mask_url,
+)
+from storage.locks import NamedLock
 from sweep.config import CampaignConfig
 from sweep.data import Dataset, make_dataset
 from sweep.errors import ConfigError, FatalSweepError, SweepError
@@ -31,9 +45,18 @@ from sweep.objective import Objective
 from sweep.operations import Operation
 
 COUNTED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
+RESERVED_STATES: tuple[TrialState, ...] = (TrialState.RUNNING, TrialState.WAITING)
+WAIT_SECONDS = 2.0
+# How long a worker rides out a lost database (server restart) before it gives up.
+DATABASE_PATIENCE = 120.0
+_WAIT = object()
+_T = TypeVar("_T")
+_DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 MAX_CONSECUTIVE_FAILURES = 5
-HEARTBEAT_INTERVAL = 10
-GRACE_PERIOD = 30
+# A worker killed mid-trial (SIGKILL, machine loss) stops beating; after the grace period any
+# worker marks its trial FAIL and the retry callback queues a copy. Overridable for tests.
+HEARTBEAT_INTERVAL = int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", "10"))
+GRACE_PERIOD = int(os.environ.get("SWEEP_GRACE_PERIOD", "30"))
 
 
 def study_name(campaign: str, operation: str) -> str:
@@ -50,6 +73,7 @@ class OperationStatus:
     budget: int | None
     best_value: float | None
     last_state: str | None = None
+    done: bool = False
 
 
 class Reporter(Protocol):
@@ -81,6 +105,7 @@ class SilentReporter:
 def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage with our engine options and heartbeats for crashed workers."""
     check_reachable(url)
+    enable_sqlite_wal(url)
     return optuna.storages.RDBStorage(
         url,
         engine_kwargs=engine_options(url),
@@ -138,8 +163,22 @@ def make_pruner(config: CampaignConfig, max_epochs: int) -> optuna.pruners.BaseP
     return optuna.pruners.NopPruner()
 
 
+@dataclass(frozen=True)
+class TrialCounts:
+    counted: int  # COMPLETE + PRUNED: what the budget is measured in
+    reserved: int  # counted + RUNNING + WAITING: slots already taken
+    last_state: str | None
+
+
+def trial_counts(study: optuna.Study) -> TrialCounts:
+    trials = study.get_trials(deepcopy=False)
+    counted = sum(t.state in COUNTED_STATES for t in trials)
+    reserved = counted + sum(t.state in RESERVED_STATES for t in trials)
+    return TrialCounts(counted, reserved, trials[-1].state.name if trials else None)
+
+
 def counted_trials(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+    return trial_counts(study).counted
 
 
 def best_value(study: optuna.Study) -> float | None:
@@ -156,7 +195,14 @@ def load_campaign_config(registry: ModelRegistry, name: str) -> CampaignConfig |
 class Campaign:
     """A validated campaign bound to a storage: datasets built, studies created or loaded."""
 
-    def __init__(self, config: CampaignConfig, url: str) -> None:
+    def __init__(
+        self, config: CampaignConfig, url: str, *, update_settings: bool = True
+    ) -> None:
+        """Validate, build datasets, then register the campaign and create its studies.
+
+        `update_settings` stores this config's run settings (budgets, sampler, operations)
+        over an existing campaign's, so workers that join later follow the newest `sweep run`.
+        """
         config.validate()
         operations = config.resolved_operations()
         # Build every dataset before touching storage: an impossible range is refused up front.
@@ -176,10 +222,40 @@ class Campaign:
                     f"{', '.join(conflicts)}; use --campaign NEW_NAME for a new campaign"
                 )
         self.storage = open_optuna_storage(url)
-        self.registry.save_campaign(config.name, self._merged_config(stored).to_dict())
+        self._lock_engine = create_engine(url)
+        self._deadlines: dict[str, float | None] = {}
+        self._status: dict[str, OperationStatus] = {}
+        merged = self._merged_config(stored).to_dict()
+        if not self.registry.save_campaign(config.name, merged) and update_settings:
+            self.registry.update_campaign(config.name, merged)
         self.studies: dict[str, optuna.Study] = {
             op.name: self._study(op) for op in operations
         }
+
+    @classmethod
+    def join(cls, url: str, name: str, fallback: CampaignConfig | None = None) -> Campaign:
+        """A worker's view: the stored campaign, created from `fallback` if it does not exist.
+
+        Several workers may start at once with the same `fallback`; the first one creates the
+        campaign and the others join it (their fallback must agree on the campaign identity).
+        """
+        with ModelRegistry(url) as registry:
+            stored = load_campaign_config(registry, name)
+        if stored is None:
+            if fallback is None:
+                raise ConfigError(
+                    f"campaign {name!r} does not exist on {mask_url(url)}; create it with "
+                    "`sweep run` or pass --config FILE"
+                )
+            return cls(fallback, url, update_settings=False)
+        if fallback is not None:
+            conflicts = fallback.identity_conflicts(stored)
+            if conflicts:
+                raise ConfigError(
+                    f"campaign {name!r} exists with a different {', '.join(conflicts)} than "
+                    "--config gives"
+                )
+        return cls(stored, url, update_settings=False)
 
     def _merged_config(self, stored: CampaignConfig | None) -> CampaignConfig:
         if stored is None:
@@ -195,7 +271,9 @@ class Campaign:
         config = self.config
         space = config.space_for(operation.name)
         max_epochs = int(max(space.epochs.values()))
-        directions = ["minimize", "minimize"] if config.multi_objective else ["minimize"]
+        directions: list[StudyDirection] = [StudyDirection.MINIMIZE] * (
+            2 if config.multi_objective else 1
+        )
         study = optuna.create_study(
             storage=self.storage,
             study_name=study_name(config.name, operation.name),
@@ -222,10 +300,22 @@ class Campaign:
         return study
 
     def run(self, reporter: Reporter | None = None) -> list[ModelEntry]:
-        """Fill every operation's budget in turn; returns the registry's best per operation."""
+        """Fill every operation's budget; returns the registry's best per operation.
+
+        Operations are taken in order. When every free slot of an operation is held by other
+        workers, this worker moves on and comes back, so K workers never idle while any
+        operation still has budget.
+        """
         reporter = reporter or SilentReporter()
-        for operation in self.operations:
-            self.run_operation(operation, reporter)
+        pending = list(self.operations)
+        while pending:
+            for operation in list(pending):
+                if self.run_operation(operation, reporter).done:
+                    pending.remove(operation)
+            if pending:
+                for operation in pending:
+                    self._fail_stale(self.studies[operation.name])
+                time.sleep(WAIT_SECONDS)
         return self.best()
 
     def best(self) -> list[ModelEntry]:
@@ -233,16 +323,119 @@ class Campaign:
         return [e for e in self.registry.best_all(self.config.name) if e.operation in names]
 
     def run_operation(self, operation: Operation, reporter: Reporter) -> OperationStatus:
+        """Run trials for one operation until its budget is met, with any number of workers.
+
+        A trial slot is reserved under a campaign-wide named lock: the lock is held while
+        Optuna creates the trial and released as soon as the objective starts, so RUNNING and
+        WAITING trials count as reserved and K workers never overshoot the budget.
+        """
         config = self.config
         study = self.studies[operation.name]
         dataset = self.datasets[operation.name]
-        deadline = time.monotonic() + config.timeout if config.timeout else None
-        status = OperationStatus(
-            operation.name, study.study_name, counted_trials(study), config.trials,
-            best_value(study),
-        )
-        reporter.operation_started(status)
+        if operation.name not in self._deadlines:
+            self._deadlines[operation.name] = (
+                time.monotonic() + config.timeout if config.timeout else None
+            )
+            counts = self._with_database(lambda: trial_counts(study))
+            self._status[operation.name] = OperationStatus(
+                operation.name, study.study_name, counts.counted, config.trials,
+                self._with_database(lambda: best_value(study)),
+            )
+            reporter.operation_started(self._status[operation.name])
+        deadline = self._deadlines[operation.name]
+        status = self._status[operation.name]
         failures = 0
+        on_model = self._promotion_hook(operation, study, dataset, reporter)
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            slot = self._with_database(lambda: self._reserve(study))
+            if slot is None:  # budget met
+                break
+            if slot is _WAIT:
+                # Every remaining slot is RUNNING or WAITING elsewhere. Come back later: a dead
+                # worker's trial turns stale after the grace period and is retried.
+                return status
+            assert isinstance(slot, NamedLock | _NoLock)
+            lock = slot
+            objective = Objective(
+                dataset,
+                config.space_for(operation.name),
+                objective=config.objective,
+                multi_objective=config.multi_objective,
+                max_trial_seconds=min(config.max_trial_seconds, remaining or math.inf),
+                seed=operation_seed(config.seed, operation.name),
+                on_model=on_model,
+            )
+
+            def run_trial(
+                trial: optuna.Trial,
+                objective: Objective = objective,
+                lock: NamedLock | _NoLock = lock,
+            ) -> Any:
+                lock.release()  # the trial exists now: the slot is reserved
+                return objective(trial)
+
+            try:
+                study.optimize(run_trial, n_trials=1)
+            except (FatalSweepError, StorageError):
+                raise
+            except _DATABASE_ERRORS as e:
+                reporter.warning(f"{operation.name}: database error, retrying: {_one_line(e)}")
+                self._wait_for_database()
+                continue
+            except Exception as e:  # a crashed trial: Optuna has marked it FAIL already
+                failures += 1
+                reporter.warning(f"{operation.name}: trial failed: {_one_line(e)}")
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    raise FatalSweepError(
+                        f"{operation.name}: {failures} trials in a row failed; last error: "
+                        f"{_one_line(e)}"
+                    ) from e
+            else:
+                failures = 0
+            finally:
+                lock.release()
+            counts = self._with_database(lambda: trial_counts(study))
+            status.finished = counts.counted
+            status.best_value = self._with_database(lambda: best_value(study))
+            status.last_state = counts.last_state
+            reporter.trial_finished(status)
+        status.finished = self._with_database(lambda: trial_counts(study)).counted
+        status.done = True
+        reporter.operation_finished(status)
+        return status
+
+    def _reserve(self, study: optuna.Study) -> NamedLock | _NoLock | object | None:
+        """A held lock when a slot is free, `_WAIT` when all are reserved, None when done."""
+        budget = self.config.trials
+        if budget is None:  # a time budget only: nothing to count, nothing to lock
+            return _NoLock()
+        counts = trial_counts(study)
+        if counts.counted >= budget:
+            return None
+        if counts.reserved >= budget:
+            return _WAIT
+        lock = NamedLock(self._lock_engine, f"{study.study_name}:slots")
+        lock.acquire()
+        try:
+            counts = trial_counts(study)  # again, under the lock
+        except BaseException:
+            lock.release()
+            raise
+        if counts.counted >= budget:
+            lock.release()
+            return None
+        if counts.reserved >= budget:
+            lock.release()
+            return _WAIT
+        return lock
+
+    def _promotion_hook(
+        self, operation: Operation, study: optuna.Study, dataset: Dataset, reporter: Reporter
+    ) -> Callable[[optuna.Trial, keras.Model, dict[str, float]], None]:
+        config = self.config
 
         def on_model(trial: optuna.Trial, model: keras.Model, metrics: dict[str, float]) -> None:
             try:
@@ -268,43 +461,39 @@ class Campaign:
             if entry is not None:
                 trial.set_user_attr("registry_version", entry.version)
 
+        return on_model
+
+    def _fail_stale(self, study: optuna.Study) -> None:
+        self._with_database(lambda: optuna.storages.fail_stale_trials(study))
+
+    def _with_database(self, action: Callable[[], _T]) -> _T:
+        """Run a storage read, riding out a dropped connection or a database restart."""
         while True:
-            if config.trials is not None and status.finished >= config.trials:
-                break
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            objective = Objective(
-                dataset,
-                config.space_for(operation.name),
-                objective=config.objective,
-                multi_objective=config.multi_objective,
-                max_trial_seconds=min(config.max_trial_seconds, remaining or math.inf),
-                seed=operation_seed(config.seed, operation.name),
-                on_model=on_model,
-            )
             try:
-                study.optimize(objective, n_trials=1)
-            except (FatalSweepError, StorageError):
-                raise
-            except Exception as e:  # a crashed trial: Optuna has marked it FAIL already
-                failures += 1
-                reporter.warning(f"{operation.name}: trial failed: {_one_line(e)}")
-                if failures >= MAX_CONSECUTIVE_FAILURES:
-                    raise FatalSweepError(
-                        f"{operation.name}: {failures} trials in a row failed; last error: "
-                        f"{_one_line(e)}"
-                    ) from e
-            else:
-                failures = 0
-            trials = study.get_trials(deepcopy=False)
-            last = trials[-1] if trials else None
-            status.finished = counted_trials(study)
-            status.best_value = best_value(study)
-            status.last_state = last.state.name if last is not None else None
-            reporter.trial_finished(status)
-        reporter.operation_finished(status)
-        return status
+                return action()
+            except _DATABASE_ERRORS:
+                self._wait_for_database()
+
+    def _wait_for_database(self) -> None:
+        """Back off until the database answers again, up to `DATABASE_PATIENCE` seconds."""
+        deadline = time.monotonic() + DATABASE_PATIENCE
+        delay = 0.5
+        while True:
+            try:
+                check_reachable(self.url)
+                return
+            except StorageError as e:
+                if time.monotonic() + delay > deadline:
+                    raise StorageUnavailable(
+                        f"gave up after {DATABASE_PATIENCE:g} s without the database: {e}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+class _NoLock:
+    def release(self) -> None:
+        pass
 
 
 def _one_line(error: BaseException) -> str:

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="database URL (default: $SWEEP_STORAGE, else sqlite:///sweeps.db)",
         )
         p.add_argument(
-            "--campaign", default=None, help=f"campaign name (default: {DEFAULT_CAMPAIGN})"
+            "--campaign", default=None,
+            help=f"campaign name (default: $SWEEP_CAMPAIGN, else {DEFAULT_CAMPAIGN})",
         )
 
     run = commands.add_parser("run", help="run (or resume) a sweep")
@@ -91,6 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--sampler", help="auto, tpe, random, cmaes, gp or nsga2")
     run.add_argument("--pruner", help="median, hyperband or none")
+    run.add_argument(
+        "--workers", type=_int_at_least(1), default=1,
+        help="local worker processes sharing this machine's cores (default 1)",
+    )
+
+    worker = commands.add_parser(
+        "worker", help="join a campaign from any host; work until every budget is met"
+    )
+    common(worker)
+    worker.add_argument(
+        "--config", help="campaign TOML file, used to create the campaign if it does not exist"
+    )
+    worker.add_argument("--quiet", action="store_true", help="print warnings only")
 
     best = commands.add_parser("best", help="best model per operation (from the registry)")
     common(best)
@@ -118,10 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        campaign = validate_campaign_name(args.campaign or DEFAULT_CAMPAIGN)
+        campaign = validate_campaign_name(
+            args.campaign or os.environ.get("SWEEP_CAMPAIGN") or DEFAULT_CAMPAIGN
+        )
         url = resolve_storage_url(args.storage)
         handler = {
             "run": _cmd_run,
+            "worker": _cmd_worker,
             "best": _cmd_best,
             "pull": _cmd_pull,
             "predict": _cmd_predict,
@@ -185,9 +202,11 @@ def _build_config(args: argparse.Namespace, campaign: str) -> Any:
 
 def _cmd_run(args: argparse.Namespace, url: str, campaign: str) -> int:
     config = _build_config(args, campaign)
-    configure_runtime(workers=1)
+    configure_runtime(workers=args.workers)
     from sweep.campaign import Campaign
+    from sweep.workers import install_signal_handlers, run_local_workers
 
+    install_signal_handlers()
     prepared = Campaign(config, url)
     ops = ", ".join(op.name for op in prepared.operations)
     budget = []
@@ -197,14 +216,42 @@ def _cmd_run(args: argparse.Namespace, url: str, campaign: str) -> int:
         budget.append(f"{config.timeout:g} s")
     print(
         f"campaign {config.name!r} on {mask_url(url)}: {ops}; budget per operation: "
-        f"{' or '.join(budget)}",
+        f"{' or '.join(budget)}; {args.workers} worker(s)",
         file=sys.stderr,
     )
     from sweep._display import ProgressReporter, print_best_table
 
     with ProgressReporter() as reporter:
+        if args.workers == 1:
+            prepared.run(reporter)
+        else:
+            run_local_workers(prepared, args.workers, reporter)
+    print_best_table(prepared.best(), prepared.operations)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
+    from sweep.workers import install_signal_handlers, workers_from_environment
+
+    configure_runtime(workers=workers_from_environment())
+    install_signal_handlers()
+    fallback = None
+    if args.config:
+        args.ops = args.trials = args.timeout = args.seed = args.sampler = args.pruner = None
+        args.expr = []
+        fallback = _build_config(args, campaign)
+    from sweep._display import ProgressReporter, QuietReporter
+    from sweep.campaign import Campaign
+
+    prepared = Campaign.join(url, campaign, fallback)
+    reporter = QuietReporter() if args.quiet else ProgressReporter(live=False)
+    with reporter:
         entries = prepared.run(reporter)
-    print_best_table(entries, prepared.operations)
+    if not args.quiet:
+        print(
+            f"worker done: campaign {campaign!r}, {len(entries)} operation(s) with a model",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -204,7 +204,8 @@ def config_from_toml(raw: Mapping[str, Any], base: CampaignConfig | None = None)
             ops = [part.strip() for part in ops.split(",") if part.strip()]
         if not isinstance(ops, list) or not ops or not all(isinstance(o, str) for o in ops):
             raise ConfigError(
-                f"campaign.operations must be a non-empty list of names, got {campaign['operations']!r}"
+                "campaign.operations must be a non-empty list of names, "
+                f"got {campaign['operations']!r}"
             )
         updates["operations"] = tuple(ops)
     expressions = _table(raw, "expressions")

@@ -39,8 +39,8 @@ def hits(predictions: np.ndarray, truth: np.ndarray, integer_valued: bool) -> np
     predictions = np.asarray(predictions, dtype=np.float64).reshape(-1)
     truth = np.asarray(truth, dtype=np.float64).reshape(-1)
     if integer_valued:
-        return np.rint(predictions) == truth
-    return relative_errors(predictions, truth) <= REAL_HIT_TOLERANCE
+        return np.asarray(np.rint(predictions) == truth, dtype=bool)
+    return np.asarray(relative_errors(predictions, truth) <= REAL_HIT_TOLERANCE, dtype=bool)
 
 
 def evaluate(predictions: np.ndarray, truth: np.ndarray, integer_valued: bool) -> Metrics:

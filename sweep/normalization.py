@@ -37,7 +37,7 @@ class NormalizationParams:
 
 def signed_log(x: np.ndarray) -> np.ndarray:
     """``sign(x) * log1p(|x|)``: defined at 0 and for negative values (subtract, expressions)."""
-    return np.sign(x) * np.log1p(np.abs(x))
+    return np.asarray(np.sign(x) * np.log1p(np.abs(x)), dtype=np.float64)
 
 
 def fit_normalization(scheme: str, values: np.ndarray) -> NormalizationParams:
@@ -80,7 +80,7 @@ def normalize(params: NormalizationParams, values: np.ndarray) -> np.ndarray:
     if params.transform == "signed_log":
         data = signed_log(data)
     out = (data - np.asarray(params.offset)) / np.asarray(params.scale)
-    return out[:, 0] if squeeze else out
+    return np.asarray(out[:, 0] if squeeze else out, dtype=np.float64)
 
 
 def denormalize(params: NormalizationParams, values: np.ndarray) -> np.ndarray:
@@ -92,7 +92,7 @@ def denormalize(params: NormalizationParams, values: np.ndarray) -> np.ndarray:
     out = data * np.asarray(params.scale) + np.asarray(params.offset)
     if params.transform == "signed_log":
         out = np.sign(out) * np.expm1(np.abs(out))
-    return out[:, 0] if squeeze else out
+    return np.asarray(out[:, 0] if squeeze else out, dtype=np.float64)
 
 
 class _AffineLayer(keras.layers.Layer):

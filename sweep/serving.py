@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from storage import ModelEntry, ModelNotFound, ModelRegistry, resolve_storage_url
+from storage import ModelEntry, ModelRegistry, resolve_storage_url
 from sweep.config import DEFAULT_CAMPAIGN, CampaignConfig, validate_campaign_name
 from sweep.errors import ConfigError
 from sweep.export import check_compatible, load_model_bytes
@@ -142,7 +141,9 @@ def check_output_path(path: Path, *, force: bool) -> None:
     if path.suffix != ".keras":
         raise ConfigError(f"output path {str(path)!r} must end in .keras (Keras loads by suffix)")
     if path.is_symlink():
-        raise ConfigError(f"output path {str(path)!r} is a symbolic link; refusing to write through it")
+        raise ConfigError(
+            f"output path {str(path)!r} is a symbolic link; refusing to write through it"
+        )
     if path.is_dir():
         raise ConfigError(f"output path {str(path)!r} is a directory")
     if not path.parent.is_dir():
@@ -166,7 +167,9 @@ def write_file(path: Path, data: bytes, *, force: bool) -> None:
             os.unlink(temp)
     except FileExistsError:
         os.unlink(temp)
-        raise ConfigError(f"output path {str(path)!r} exists; pass --force to overwrite it") from None
+        raise ConfigError(
+            f"output path {str(path)!r} exists; pass --force to overwrite it"
+        ) from None
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)
@@ -190,14 +193,3 @@ def best_models(
 ) -> list[ModelEntry]:
     with _registry(storage) as registry:
         return registry.best_all(campaign)
-
-
-__all__: Sequence[str] = (
-    "ModelNotFound",
-    "Prediction",
-    "best_models",
-    "load_best_model",
-    "model_history",
-    "predict",
-    "pull_model",
-)

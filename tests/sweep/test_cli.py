@@ -58,7 +58,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "sweeps.db"
     monkeypatch.setenv("SWEEP_STORAGE", f"sqlite:///{db}")
-    code, out, err = _run_main(args, capsys)
+    code, _, err = _run_main(args, capsys)
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,227 @@
+"""Per-dialect engine options: SQLite in WAL mode with a busy timeout, bounded server pools.
+
+The same options are valid as Optuna's ``RDBStorage(url, engine_kwargs=engine_options(url))``,
+so Optuna's engine and ours treat the database alike.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+
+from storage.errors import StorageInternalError, StorageUnavailable
+from storage.urls import dialect_of, mask_url, normalize_storage_url, redact_password
+
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_SECONDS",
+    "check_reachable",
+    "create_engine",
+    "enable_sqlite_wal",
+    "engine_options",
+    "require_sqlite_directory",
+    "short_reason",
+    "sqlite_path",
+]
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 60
+# Many workers share one server: a small pool per process keeps the total under
+# max_connections (100 on a default PostgreSQL) even with a few dozen workers.
+_SERVER_POOL: dict[str, Any] = {
+    "pool_pre_ping": True,
+    "pool_size": 2,
+    "max_overflow": 2,
+    "pool_recycle": 300,
+    "pool_timeout": 30,
+}
+_CONNECT_TIMEOUT_SECONDS = 10
+# Execution option read by our SQLite "begin" hook: take the write lock when the transaction
+# starts instead of at the first write, so read-compare-write sequences cannot interleave.
+SQLITE_BEGIN_IMMEDIATE = "sweep_sqlite_begin_immediate"
+
+
+def engine_options(url: str) -> dict[str, Any]:
+    """Keyword arguments for `sqlalchemy.create_engine` (and Optuna's ``engine_kwargs``).
+
+    Returns a new dict on every call: Optuna adds keys to the dict it is given.
+
+    Raises:
+        InvalidStorageURL: The URL is not a supported storage URL.
+    """
+    dialect = dialect_of(url)
+    if dialect == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
+    return {**_SERVER_POOL, "connect_args": {"connect_timeout": _CONNECT_TIMEOUT_SECONDS}}
+
+
+def create_engine(url: str) -> Engine:
+    """Create an engine for a storage URL with the options of `engine_options`.
+
+    On SQLite every new connection gets WAL mode (readers never block the writer), a busy
+    timeout (writers wait instead of failing with "database is locked") and foreign keys; and
+    transactions are begun explicitly, so DDL is transactional and a connection with the
+    ``SQLITE_BEGIN_IMMEDIATE`` execution option takes the write lock up front.
+
+    Raises:
+        InvalidStorageURL: The URL is not a supported storage URL.
+    """
+    normalized = normalize_storage_url(url)
+    engine = sqlalchemy.create_engine(normalized, **engine_options(normalized))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # pysqlite's own implicit BEGIN (only before DML, never before DDL or SELECT) breaks
+    # transactional DDL and BEGIN IMMEDIATE; switch it off and begin in _sqlite_on_begin.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first, so switching to WAL waits for a concurrent writer.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    if connection.get_execution_options().get(SQLITE_BEGIN_IMMEDIATE):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for in-memory or non-SQLite URLs."""
+    if dialect_of(url) != "sqlite":
+        return None
+    database = make_url(url.strip()).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def enable_sqlite_wal(url: str) -> None:
+    """Switch a SQLite file to WAL once; WAL is persistent, so Optuna's engine gets it too.
+
+    Does nothing for servers and in-memory databases. Creates the file if it is missing.
+
+    Raises:
+        StorageUnavailable: The file's directory does not exist or the file cannot be opened.
+    """
+    path = sqlite_path(url)
+    if path is None:
+        return
+    _require_parent(path, url)
+    try:
+        connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+    except sqlite3.Error as e:
+        raise StorageUnavailable(
+            f"cannot open SQLite database {str(path)!r}: {short_reason(e)}"
+        ) from e
+
+
+def check_reachable(url: str) -> None:
+    """Connect once and run ``SELECT 1``; creates nothing (no server database, no SQLite file).
+
+    Raises:
+        InvalidStorageURL: The URL is not a supported storage URL.
+        StorageUnavailable: The database cannot be reached; the message names the masked URL
+            and the first line of the driver's reason.
+    """
+    normalized = normalize_storage_url(url)
+    if dialect_of(normalized) == "sqlite":
+        _check_sqlite(normalized)
+        return
+    engine = sqlalchemy.create_engine(
+        normalized, poolclass=NullPool, connect_args=engine_options(normalized)["connect_args"]
+    )
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as e:
+        raise StorageUnavailable(
+            f"cannot reach database {mask_url(normalized)}: {short_reason(e, normalized)}"
+        ) from e
+    except SQLAlchemyError as e:
+        raise StorageInternalError(
+            f"unexpected error checking {mask_url(normalized)}: {short_reason(e, normalized)}"
+        ) from e
+    finally:
+        engine.dispose()
+
+
+def _check_sqlite(url: str) -> None:
+    path = sqlite_path(url)
+    if path is None:
+        return  # In memory: always reachable.
+    _require_parent(path, url)
+    if not path.exists():
+        if not os.access(path.parent if str(path.parent) else ".", os.W_OK):
+            raise StorageUnavailable(
+                f"cannot create SQLite database {str(path)!r}: directory is not writable"
+            )
+        return  # It will be created on first use; checking must not create it.
+    try:
+        # Opened read-only so a check never writes; reading the schema proves it is SQLite.
+        connection = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_SECONDS
+        )
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error as e:
+        raise StorageUnavailable(
+            f"cannot open SQLite database {str(path)!r}: {short_reason(e)}"
+        ) from e
+
+
+def require_sqlite_directory(url: str) -> None:
+    """Fail clearly when a SQLite file's directory is missing (SQLite only says "unable to open").
+
+    Raises:
+        StorageUnavailable: The directory does not exist.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        _require_parent(path, url)
+
+
+def _require_parent(path: Path, url: str) -> None:
+    parent = path.parent
+    if str(parent) and not parent.is_dir():
+        raise StorageUnavailable(
+            f"cannot open SQLite database {mask_url(url)}: directory {str(parent)!r} does not exist"
+        )
+
+
+def short_reason(error: BaseException, url: str | None = None) -> str:
+    """First line of the driver's message (without SQLAlchemy's SQL echo), password scrubbed."""
+    original = getattr(error, "orig", None)
+    source = original if isinstance(original, BaseException) else error
+    args = source.args
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        # PyMySQL's (errno, message) tuples.
+        text_ = f"{args[1]} (MySQL error {args[0]})"
+    else:
+        text_ = str(source)
+    lines = [" ".join(line.split()) for line in text_.splitlines() if line.strip()]
+    reason = lines[0] if lines else type(source).__name__
+    if len(reason) > 300:
+        reason = reason[:297] + "..."
+    return redact_password(reason, url) if url else reason

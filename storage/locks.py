@@ -1,0 +1,157 @@
+"""Cross-process, cross-host named locks, so workers can reserve trial slots exactly.
+
+PostgreSQL uses a session advisory lock and MySQL/MariaDB a named lock (``GET_LOCK``): both are
+released by the server if the holder's connection dies, so a killed worker never leaves a lock
+behind. SQLite, a single-host database, uses ``flock`` on a file next to the database.
+
+The lock is held on its own connection, so the holder may write through other connections
+(Optuna's engine) while holding it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+import time
+from types import TracebackType
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+from storage._boundary import connect, masked, translated
+from storage.engine import sqlite_path
+from storage.errors import StorageUnavailable
+
+__all__ = ["NamedLock"]
+
+_MEMORY_LOCKS: dict[str, threading.Lock] = {}
+
+
+def _pg_key(name: str) -> int:
+    """A signed 64-bit key for pg_advisory_lock, stable across processes and hosts."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def _mysql_name(name: str) -> str:
+    # MySQL lock names are limited to 64 characters.
+    return "sweep:" + hashlib.sha256(name.encode()).hexdigest()[:40]
+
+
+class NamedLock:
+    """A re-acquirable lock named `name` on the database behind `engine`.
+
+    `release` is idempotent, so a holder can hand the release to code that runs later (the
+    objective releases the slot lock as soon as Optuna has created the trial).
+    """
+
+    def __init__(self, engine: Engine, name: str, timeout: float = 120.0) -> None:
+        self.engine = engine
+        self.name = name
+        self.timeout = timeout
+        self._connection: Connection | None = None
+        self._file: int | None = None
+        self._memory: threading.Lock | None = None
+        self.held = False
+
+    def acquire(self) -> None:
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            self._acquire_sqlite()
+        elif dialect == "postgresql":
+            self._acquire_server(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": _pg_key(self.name)}
+            )
+        else:
+            self._acquire_server(
+                text("SELECT GET_LOCK(:name, 1)"), {"name": _mysql_name(self.name)}
+            )
+        self.held = True
+
+    def _acquire_server(self, statement: object, params: dict[str, object]) -> None:
+        connection = connect(self.engine)
+        deadline = time.monotonic() + self.timeout
+        try:
+            with translated(self.engine, f"taking lock {self.name!r}"):
+                while True:
+                    got = connection.execute(statement, params).scalar()  # type: ignore[call-overload]
+                    connection.commit()
+                    if got in (True, 1):
+                        break
+                    if time.monotonic() > deadline:
+                        raise StorageUnavailable(
+                            f"could not take lock {self.name!r} on {masked(self.engine)} "
+                            f"within {self.timeout:g} s"
+                        )
+                    if self.engine.dialect.name == "postgresql":
+                        time.sleep(0.05)  # GET_LOCK already waited 1 s server-side
+        except BaseException:
+            connection.invalidate()
+            connection.close()
+            raise
+        self._connection = connection
+
+    def _acquire_sqlite(self) -> None:
+        path = sqlite_path(str(self.engine.url))
+        if path is None:  # in-memory database: one process only
+            self._memory = _MEMORY_LOCKS.setdefault(self.name, threading.Lock())
+            if not self._memory.acquire(timeout=self.timeout):
+                raise StorageUnavailable(f"could not take lock {self.name!r} in {self.timeout} s")
+            return
+        lock_path = f"{path}.{hashlib.sha256(self.name.encode()).hexdigest()[:12]}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise StorageUnavailable(
+                        f"could not take lock {self.name!r} ({lock_path}) in {self.timeout:g} s"
+                    ) from None
+                time.sleep(0.02)
+        self._file = fd
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        if self._memory is not None:
+            self._memory.release()
+            self._memory = None
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            os.close(self._file)
+            self._file = None
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                if self.engine.dialect.name == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": _pg_key(self.name)}
+                    )
+                else:
+                    connection.execute(
+                        text("SELECT RELEASE_LOCK(:name)"), {"name": _mysql_name(self.name)}
+                    )
+                connection.commit()
+                connection.close()
+            except Exception:
+                # The server drops a dead session's locks; never reuse this connection.
+                connection.invalidate()
+                connection.close()
+
+    def __enter__(self) -> NamedLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

@@ -1,0 +1,182 @@
+"""Parse, validate, normalise and mask storage URLs.
+
+Every command resolves its storage the same way (CLI flag > ``SWEEP_STORAGE`` > SQLite default),
+and every message that shows a URL shows it through `mask_url`, so a password never reaches a
+terminal or a log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from storage.errors import InvalidStorageURL
+
+__all__ = [
+    "DEFAULT_STORAGE_URL",
+    "STORAGE_ENV_VAR",
+    "Dialect",
+    "dialect_of",
+    "mask_url",
+    "normalize_storage_url",
+    "redact_password",
+    "resolve_storage_url",
+]
+
+DEFAULT_STORAGE_URL = "sqlite:///sweeps.db"
+STORAGE_ENV_VAR = "SWEEP_STORAGE"
+
+Dialect = Literal["sqlite", "postgresql", "mysql"]
+
+# (backend, driver or None) -> (dialect, the drivername we connect with). Only drivers that are
+# installed are accepted: psycopg2 and mysqlclient would fail later with an ImportError.
+_DRIVERS: dict[tuple[str, str | None], tuple[Dialect, str]] = {
+    ("sqlite", None): ("sqlite", "sqlite"),
+    ("sqlite", "pysqlite"): ("sqlite", "sqlite"),
+    ("postgresql", None): ("postgresql", "postgresql+psycopg"),
+    ("postgresql", "psycopg"): ("postgresql", "postgresql+psycopg"),
+    ("mysql", None): ("mysql", "mysql+pymysql"),
+    ("mysql", "pymysql"): ("mysql", "mysql+pymysql"),
+    ("mariadb", None): ("mysql", "mysql+pymysql"),
+    ("mariadb", "pymysql"): ("mysql", "mysql+pymysql"),
+}
+_ALLOWED = (
+    "sqlite:///PATH, sqlite:///:memory:, postgresql[+psycopg]://USER:PASSWORD@HOST/DB, "
+    "mysql[+pymysql]://USER:PASSWORD@HOST/DB, mariadb[+pymysql]://USER:PASSWORD@HOST/DB"
+)
+_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd"})
+_MASK = "***"
+
+
+def resolve_storage_url(cli_value: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """Pick the storage URL: the CLI value, else ``$SWEEP_STORAGE``, else the SQLite default.
+
+    Args:
+        cli_value: The ``--storage`` flag, or None when it was not given.
+        environ: The environment to read (``os.environ`` when None).
+
+    Returns:
+        The validated, normalised URL, password intact (it is used to connect).
+
+    Raises:
+        InvalidStorageURL: The chosen URL is malformed or names an unsupported database.
+    """
+    env = os.environ if environ is None else environ
+    if cli_value is not None and cli_value.strip():
+        return normalize_storage_url(cli_value)
+    from_env = env.get(STORAGE_ENV_VAR, "")
+    if from_env.strip():
+        return normalize_storage_url(from_env)
+    return normalize_storage_url(DEFAULT_STORAGE_URL)
+
+
+def normalize_storage_url(url: str) -> str:
+    """Validate a storage URL and spell it with the driver we actually use.
+
+    ``postgresql://`` becomes ``postgresql+psycopg://``; ``mysql://``, ``mariadb://`` and
+    ``mariadb+pymysql://`` become ``mysql+pymysql://``; SQLite URLs are returned unchanged.
+
+    Raises:
+        InvalidStorageURL: Unparseable, a bare file path, an unsupported scheme or driver, or a
+            server URL without a database name.
+    """
+    parsed = _parse(url)
+    dialect, drivername = _classify(parsed, url)
+    if dialect == "sqlite":
+        if parsed.host or parsed.username or parsed.password is not None:
+            raise InvalidStorageURL(
+                f"SQLite URL {mask_url(url)!r} must not name a host or user; "
+                "use sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH."
+            )
+        return url.strip()
+    if not parsed.database:
+        raise InvalidStorageURL(
+            f"storage URL {mask_url(url)!r} names no database; "
+            f"add one after the host, e.g. {drivername}://USER:PASSWORD@HOST/DBNAME."
+        )
+    return parsed.set(drivername=drivername).render_as_string(hide_password=False)
+
+
+def dialect_of(url: str) -> Dialect:
+    """Return which SQL dialect a storage URL talks to (MariaDB counts as ``mysql``).
+
+    Raises:
+        InvalidStorageURL: As `normalize_storage_url`.
+    """
+    return _classify(_parse(url), url)[0]
+
+
+def mask_url(url: str) -> str:
+    """Return the URL with any password replaced by ``***``; never raises.
+
+    Passwords given as query parameters (``?password=...``) are masked too. A string that cannot
+    be parsed is reduced to its scheme, because we cannot tell where its password is.
+    """
+    try:
+        parsed = make_url(url.strip())
+        if any(key.lower() in _SECRET_QUERY_KEYS for key in parsed.query):
+            query = {
+                key: (_MASK if key.lower() in _SECRET_QUERY_KEYS else value)
+                for key, value in parsed.query.items()
+            }
+            parsed = parsed.set(query=query)
+        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", _MASK)
+    except Exception:
+        # Deliberately broad: this runs inside error handling and must not raise itself.
+        pass
+    text = str(url)
+    if "://" in text:
+        return text.split("://", 1)[0] + "://" + _MASK
+    if "@" in text or ":" in text:
+        return _MASK
+    return text  # A bare path has nothing secret in it, and showing it helps.
+
+
+def _parse(url: str) -> URL:
+    """Parse with SQLAlchemy, turning its errors into a one-line InvalidStorageURL."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidStorageURL(f"storage URL must be a non-empty string; allowed: {_ALLOWED}.")
+    text = url.strip()
+    if "://" not in text:
+        raise InvalidStorageURL(
+            f"storage URL {mask_url(text)!r} looks like a file path, not a URL; "
+            f"use sqlite:///{text} (sqlite:///PATH)."
+        )
+    try:
+        return make_url(text)
+    except (ArgumentError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InvalidStorageURL(
+            f"cannot parse storage URL {mask_url(text)!r} ({redact_password(reason, text)}); "
+            f"allowed: {_ALLOWED}."
+        ) from None
+
+
+def _classify(parsed: URL, original: str) -> tuple[Dialect, str]:
+    """Map a parsed URL to (dialect, drivername) or refuse it naming what is allowed."""
+    backend, _, driver = parsed.drivername.partition("+")
+    key = (backend.lower(), driver.lower() or None)
+    if key not in _DRIVERS:
+        raise InvalidStorageURL(
+            f"unsupported storage URL scheme {parsed.drivername!r} in {mask_url(original)!r}; "
+            f"allowed: {_ALLOWED}."
+        )
+    return _DRIVERS[key]
+
+
+def redact_password(text: str, url: str) -> str:
+    """Remove the URL's password from a message that might echo it (defence in depth)."""
+    password: str | None
+    try:
+        password = make_url(url.strip()).password
+    except Exception:
+        match = re.search(r"://[^/@:]*:([^@]*)@", url)
+        password = match.group(1) if match else None
+    if password:
+        text = text.replace(str(password), _MASK)
+    return text

@@ -1,0 +1,96 @@
+"""Local worker processes for `sweep run --workers K`, and signal handling for workers.
+
+The parent creates the campaign, starts K `sweep worker` processes that coordinate only
+through the database (exactly as workers on other hosts do), and reports progress by reading
+the studies. The storage URL reaches children through the environment, never their command
+line, so the password is not visible in `ps`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from storage import STORAGE_ENV_VAR
+from sweep.campaign import Campaign, OperationStatus, Reporter, best_value, trial_counts
+from sweep.errors import FatalSweepError
+
+CAMPAIGN_ENV_VAR = "SWEEP_CAMPAIGN"
+WORKERS_ENV_VAR = "SWEEP_WORKERS"
+POLL_SECONDS = 1.0
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM behaves like Ctrl-C: Optuna marks the trial in flight FAIL, then we exit."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def run_local_workers(campaign: Campaign, workers: int, reporter: Reporter) -> None:
+    """Start `workers` processes on this machine and follow them until they all exit.
+
+    Raises:
+        FatalSweepError: a worker exited with an error (its own message went to stderr).
+    """
+    env = {
+        **os.environ,
+        STORAGE_ENV_VAR: campaign.url,
+        CAMPAIGN_ENV_VAR: campaign.config.name,
+        WORKERS_ENV_VAR: str(workers),
+    }
+    command = [sys.executable, "-m", "sweep", "worker", "--quiet"]
+    processes = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    statuses: dict[str, OperationStatus] = {}
+    for operation in campaign.operations:
+        study = campaign.studies[operation.name]
+        statuses[operation.name] = OperationStatus(
+            operation.name, study.study_name, 0, campaign.config.trials, None
+        )
+        reporter.operation_started(statuses[operation.name])
+    try:
+        while True:
+            running = [p for p in processes if p.poll() is None]
+            for operation in campaign.operations:
+                status = statuses[operation.name]
+                if status.done:
+                    continue
+                study = campaign.studies[operation.name]
+                counts = trial_counts(study)
+                status.finished = counts.counted
+                status.best_value = best_value(study)
+                status.last_state = counts.last_state
+                reporter.trial_finished(status)
+                budget_met = status.budget is not None and status.finished >= status.budget
+                if budget_met or not running:
+                    status.done = True
+                    reporter.operation_finished(status)
+            if not running:
+                break
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        # Ctrl-C reached the whole process group; SIGTERM reached only us: pass it on.
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            process.wait()
+        raise
+    failed = [(i, p.returncode) for i, p in enumerate(processes) if p.returncode != 0]
+    if failed:
+        codes = ", ".join(f"worker {i} exited with code {code}" for i, code in failed)
+        raise FatalSweepError(f"{codes}; see its message above")
+
+
+def workers_from_environment() -> int:
+    """How many workers share this machine (set by `run --workers K` for its children)."""
+    try:
+        return max(1, int(os.environ.get(WORKERS_ENV_VAR, "1")))
+    except ValueError:
+        return 1
