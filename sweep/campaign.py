@@ -106,15 +106,22 @@ def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage with our engine options and heartbeats for crashed workers."""
     check_reachable(url)
     enable_sqlite_wal(url)
-    return optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_options(url),
-        heartbeat_interval=HEARTBEAT_INTERVAL,
-        grace_period=GRACE_PERIOD,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=3
-        ),
-    )
+    # Optuna creates its tables on first use; workers starting together on a fresh database
+    # would race on CREATE TABLE (PostgreSQL: duplicate pg_type rows), so serialise that step.
+    engine = create_engine(url)
+    try:
+        with NamedLock(engine, "optuna-schema"):
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_options(url),
+                heartbeat_interval=HEARTBEAT_INTERVAL,
+                grace_period=GRACE_PERIOD,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=3
+                ),
+            )
+    finally:
+        engine.dispose()
 
 
 def operation_seed(seed: int, operation: str) -> int:
@@ -471,7 +478,7 @@ class Campaign:
         while True:
             try:
                 return action()
-            except _DATABASE_ERRORS:
+            except (*_DATABASE_ERRORS, StorageUnavailable):
                 self._wait_for_database()
 
     def _wait_for_database(self) -> None:

@@ -126,6 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="registry history: versions, metrics, sizes")
     common(models)
     models.add_argument("operation", nargs="?")
+
+    dashboard = commands.add_parser("dashboard", help="browse the studies in optuna-dashboard")
+    dashboard.add_argument(
+        "--storage", help="database URL (default: $SWEEP_STORAGE, else sqlite:///sweeps.db)"
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    dashboard.add_argument("--port", type=_port, default=8080, help="port (default: %(default)s)")
+    dashboard.add_argument(
+        "--artifacts", metavar="DIR",
+        help="artifact folder (default: $SWEEP_ARTIFACTS, else ./sweep-artifacts if it exists)",
+    )
+    dashboard.set_defaults(campaign=None)  # Shows every study; main() still reads the attribute.
+
+    report = commands.add_parser("report", help="write a self-contained HTML report")
+    common(report)
+    report.add_argument("-o", "--output", default="report.html", help="(default: %(default)s)")
     return parser
 
 
@@ -143,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pull": _cmd_pull,
             "predict": _cmd_predict,
             "models": _cmd_models,
+            "dashboard": _cmd_dashboard,
+            "report": _cmd_report,
         }[args.command]
         return handler(args, url, campaign)
     except (SweepError, StorageError) as e:
@@ -167,8 +185,8 @@ def _build_config(args: argparse.Namespace, campaign: str) -> Any:
     if args.config:
         config = config_from_toml(load_toml(args.config), config)
     updates: dict[str, Any] = {}
-    if args.campaign:
-        updates["name"] = campaign
+    if args.campaign or os.environ.get("SWEEP_CAMPAIGN"):
+        updates["name"] = campaign  # flag > environment > config file > default
     if args.ops:
         ops = tuple(part.strip() for part in args.ops.split(",") if part.strip())
         if not ops:
@@ -243,13 +261,14 @@ def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
     from sweep._display import ProgressReporter, QuietReporter
     from sweep.campaign import Campaign
 
-    prepared = Campaign.join(url, campaign, fallback)
+    name = fallback.name if fallback is not None else campaign
+    prepared = Campaign.join(url, name, fallback)
     reporter = QuietReporter() if args.quiet else ProgressReporter(live=False)
     with reporter:
         entries = prepared.run(reporter)
     if not args.quiet:
         print(
-            f"worker done: campaign {campaign!r}, {len(entries)} operation(s) with a model",
+            f"worker done: campaign {name!r}, {len(entries)} operation(s) with a model",
             file=sys.stderr,
         )
     return 0
@@ -311,6 +330,53 @@ def _cmd_models(args: argparse.Namespace, url: str, campaign: str) -> int:
         what = f"operation {args.operation!r}" if args.operation else f"campaign {campaign!r}"
         raise ConfigError(f"no models yet for {what} on {mask_url(url)}")
     print_history(entries)
+    return 0
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535; 0 picks one)")
+    return value
+
+
+def _cmd_dashboard(args: argparse.Namespace, url: str, campaign: str) -> int:
+    import signal
+    from pathlib import Path
+
+    from sweep.dashboard import default_artifact_dir, open_dashboard
+
+    artifacts: Path | None = Path(args.artifacts) if args.artifacts else default_artifact_dir()
+    if not args.artifacts and not (artifacts and artifacts.is_dir()):
+        artifacts = None  # The default folder is optional; an explicit one must exist.
+    server = open_dashboard(url, host=args.host, port=args.port, artifact_dir=artifacts)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (docker stop) ends like Ctrl-C, not mid-response.
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Even if started with it ignored.
+    shown = f"; artifacts from {artifacts}" if artifacts else ""
+    print(f"optuna-dashboard on {mask_url(url)}{shown}", flush=True)
+    print(f"open {server.url}  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("dashboard stopped", file=sys.stderr)
+    finally:
+        server.close()
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, url: str, campaign: str) -> int:
+    configure_runtime(workers=1)
+    from sweep.report import build_report
+
+    path = build_report(url, campaign, args.output)
+    print(f"wrote {path}")
     return 0
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,9 @@ SPLITS: tuple[tuple[str, str], ...] = (
     ("test", "test_"),
     ("extrapolation", "extrapolation_"),
 )
+
+# Which host and process ran a trial: for users chasing a slow or crashed worker.
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 ModelHook = Callable[[optuna.Trial, keras.Model, dict[str, float]], None]
 ObjectiveValue = float | tuple[float, float]
@@ -79,6 +84,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> ObjectiveValue:
         spec = self.space.suggest(trial)
         arity = self.dataset.operation.arity
+        trial.set_user_attr("worker", WORKER_ID)
         trial.set_user_attr("architecture", spec.architecture(arity))
         trial.set_user_attr("parameters", spec.parameter_count(arity))
         trial.set_user_attr("model_spec", dataclasses.asdict(spec))
