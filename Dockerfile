@@ -23,7 +23,7 @@ COPY sweep/ sweep/
 COPY storage/ storage/
 # `.` is this checkout, not a registry package: DL3013 (pin pip versions) does not apply.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[dashboard]"
+RUN pip install --no-cache-dir .
 
 USER 10001:10001
 WORKDIR /home/sweep

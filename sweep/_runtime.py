@@ -63,7 +63,9 @@ def configure_runtime(workers: int = 1) -> int:
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs every failed trial with its traceback; the sweep reports failures in one
+    # line itself (and records them on the trial), so only Optuna's errors are shown.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     # Heartbeats, grouped TPE and the retry callback are marked experimental; we pin Optuna's
     # major version and test them, so the warnings only alarm users.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -38,6 +38,7 @@ from storage import (
 )
 from storage.locks import NamedLock
 from sweep.config import CampaignConfig
+from sweep.dashboard import default_artifact_dir, publish_best
 from sweep.data import Dataset, make_dataset
 from sweep.errors import ConfigError, FatalSweepError, SweepError
 from sweep.export import promote
@@ -51,7 +52,14 @@ WAIT_SECONDS = 2.0
 DATABASE_PATIENCE = 120.0
 _WAIT = object()
 _T = TypeVar("_T")
-_DATABASE_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+# A dropped connection surfaces as SQLAlchemy's errors, or wrapped by Optuna's RDB storage.
+_DATABASE_ERRORS = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.PendingRollbackError,
+    optuna.exceptions.StorageInternalError,
+)
+_DATABASE_RETRIES = 8
 MAX_CONSECUTIVE_FAILURES = 5
 # A worker killed mid-trial (SIGKILL, machine loss) stops beating; after the grace period any
 # worker marks its trial FAIL and the retry callback queues a copy. Overridable for tests.
@@ -230,6 +238,8 @@ class Campaign:
                 )
         self.storage = open_optuna_storage(url)
         self._lock_engine = create_engine(url)
+        # Shared with the dashboard (`sweep dashboard --artifacts`, the compose volume).
+        self.artifact_dir = default_artifact_dir()
         self._deadlines: dict[str, float | None] = {}
         self._status: dict[str, OperationStatus] = {}
         merged = self._merged_config(stored).to_dict()
@@ -386,12 +396,14 @@ class Campaign:
 
             try:
                 study.optimize(run_trial, n_trials=1)
-            except (FatalSweepError, StorageError):
+            except FatalSweepError:
                 raise
-            except _DATABASE_ERRORS as e:
+            except (*_DATABASE_ERRORS, StorageUnavailable) as e:
                 reporter.warning(f"{operation.name}: database error, retrying: {_one_line(e)}")
                 self._wait_for_database()
                 continue
+            except StorageError:
+                raise
             except Exception as e:  # a crashed trial: Optuna has marked it FAIL already
                 failures += 1
                 reporter.warning(f"{operation.name}: trial failed: {_one_line(e)}")
@@ -465,8 +477,14 @@ class Campaign:
                 trial.set_user_attr("promotion_error", str(e))
                 reporter.warning(f"{operation.name} trial {trial.number}: not promoted: {e}")
                 return
-            if entry is not None:
-                trial.set_user_attr("registry_version", entry.version)
+            if entry is None:
+                return
+            trial.set_user_attr("registry_version", entry.version)
+            # While the trial is still RUNNING: Optuna refuses artifacts on a finished trial.
+            try:
+                publish_best(study, trial.number, entry, model, dataset, self.artifact_dir)
+            except SweepError as e:
+                reporter.warning(f"{operation.name} trial {trial.number}: {e}")
 
         return on_model
 
@@ -474,12 +492,16 @@ class Campaign:
         self._with_database(lambda: optuna.storages.fail_stale_trials(study))
 
     def _with_database(self, action: Callable[[], _T]) -> _T:
-        """Run a storage read, riding out a dropped connection or a database restart."""
-        while True:
+        """Run a storage call, riding out a dropped connection or a database restart."""
+        for attempt in range(_DATABASE_RETRIES):
             try:
                 return action()
             except (*_DATABASE_ERRORS, StorageUnavailable):
+                if attempt == _DATABASE_RETRIES - 1:
+                    raise
                 self._wait_for_database()
+                time.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _wait_for_database(self) -> None:
         """Back off until the database answers again, up to `DATABASE_PATIENCE` seconds."""

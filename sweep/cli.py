@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument(
         "--storage", help="database URL (default: $SWEEP_STORAGE, else sqlite:///sweeps.db)"
     )
-    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
     dashboard.add_argument("--port", type=_port, default=8080, help="port (default: %(default)s)")
     dashboard.add_argument(
         "--artifacts", metavar="DIR",
@@ -141,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="write a self-contained HTML report")
     common(report)
-    report.add_argument("-o", "--output", default="report.html", help="(default: %(default)s)")
+    report.add_argument(
+        "-o", "--output", default="report.html", help="HTML file to write (default: %(default)s)"
+    )
     return parser
 
 

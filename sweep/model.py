@@ -19,8 +19,8 @@ import numpy as np
 from sweep.errors import TrialFailure
 from sweep.normalization import (
     Denormalize,
-    Normalize,
     NormalizationParams,
+    Normalize,
     fit_normalization,
     normalize,
 )

@@ -364,7 +364,8 @@ def test_dockerfile_builds_a_non_root_sweep_image() -> None:
     assert env["TF_CPP_MIN_LOG_LEVEL"] == "3"
     assert env["PYTHONUNBUFFERED"] == "1"
     installs = [a for k, a in instructions if k == "RUN" and "pip install" in a]
-    assert any('".[dashboard]"' in a and "--no-cache-dir" in a for a in installs)
+    # optuna-dashboard and matplotlib are core dependencies: a plain install serves both roles.
+    assert any(a.split()[-1] == "." and "--no-cache-dir" in a for a in installs)
 
 
 def test_dockerfile_copies_only_the_package_sources() -> None:
