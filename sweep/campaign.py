@@ -44,6 +44,7 @@ from sweep.errors import ConfigError, FatalSweepError, SweepError
 from sweep.export import promote
 from sweep.objective import Objective
 from sweep.operations import Operation
+from sweep.space import Dimension, SearchSpace
 
 COUNTED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
 RESERVED_STATES: tuple[TrialState, ...] = (TrialState.RUNNING, TrialState.WAITING)
@@ -202,6 +203,65 @@ def best_value(study: optuna.Study) -> float | None:
     return min(values) if values else None
 
 
+# Linear models under each normalisation pair, tried first in every study (the same list for
+# every operation: the objective, not the code, decides which pair fits which operation).
+# A linear model with a closing least-squares fit is exact for add and subtract without
+# normalisation, and for multiply, divide, square and sqrt in the log_abs domain.
+_DESIGN_PAIRS: tuple[tuple[str, str], ...] = (
+    ("none", "none"),
+    ("log_abs", "log_abs"),
+    ("standard", "standard"),
+    ("log", "log"),
+)
+
+
+def startup_designs(space: SearchSpace) -> list[dict[str, Any]]:
+    """The startup designs that fit in `space`, as Optuna params (fixed dimensions left out)."""
+    if 0 not in _layer_values(space):
+        return []
+    preferred = {
+        "loss": "mse",
+        "lr_schedule": "cosine",
+        "refit_output": True,
+    }
+    base: dict[str, Any] = {}
+    if not space.layers.is_fixed:
+        base["layers"] = 0
+    for dim_name, value in preferred.items():
+        dim: Dimension = getattr(space, dim_name)
+        if dim.is_fixed:
+            continue
+        if value not in dim.values():
+            return []  # the user narrowed the space away from these designs
+        base[dim_name] = value
+    if not space.learning_rate.is_fixed:
+        low, high = space.learning_rate.values()
+        base["learning_rate"] = min(max(0.01, float(low)), float(high))
+    if not space.batch_size.is_fixed:
+        base["batch_size"] = max(space.batch_size.values())
+    if not space.precision.is_fixed:
+        base["precision"] = "float64" if "float64" in space.precision.values() else None
+    designs = []
+    for input_scheme, target_scheme in _DESIGN_PAIRS:
+        inputs, targets = space.input_normalization, space.target_normalization
+        if input_scheme not in inputs.values() or target_scheme not in targets.values():
+            continue
+        params = dict(base)
+        if not inputs.is_fixed:
+            params["input_normalization"] = input_scheme
+        if not targets.is_fixed:
+            params["target_normalization"] = target_scheme
+        designs.append({k: v for k, v in params.items() if v is not None})
+    return designs
+
+
+def _layer_values(space: SearchSpace) -> range | tuple[Any, ...]:
+    if space.layers.choices is not None:
+        return space.layers.choices
+    low, high = space.layers.values()
+    return range(int(low), int(high) + 1)
+
+
 def load_campaign_config(registry: ModelRegistry, name: str) -> CampaignConfig | None:
     stored = registry.load_campaign(name)
     return CampaignConfig.from_dict(stored) if stored is not None else None
@@ -291,14 +351,23 @@ class Campaign:
         directions: list[StudyDirection] = [StudyDirection.MINIMIZE] * (
             2 if config.multi_objective else 1
         )
-        study = optuna.create_study(
-            storage=self.storage,
-            study_name=study_name(config.name, operation.name),
-            sampler=make_sampler(config, operation.name),
-            pruner=make_pruner(config, max_epochs),
-            directions=directions,
-            load_if_exists=True,
-        )
+        name = study_name(config.name, operation.name)
+        # Under the study's slot lock: workers starting together create and seed it once.
+        with NamedLock(self._lock_engine, f"{name}:slots"):
+            study = optuna.create_study(
+                storage=self.storage,
+                study_name=name,
+                sampler=make_sampler(config, operation.name),
+                pruner=make_pruner(config, max_epochs),
+                directions=directions,
+                load_if_exists=True,
+            )
+            if config.startup_designs and not study.get_trials(deepcopy=False):
+                designs = startup_designs(space)
+                if config.trials is not None:
+                    designs = designs[: config.trials]
+                for params in designs:
+                    study.enqueue_trial(params, user_attrs={"startup_design": True})
         if "operation" not in study.user_attrs:
             dataset = self.datasets[operation.name]
             attrs: dict[str, Any] = {

@@ -59,6 +59,7 @@ class CampaignConfig:
     objective: str = "mae"
     second_objective: str = "none"
     max_trial_seconds: float = 120.0
+    startup_designs: bool = True
 
     def validate(self) -> None:
         validate_campaign_name(self.name)
@@ -80,6 +81,10 @@ class CampaignConfig:
         _check_choice("pruner", self.pruner, PRUNERS)
         _check_choice("objective", self.objective, OBJECTIVES)
         _check_choice("second_objective", self.second_objective, SECOND_OBJECTIVES)
+        if not isinstance(self.startup_designs, bool):
+            raise ConfigError(
+                f"startup_designs must be true or false, got {self.startup_designs!r}"
+            )
         if not (
             isinstance(self.max_trial_seconds, int | float) and self.max_trial_seconds > 0
         ) or isinstance(self.max_trial_seconds, bool):
@@ -124,6 +129,7 @@ class CampaignConfig:
             "objective": self.objective,
             "second_objective": self.second_objective,
             "max_trial_seconds": self.max_trial_seconds,
+            "startup_designs": self.startup_designs,
         }
 
     @classmethod
@@ -148,6 +154,7 @@ class CampaignConfig:
             objective=raw.get("objective", "mae"),
             second_objective=raw.get("second_objective", "none"),
             max_trial_seconds=raw.get("max_trial_seconds", 120.0),
+            startup_designs=raw.get("startup_designs", True),
         )
         config.validate()
         return config
@@ -169,7 +176,7 @@ def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 _CAMPAIGN_KEYS = {
     "name", "operations", "seed", "trials", "timeout", "sampler", "pruner", "objective",
-    "second_objective", "max_trial_seconds",
+    "second_objective", "max_trial_seconds", "startup_designs",
 }
 _TOP_LEVEL_KEYS = {"campaign", "expressions", "data", "space", "overrides"}
 

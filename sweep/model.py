@@ -60,22 +60,27 @@ def build(
     name: str = "arithmetic",
 ) -> BuiltModel:
     """Build the training and exported models for `spec` with fitted normalisations."""
-    inputs = keras.Input(shape=(arity,), dtype="float32", name="operands")
-    x = Normalize.from_params(input_params, name="input_normalization")(inputs)
+    dtype = spec.precision
+    inputs = keras.Input(shape=(arity,), dtype=dtype, name="operands")
+    x = Normalize.from_params(input_params, name="input_normalization", dtype=dtype)(inputs)
     for index, width in enumerate(spec.hidden_layers):
-        x = keras.layers.Dense(width, activation=spec.activation, name=f"hidden_{index}")(x)
+        x = keras.layers.Dense(
+            width, activation=spec.activation, name=f"hidden_{index}", dtype=dtype
+        )(x)
     features = keras.Model(inputs, x, name=f"{name}_features")
-    output_layer = keras.layers.Dense(1, name="output")
+    output_layer = keras.layers.Dense(1, name="output", dtype=dtype)
     normalized = output_layer(x)
     training = keras.Model(inputs, normalized, name=f"{name}_training")
-    result = Denormalize.from_params(target_params, name="target_inverse")(normalized)
+    result = Denormalize.from_params(target_params, name="target_inverse", dtype=dtype)(
+        normalized
+    )
     exported = keras.Model(inputs, result, name=name)
     return BuiltModel(training, exported, features, output_layer, input_params, target_params)
 
 
 def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """Raw inputs -> raw predictions as float64, without Keras' per-call predict overhead."""
-    out = model(np.asarray(x, dtype=np.float32), training=False)
+    out = model(np.asarray(x, dtype=model.inputs[0].dtype), training=False)
     return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64).reshape(-1)
 
 
@@ -149,8 +154,8 @@ def train(
     input_params = fit_normalization(spec.input_normalization, x_train)
     target_params = fit_normalization(spec.target_normalization, y_train)
     built = build(spec, arity, input_params, target_params)
-    x = np.asarray(x_train, dtype=np.float32)
-    y = normalize(target_params, y_train).astype(np.float32)
+    x = np.asarray(x_train, dtype=spec.precision)
+    y = normalize(target_params, y_train).astype(spec.precision)
     steps = math.ceil(len(x) / spec.batch_size) * spec.epochs
     built.training.compile(
         optimizer=keras.optimizers.Adam(learning_rate=_learning_rate(spec, steps)),
@@ -164,7 +169,10 @@ def train(
     )
     refitted = False
     if spec.refit_output:
-        refitted = _refit_output_layer(built, x, y, x_val, y_val)
+        # In the log_abs domain a zero target sits at the floor, not on the linear law that
+        # every other row obeys: leave those rows out of the closing fit.
+        keep = y_train != 0 if target_params.transform == "log_abs" else None
+        refitted = _refit_output_layer(built, x, y, x_val, y_val, keep)
     return TrainingResult(
         model=built.exported,
         epochs_run=hook.epochs_run,
@@ -175,7 +183,12 @@ def train(
 
 
 def _refit_output_layer(
-    built: BuiltModel, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray
+    built: BuiltModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    keep: np.ndarray | None = None,
 ) -> bool:
     """Solve the last linear layer by float64 least squares; keep it only if validation improves.
 
@@ -185,16 +198,20 @@ def _refit_output_layer(
     features = np.asarray(
         keras.ops.convert_to_numpy(built.features(x, training=False)), dtype=np.float64
     )
-    if not np.all(np.isfinite(features)):
+    target = y.astype(np.float64)
+    if keep is not None:
+        features, target = features[keep], target[keep]
+    if len(features) == 0 or not np.all(np.isfinite(features)):
         return False
     design = np.hstack([features, np.ones((len(features), 1))])
-    solution, *_ = np.linalg.lstsq(design, y.astype(np.float64), rcond=None)
+    solution, *_ = np.linalg.lstsq(design, target, rcond=None)
     if not np.all(np.isfinite(solution)):
         return False
     before = built.output_layer.get_weights()
     error_before = _validation_mae(built.exported, x_val, y_val)
-    kernel = solution[:-1].reshape(-1, 1).astype(np.float32)
-    bias = solution[-1:].astype(np.float32)
+    dtype = built.output_layer.dtype
+    kernel = solution[:-1].reshape(-1, 1).astype(dtype)
+    bias = solution[-1:].astype(dtype)
     built.output_layer.set_weights([kernel, bias])
     if _validation_mae(built.exported, x_val, y_val) <= error_before:
         return True

@@ -1,10 +1,16 @@
 """Normalisation schemes as serialisable Keras layers.
 
 The original question's network failed on multiply because the raw targets are huge; the fix is
-to normalise. Every scheme here is an optional signed-log transform followed by an affine map
-with statistics fitted on the training data. The layers are registered with Keras, so an
-exported model carries its own normalisation, maps raw inputs to raw outputs, and loads in safe
-mode (no Lambda layers, no pickles).
+to normalise. Every scheme here is an optional log transform followed by an affine map with
+statistics fitted on the training data.
+
+Two log transforms: ``signed_log`` (sign(x)·log1p|x|) copes with zero and negatives but is not
+multiplicative; ``log_abs`` (log|x|, with 0 mapped to log of a tiny floor) makes multiply,
+divide, square and sqrt *linear*: log(ab) = log a + log b. With an exponential target inverse a
+linear model then contains the exact answer, and 0 comes out as a value that rounds to 0.
+
+The layers are registered with Keras, so an exported model carries its own normalisation,
+maps raw inputs to raw outputs, and loads in safe mode (no Lambda layers, no pickles).
 """
 
 from __future__ import annotations
@@ -18,8 +24,14 @@ from keras import ops
 
 from sweep.errors import ConfigError
 
-SCHEMES: tuple[str, ...] = ("none", "minmax", "standard", "log")
-Transform = Literal["identity", "signed_log"]
+SCHEMES: tuple[str, ...] = ("none", "minmax", "standard", "log", "log_abs")
+Transform = Literal["identity", "signed_log", "log_abs"]
+TRANSFORMS: tuple[str, ...] = ("identity", "signed_log", "log_abs")
+
+# log|0| is taken as log(ZERO_FLOOR): deep enough that exp() of any sum involving it rounds to 0
+# (and sqrt(0) -> 3e-8), shallow enough (-34.5) to keep the linear problem well conditioned.
+ZERO_FLOOR = 1e-15
+LOG_ZERO = float(np.log(ZERO_FLOOR))
 
 # Fitted scales smaller than this would blow up the normalised values (constant columns).
 _MIN_SCALE = 1e-12
@@ -40,6 +52,19 @@ def signed_log(x: np.ndarray) -> np.ndarray:
     return np.asarray(np.sign(x) * np.log1p(np.abs(x)), dtype=np.float64)
 
 
+def log_abs(x: np.ndarray) -> np.ndarray:
+    """``log(max(|x|, ZERO_FLOOR))``: multiplicative structure becomes additive."""
+    return np.asarray(np.log(np.maximum(np.abs(x), ZERO_FLOOR)), dtype=np.float64)
+
+
+def _forward(transform: str, data: np.ndarray) -> np.ndarray:
+    if transform == "signed_log":
+        return signed_log(data)
+    if transform == "log_abs":
+        return log_abs(data)
+    return data
+
+
 def fit_normalization(scheme: str, values: np.ndarray) -> NormalizationParams:
     """Fit `scheme` on training values of shape (n, features) or (n,).
 
@@ -52,14 +77,18 @@ def fit_normalization(scheme: str, values: np.ndarray) -> NormalizationParams:
     if data.ndim == 1:
         data = data[:, None]
     features = data.shape[1]
-    transform: Transform = "signed_log" if scheme == "log" else "identity"
-    if scheme == "none":
+    transform: Transform = {"log": "signed_log", "log_abs": "log_abs"}.get(  # type: ignore[assignment]
+        scheme, "identity"
+    )
+    if scheme in ("none", "log_abs"):
+        # log_abs stays unscaled: rescaling would turn the exact weights (1, 1) of multiply
+        # into data-dependent ones that float rounding then blurs.
         offset, scale = np.zeros(features), np.ones(features)
     elif scheme == "minmax":
         offset = data.min(axis=0)
         scale = data.max(axis=0) - offset
     else:
-        transformed = signed_log(data) if transform == "signed_log" else data
+        transformed = _forward(transform, data)
         offset = transformed.mean(axis=0)
         scale = transformed.std(axis=0)
     scale = np.where(scale < _MIN_SCALE, 1.0, scale)
@@ -77,8 +106,7 @@ def normalize(params: NormalizationParams, values: np.ndarray) -> np.ndarray:
     squeeze = data.ndim == 1
     if squeeze:
         data = data[:, None]
-    if params.transform == "signed_log":
-        data = signed_log(data)
+    data = _forward(params.transform, data)
     out = (data - np.asarray(params.offset)) / np.asarray(params.scale)
     return np.asarray(out[:, 0] if squeeze else out, dtype=np.float64)
 
@@ -92,6 +120,8 @@ def denormalize(params: NormalizationParams, values: np.ndarray) -> np.ndarray:
     out = data * np.asarray(params.scale) + np.asarray(params.offset)
     if params.transform == "signed_log":
         out = np.sign(out) * np.expm1(np.abs(out))
+    elif params.transform == "log_abs":
+        out = np.exp(np.minimum(out, 700.0))
     return np.asarray(out[:, 0] if squeeze else out, dtype=np.float64)
 
 
@@ -107,8 +137,10 @@ class _AffineLayer(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if transform not in ("identity", "signed_log"):
-            raise ValueError(f"unknown transform {transform!r}; allowed: identity, signed_log")
+        if transform not in TRANSFORMS:
+            raise ValueError(
+                f"unknown transform {transform!r}; allowed: {', '.join(TRANSFORMS)}"
+            )
         if len(offset) != len(scale):
             raise ValueError(f"offset and scale differ in length ({len(offset)} != {len(scale)})")
         self.scheme = scheme
@@ -151,6 +183,8 @@ class Normalize(_AffineLayer):
         x = ops.cast(inputs, self.compute_dtype)
         if self.transform == "signed_log":
             x = ops.sign(x) * ops.log1p(ops.abs(x))
+        elif self.transform == "log_abs":
+            x = ops.log(ops.maximum(ops.abs(x), ZERO_FLOOR))
         offset, scale = self._constants(self.compute_dtype)
         return (x - offset) / scale
 
@@ -165,4 +199,6 @@ class Denormalize(_AffineLayer):
         if self.transform == "signed_log":
             # Clip before expm1 so a wild prediction gives a large finite value, not inf.
             y = ops.sign(y) * ops.expm1(ops.minimum(ops.abs(y), 80.0))
+        elif self.transform == "log_abs":
+            y = ops.exp(ops.minimum(y, 80.0))
         return y
