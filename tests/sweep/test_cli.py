@@ -147,4 +147,7 @@ def test_real_sweep_through_the_command_line(tmp_path: Path) -> None:
         for key in ("operation", "study", "trial", "params", "mae", "median_relative_error",
                     "hit_rate", "extrapolation_hit_rate"):
             assert key in row
-        assert 0.0 <= row["hit_rate"] <= 1.0
+        # The startup designs make these exact within three trials: add without
+        # normalisation, square and a*a*a as linear maps in the log_abs domain.
+        assert row["hit_rate"] == 1.0, row
+        assert row["extrapolation_hit_rate"] == 1.0, row

@@ -59,3 +59,27 @@ def test_training_is_reproducible_from_the_seed() -> None:
     first = predict(train(spec, X, y, X_VAL, y_val, seed=7).model, X_VAL)
     second = predict(train(spec, X, y, X_VAL, y_val, seed=7).model, X_VAL)
     np.testing.assert_array_equal(first, second)
+
+
+def test_sweep_finds_multiply_exact_with_log_abs_and_the_closing_fit() -> None:
+    """Trained (Adam for one epoch), then the masked least-squares fit makes it exact,
+    zeros included, in range and far outside it."""
+    x = np.vstack([X, [[0, 7], [9, 0], [0, 0]]])
+    y = (x[:, 0] * x[:, 1]).astype(float)
+    spec = _spec(input_normalization="log_abs", target_normalization="log_abs", epochs=1)
+    result = train(spec, x, y, X_VAL, (X_VAL[:, 0] * X_VAL[:, 1]).astype(float), seed=3)
+    assert result.refitted
+    probe = np.array([[0, 5], [7, 0], [499, 499], [999, 998], [1, 1]])
+    assert np.array_equal(np.rint(predict(result.model, probe)), probe[:, 0] * probe[:, 1])
+
+
+def test_float32_cannot_hold_products_near_a_million_exactly() -> None:
+    """Why float64 is the default precision: float32 spacing at 1e6 is 0.0625, and exp()
+    in float32 of log(999*998) misses by more than rounding allows."""
+    spec = _spec(input_normalization="log_abs", target_normalization="log_abs", epochs=1,
+                 precision="float32")
+    y = (X[:, 0] * X[:, 1]).astype(float)
+    result = train(spec, X, y, X_VAL, (X_VAL[:, 0] * X_VAL[:, 1]).astype(float), seed=3)
+    grid = np.array([(a, b) for a in range(900, 1000) for b in range(900, 1000, 7)])
+    hits = np.rint(predict(result.model, grid)) == grid[:, 0] * grid[:, 1]
+    assert hits.mean() < 0.999

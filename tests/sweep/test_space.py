@@ -72,3 +72,19 @@ def test_suggest_then_rebuild_from_stored_params() -> None:
 def test_to_dict_round_trips() -> None:
     space = SearchSpace.from_dict({"width": {"low": 4, "high": 32, "log": True}, "loss": ["mae"]})
     assert SearchSpace.from_dict(space.to_dict()) == space
+
+
+def test_startup_designs_follow_the_space() -> None:
+    from sweep.campaign import startup_designs
+
+    designs = startup_designs(SearchSpace())
+    pairs = [(d["input_normalization"], d["target_normalization"]) for d in designs]
+    assert pairs == [("none", "none"), ("log_abs", "log_abs"), ("standard", "standard"),
+                     ("log", "log")]
+    assert all(d["layers"] == 0 and d["refit_output"] is True for d in designs)
+
+    narrowed = SearchSpace.from_dict({"input_normalization": ["log", "log_abs"],
+                                      "target_normalization": ["log_abs"]})
+    assert [d["input_normalization"] for d in startup_designs(narrowed)] == ["log_abs"]
+    assert startup_designs(SearchSpace.from_dict({"layers": {"low": 1, "high": 2}})) == []
+    assert startup_designs(SearchSpace.from_dict({"loss": ["mae", "huber"]})) == []
