@@ -12,20 +12,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from storage import ModelEntry
+from sweep._format import format_value as _fmt
 from sweep.campaign import OperationStatus
 from sweep.operations import Operation
 
 _err = Console(stderr=True)
 # Outside a terminal rich would squeeze the wide results table into 80 columns.
 _out = Console(width=None if sys.stdout.isatty() else 200)
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 class ProgressReporter:

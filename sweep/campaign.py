@@ -11,6 +11,7 @@ the budget is the total number of counted trials, not "this many more".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -37,6 +38,7 @@ from storage import (
     mask_url,
 )
 from storage.locks import NamedLock
+from sweep._signals import deferred_interrupts, interrupting_signal, raise_if_interrupted
 from sweep.config import CampaignConfig
 from sweep.dashboard import default_artifact_dir, publish_best
 from sweep.data import Dataset, make_dataset
@@ -47,10 +49,21 @@ from sweep.operations import Operation
 from sweep.space import Dimension, SearchSpace
 
 COUNTED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
-RESERVED_STATES: tuple[TrialState, ...] = (TrialState.RUNNING, TrialState.WAITING)
+RESERVED_STATES: tuple[TrialState, ...] = (TrialState.RUNNING,)
 WAIT_SECONDS = 2.0
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    """A positive number of seconds from the environment; the default when unset or invalid."""
+    try:
+        value = float(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value > 0 else default
+
+
 # How long a worker rides out a lost database (server restart) before it gives up.
-DATABASE_PATIENCE = 120.0
+DATABASE_PATIENCE = _seconds_from_env("SWEEP_DATABASE_PATIENCE", 120.0)
 _WAIT = object()
 _T = TypeVar("_T")
 # A dropped connection surfaces as SQLAlchemy's errors, or wrapped by Optuna's RDB storage.
@@ -64,8 +77,8 @@ _DATABASE_RETRIES = 8
 MAX_CONSECUTIVE_FAILURES = 5
 # A worker killed mid-trial (SIGKILL, machine loss) stops beating; after the grace period any
 # worker marks its trial FAIL and the retry callback queues a copy. Overridable for tests.
-HEARTBEAT_INTERVAL = int(os.environ.get("SWEEP_HEARTBEAT_INTERVAL", "10"))
-GRACE_PERIOD = int(os.environ.get("SWEEP_GRACE_PERIOD", "30"))
+HEARTBEAT_INTERVAL = max(1, int(_seconds_from_env("SWEEP_HEARTBEAT_INTERVAL", 10)))
+GRACE_PERIOD = max(1, int(_seconds_from_env("SWEEP_GRACE_PERIOD", 30)))
 
 
 def study_name(campaign: str, operation: str) -> str:
@@ -182,7 +195,10 @@ def make_pruner(config: CampaignConfig, max_epochs: int) -> optuna.pruners.BaseP
 @dataclass(frozen=True)
 class TrialCounts:
     counted: int  # COMPLETE + PRUNED: what the budget is measured in
-    reserved: int  # counted + RUNNING + WAITING: slots already taken
+    # counted + RUNNING: slots taken. WAITING trials (startup designs, retries of a dead
+    # worker's trial) are not taken: Optuna hands them out before it creates a new trial, so
+    # starting a trial while counted + RUNNING < budget never exceeds the budget.
+    reserved: int
     last_state: str | None
 
 
@@ -411,9 +427,9 @@ class Campaign:
     def run_operation(self, operation: Operation, reporter: Reporter) -> OperationStatus:
         """Run trials for one operation until its budget is met, with any number of workers.
 
-        A trial slot is reserved under a campaign-wide named lock: the lock is held while
-        Optuna creates the trial and released as soon as the objective starts, so RUNNING and
-        WAITING trials count as reserved and K workers never overshoot the budget.
+        A trial slot is reserved under the study's named lock: the lock is held while Optuna
+        creates (or dequeues) the trial and released as soon as the objective starts, so
+        RUNNING trials count as taken and K workers never overshoot the budget.
         """
         config = self.config
         study = self.studies[operation.name]
@@ -433,6 +449,7 @@ class Campaign:
         failures = 0
         on_model = self._promotion_hook(operation, study, dataset, reporter)
         while True:
+            raise_if_interrupted()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 break
@@ -440,8 +457,8 @@ class Campaign:
             if slot is None:  # budget met
                 break
             if slot is _WAIT:
-                # Every remaining slot is RUNNING or WAITING elsewhere. Come back later: a dead
-                # worker's trial turns stale after the grace period and is retried.
+                # Every remaining slot is RUNNING elsewhere. Come back later: a dead worker's
+                # trial turns stale after the grace period and is retried.
                 return status
             assert isinstance(slot, NamedLock | _NoLock)
             lock = slot
@@ -461,7 +478,14 @@ class Campaign:
                 lock: NamedLock | _NoLock = lock,
             ) -> Any:
                 lock.release()  # the trial exists now: the slot is reserved
-                return objective(trial)
+                try:
+                    with deferred_interrupts():  # stops at the next epoch, from Python code
+                        return objective(trial)
+                except optuna.TrialPruned:
+                    raise
+                except BaseException as e:  # Ctrl-C and SIGTERM too: the trial ends FAIL
+                    _record_failure(trial, e)
+                    raise
 
             try:
                 study.optimize(run_trial, n_trials=1)
@@ -474,6 +498,13 @@ class Campaign:
             except StorageError:
                 raise
             except Exception as e:  # a crashed trial: Optuna has marked it FAIL already
+                raise_if_interrupted()  # a signal can surface as another exception type
+                if _database_failure(e):  # Optuna may hide a lost database behind its own error
+                    reporter.warning(
+                        f"{operation.name}: database error, retrying: {_one_line(e)}"
+                    )
+                    self._wait_for_database()
+                    continue
                 failures += 1
                 reporter.warning(f"{operation.name}: trial failed: {_one_line(e)}")
                 if failures >= MAX_CONSECUTIVE_FAILURES:
@@ -592,6 +623,26 @@ class Campaign:
 class _NoLock:
     def release(self) -> None:
         pass
+
+
+def _record_failure(trial: optuna.Trial, error: BaseException) -> None:
+    """Store why a trial failed on the trial itself (Optuna 5 only logs the reason)."""
+    signal_name = interrupting_signal()
+    reason = f"interrupted by {signal_name}" if signal_name else _one_line(error)
+    with contextlib.suppress(Exception):  # the database itself may be what failed
+        trial.set_user_attr("fail_reason", reason)
+
+
+def _database_failure(error: BaseException) -> bool:
+    """Whether a lost database is somewhere in `error`'s chain of causes and contexts."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (*_DATABASE_ERRORS, StorageUnavailable)):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _one_line(error: BaseException) -> str:

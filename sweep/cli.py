@@ -253,10 +253,11 @@ def _cmd_run(args: argparse.Namespace, url: str, campaign: str) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
-    from sweep.workers import install_signal_handlers, workers_from_environment
+    from sweep.workers import exit_with_parent, install_signal_handlers, workers_from_environment
 
     configure_runtime(workers=workers_from_environment())
     install_signal_handlers()
+    exit_with_parent()
     fallback = None
     if args.config:
         args.ops = args.trials = args.timeout = args.seed = args.sampler = args.pruner = None

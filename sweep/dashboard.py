@@ -9,7 +9,6 @@ The note and the artifacts are written with optuna-dashboard's and Optuna's publ
 from __future__ import annotations
 
 import errno
-import math
 import os
 import socket
 import socketserver
@@ -28,6 +27,7 @@ from optuna.trial import FrozenTrial
 
 from storage import ModelEntry, check_reachable, engine_options, mask_url, normalize_storage_url
 from storage.engine import sqlite_path
+from sweep._format import format_value as _fmt
 from sweep.data import Dataset, extrapolation_band
 from sweep.errors import SweepError
 from sweep.export import serialize_model
@@ -65,16 +65,6 @@ def default_artifact_dir() -> Path:
 
 
 # --- study note and artifacts -----------------------------------------------------------------
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
-    return str(value)
 
 
 def _code(value: Any) -> str:

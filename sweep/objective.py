@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import optuna
 
+from sweep._signals import raise_if_interrupted
 from sweep.data import Dataset
 from sweep.errors import TrialFailure
 from sweep.metrics import Metrics, evaluate
@@ -99,6 +100,7 @@ class Objective:
         integer = data.operation.integer_valued
 
         def on_epoch(epoch: int, predictions: np.ndarray) -> None:
+            raise_if_interrupted()  # Ctrl-C or SIGTERM arrived during this epoch
             value = objective_metric(evaluate(predictions, data.y_val, integer), self.objective)
             if not math.isfinite(value):
                 raise TrialFailure(f"diverged: non-finite validation error at epoch {epoch + 1}")

@@ -33,6 +33,7 @@ from storage import (
     normalize_storage_url,
 )
 from storage.engine import sqlite_path
+from sweep._format import format_value as _fmt
 from sweep._plots import HistoryPoint, history_png, importance_png, normalisation_png
 from sweep.campaign import load_campaign_config, study_name
 from sweep.config import CampaignConfig
@@ -239,16 +240,6 @@ def _figure(png: bytes, alt: str, caption: str, escape: Escape, wide: bool = Fal
 def _note(text: str, escape: Escape, title: str | None = None) -> str:
     head = f"<strong>{escape(title)}</strong> " if title else ""
     return f'<div class="note">{head}{escape(text)}</div>'
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
-    return str(value)
 
 
 def _section_html(

@@ -12,25 +12,33 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from types import FrameType
 
 from storage import STORAGE_ENV_VAR
+from sweep._signals import install_signal_handlers as install_signal_handlers
 from sweep.campaign import Campaign, OperationStatus, Reporter, best_value, trial_counts
 from sweep.errors import FatalSweepError
 
 CAMPAIGN_ENV_VAR = "SWEEP_CAMPAIGN"
 WORKERS_ENV_VAR = "SWEEP_WORKERS"
+PARENT_ENV_VAR = "SWEEP_PARENT_PID"
 POLL_SECONDS = 1.0
 
 
-def install_signal_handlers() -> None:
-    """SIGTERM behaves like Ctrl-C: Optuna marks the trial in flight FAIL, then we exit."""
+def exit_with_parent() -> None:
+    """A worker started by `run --workers K` stops (failing its trial cleanly) if the parent
+    dies: nobody would watch it otherwise, and a killed `sweep run` must not leave orphans."""
+    parent = os.environ.get(PARENT_ENV_VAR)
+    if not parent:
+        return
 
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, interrupt)
+    threading.Thread(target=watch, name="sweep-parent-watch", daemon=True).start()
 
 
 def run_local_workers(campaign: Campaign, workers: int, reporter: Reporter) -> None:
@@ -44,6 +52,7 @@ def run_local_workers(campaign: Campaign, workers: int, reporter: Reporter) -> N
         STORAGE_ENV_VAR: campaign.url,
         CAMPAIGN_ENV_VAR: campaign.config.name,
         WORKERS_ENV_VAR: str(workers),
+        PARENT_ENV_VAR: str(os.getpid()),
     }
     command = [sys.executable, "-m", "sweep", "worker", "--quiet"]
     processes = [subprocess.Popen(command, env=env) for _ in range(workers)]

@@ -119,7 +119,9 @@ def test_safe_mode_refuses_a_lambda_layer(tmp_path: Path) -> None:
 def test_log_abs_turns_multiplication_into_addition() -> None:
     a, b = np.array([3.0, 499.0, 1.0]), np.array([7.0, 998.0, 1.0])
     params = fit_normalization("log_abs", a)
-    np.testing.assert_allclose(normalize(params, a * b), normalize(params, a) + normalize(params, b))
+    np.testing.assert_allclose(
+        normalize(params, a * b), normalize(params, a) + normalize(params, b)
+    )
 
 
 def test_log_abs_inverts_exactly_in_float64_and_zero_comes_back_as_zero() -> None:

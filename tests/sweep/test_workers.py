@@ -60,11 +60,17 @@ def _start_workers(
 
 def _wait(processes: list[subprocess.Popen[str]], timeout: float = 400) -> list[str]:
     errors = []
-    for process in processes:
-        _, stderr = process.communicate(timeout=timeout)
-        if process.returncode not in (0, -signal.SIGKILL):
-            errors.append(f"exit {process.returncode}: {stderr}")
-        assert "Traceback" not in stderr, stderr
+    try:
+        for process in processes:
+            _, stderr = process.communicate(timeout=timeout)
+            if process.returncode not in (0, -signal.SIGKILL):
+                errors.append(f"exit {process.returncode}: {stderr}")
+            assert "Traceback" not in stderr, stderr
+    finally:
+        for process in processes:  # never leave a worker behind, whatever failed
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert not errors, errors
     return errors
 
@@ -147,7 +153,11 @@ def test_a_killed_worker_leaves_nothing_running(server_url: str, tmp_path: Path)
     config = _campaign_file(tmp_path, trials=4, epochs=15, examples=3000)
     fast_heartbeat = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_GRACE_PERIOD": "4"}
     victim, survivor = _start_workers(2, server_url, config, **fast_heartbeat)
-    _wait_for_running_trial(server_url, pid=victim.pid)
+    try:
+        _wait_for_running_trial(server_url, pid=victim.pid)
+    except BaseException:
+        _wait([victim, survivor], timeout=0.1)
+        raise
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     _wait([survivor])
@@ -196,5 +206,9 @@ def test_workers_survive_terminated_connections(server_url: str, tmp_path: Path)
         stop.set()
         thread.join()
         admin.dispose()
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
     assert terminated > 0
     _assert_budget_exact(server_url, 5)
