@@ -1,0 +1,104 @@
+"""Campaign wiring: samplers, pruners, objectives, naming, resume — with real (tiny) trials."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+
+from storage import ModelRegistry
+from sweep.campaign import Campaign, make_pruner, make_sampler, study_name
+from sweep.config import CampaignConfig
+from sweep.data import DataSpec
+from sweep.errors import ConfigError
+from sweep.space import SearchSpace
+
+TINY = CampaignConfig(
+    operations=("add",),
+    trials=3,
+    data=DataSpec(examples=300, test_examples=100, extrapolation_examples=100),
+    space=SearchSpace.from_dict({"epochs": 2, "layers": {"low": 0, "high": 1}}),
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("auto", optuna.samplers.TPESampler),
+        ("tpe", optuna.samplers.TPESampler),
+        ("random", optuna.samplers.RandomSampler),
+        ("cmaes", optuna.samplers.CmaEsSampler),
+        ("nsga2", optuna.samplers.NSGAIISampler),
+    ],
+)
+def test_samplers(name: str, expected: type) -> None:
+    assert isinstance(make_sampler(replace(TINY, sampler=name), "add"), expected)
+
+
+def test_auto_sampler_is_nsga2_with_a_second_objective() -> None:
+    config = replace(TINY, second_objective="parameters")
+    assert isinstance(make_sampler(config, "add"), optuna.samplers.NSGAIISampler)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed")
+def test_gp_sampler_without_torch_says_how_to_install_it() -> None:
+    with pytest.raises(ConfigError, match=r"needs the 'torch' package.*\[gp\]"):
+        make_sampler(replace(TINY, sampler="gp"), "add")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("median", optuna.pruners.MedianPruner),
+        ("hyperband", optuna.pruners.HyperbandPruner),
+        ("none", optuna.pruners.NopPruner),
+    ],
+)
+def test_pruners(name: str, expected: type) -> None:
+    assert isinstance(make_pruner(replace(TINY, pruner=name), 30), expected)
+
+
+def test_sampler_seed_differs_per_operation_but_is_reproducible() -> None:
+    first = make_sampler(TINY, "add")
+    again = make_sampler(TINY, "add")
+    other = make_sampler(TINY, "multiply")
+    draws = [
+        s.sample_independent(
+            optuna.create_study(), optuna.trial.create_trial(value=0.0),
+            "x", optuna.distributions.FloatDistribution(0, 1),
+        )
+        for s in (first, again, other)
+    ]
+    assert draws[0] == draws[1] != draws[2]
+
+
+@pytest.mark.slow
+def test_second_objective_runs_nsga2_and_promotes_by_the_first(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    config = replace(TINY, second_objective="parameters", startup_designs=False)
+    Campaign(config, url).run()
+    study = optuna.load_study(study_name=study_name("arith", "add"), storage=url)
+    assert len(study.directions) == 2
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert complete and all(len(t.values) == 2 for t in complete)
+    assert all(t.values[1] == t.user_attrs["parameters"] for t in complete)
+    with ModelRegistry(url) as registry:
+        best = registry.best("arith", "add")
+    assert best is not None
+    assert best.objective_value == pytest.approx(min(t.values[0] for t in complete))
+
+
+@pytest.mark.slow
+def test_budget_is_a_total_and_resume_adds_only_the_difference(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    Campaign(TINY, url).run()
+    Campaign(replace(TINY, trials=5), url).run()
+    study = optuna.load_study(study_name="arith.add", storage=url)
+    assert len(study.trials) == 5
+    # The startup designs ran first, in their fixed order.
+    assert [t.params.get("input_normalization") for t in study.trials[:3]] == [
+        "none", "log_abs", "standard",
+    ]
