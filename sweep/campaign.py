@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 import keras
@@ -356,8 +356,6 @@ class Campaign:
         ops = list(stored.operations)
         ops += [name for name in self.config.operations if name not in ops]
         expressions = {**stored.expressions, **self.config.expressions}
-        from dataclasses import replace
-
         return replace(self.config, operations=tuple(ops), expressions=expressions)
 
     def _study(self, operation: Operation) -> optuna.Study:
@@ -384,8 +382,16 @@ class Campaign:
                     designs = designs[: config.trials]
                 for params in designs:
                     study.enqueue_trial(params, user_attrs={"startup_design": True})
+        dataset = self.datasets[operation.name]
+        recorded = study.user_attrs.get("data_fingerprint")
+        if recorded is not None and recorded != dataset.fingerprint:
+            # Another NumPy, or a changed generator: trials here would not be comparable.
+            raise ConfigError(
+                f"study {name!r} was swept on data with fingerprint {recorded[:12]}, but this "
+                f"host generates {dataset.fingerprint[:12]} from the same settings; "
+                "use the same package versions as the campaign's other workers"
+            )
         if "operation" not in study.user_attrs:
-            dataset = self.datasets[operation.name]
             attrs: dict[str, Any] = {
                 "campaign": config.name,
                 "operation": operation.name,
@@ -499,9 +505,10 @@ class Campaign:
                 raise
             except Exception as e:  # a crashed trial: Optuna has marked it FAIL already
                 raise_if_interrupted()  # a signal can surface as another exception type
-                if _database_failure(e):  # Optuna may hide a lost database behind its own error
+                lost = _database_error(e)  # Optuna may hide a lost database behind its own error
+                if lost is not None:
                     reporter.warning(
-                        f"{operation.name}: database error, retrying: {_one_line(e)}"
+                        f"{operation.name}: database error, retrying: {_one_line(lost)}"
                     )
                     self._wait_for_database()
                     continue
@@ -633,16 +640,21 @@ def _record_failure(trial: optuna.Trial, error: BaseException) -> None:
         trial.set_user_attr("fail_reason", reason)
 
 
-def _database_failure(error: BaseException) -> bool:
-    """Whether a lost database is somewhere in `error`'s chain of causes and contexts."""
+def _database_error(error: BaseException) -> BaseException | None:
+    """The innermost database error in `error`'s chain of causes and contexts, if any.
+
+    Innermost, because Optuna wraps a dropped connection in a StorageInternalError whose own
+    message blames "invalid data in the commit".
+    """
     seen: set[int] = set()
+    found: BaseException | None = None
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         if isinstance(current, (*_DATABASE_ERRORS, StorageUnavailable)):
-            return True
+            found = current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return found
 
 
 def _one_line(error: BaseException) -> str:
