@@ -99,7 +99,10 @@ class NamedLock:
             if not self._memory.acquire(timeout=self.timeout):
                 raise StorageUnavailable(f"could not take lock {self.name!r} in {self.timeout} s")
             return
-        lock_path = f"{path}.{hashlib.sha256(self.name.encode()).hexdigest()[:12]}.lock"
+        # One hidden folder next to the database keeps the lock files out of the user's way.
+        folder = path.parent / f".{path.name}.locks"
+        folder.mkdir(exist_ok=True)
+        lock_path = folder / f"{hashlib.sha256(self.name.encode()).hexdigest()[:16]}.lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.timeout
         while True:
