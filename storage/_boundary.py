@@ -10,11 +10,12 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from storage.engine import short_reason
 from storage.errors import StorageError, StorageInternalError, StorageUnavailable
+from storage.urls import mask_url
 
 
 def masked(engine: Engine) -> str:
-    """The engine's URL with the password hidden, for messages."""
-    return engine.url.render_as_string(hide_password=True)
+    """The engine's URL with the password hidden (also one given as ``?password=``)."""
+    return mask_url(engine.url.render_as_string(hide_password=False))
 
 
 def connect(engine: Engine) -> Connection:

@@ -171,12 +171,17 @@ def _classify(parsed: URL, original: str) -> tuple[Dialect, str]:
 
 def redact_password(text: str, url: str) -> str:
     """Remove the URL's password from a message that might echo it (defence in depth)."""
-    password: str | None
+    secrets: list[str] = []
     try:
-        password = make_url(url.strip()).password
+        parsed = make_url(url.strip())
+        secrets.append(str(parsed.password or ""))
+        for key, value in parsed.query.items():  # ?password=... too
+            if key.lower() in _SECRET_QUERY_KEYS:
+                secrets += [value] if isinstance(value, str) else list(value)
     except Exception:
         match = re.search(r"://[^/@:]*:([^@]*)@", url)
-        password = match.group(1) if match else None
-    if password:
-        text = text.replace(str(password), _MASK)
+        secrets.append(match.group(1) if match else "")
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _MASK)
     return text

@@ -124,6 +124,20 @@ class SilentReporter:
         self.warnings.append(message)
 
 
+class _HeartbeatTolerantStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage whose heartbeat outlives a lost database.
+
+    Optuna beats from a thread that dies, with a traceback on stderr, at the first failed
+    write; the trial would then turn stale and be failed by another worker even if the
+    database came back. A missed beat is simply tried again at the next interval, while the
+    main loop reports the lost database and waits for it.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        with contextlib.suppress(*_DATABASE_ERRORS):
+            super().record_heartbeat(trial_id)
+
+
 def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage with our engine options and heartbeats for crashed workers."""
     check_reachable(url)
@@ -133,7 +147,7 @@ def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
     engine = create_engine(url)
     try:
         with NamedLock(engine, "optuna-schema"):
-            return optuna.storages.RDBStorage(
+            return _HeartbeatTolerantStorage(
                 url,
                 engine_kwargs=engine_options(url),
                 heartbeat_interval=HEARTBEAT_INTERVAL,
@@ -317,6 +331,7 @@ class Campaign:
         # Shared with the dashboard (`sweep dashboard --artifacts`, the compose volume).
         self.artifact_dir = default_artifact_dir()
         self._deadlines: dict[str, float | None] = {}
+        self._database_errors = 0
         self._status: dict[str, OperationStatus] = {}
         merged = self._merged_config(stored).to_dict()
         if not self.registry.save_campaign(config.name, merged) and update_settings:
@@ -498,8 +513,7 @@ class Campaign:
             except FatalSweepError:
                 raise
             except (*_DATABASE_ERRORS, StorageUnavailable) as e:
-                reporter.warning(f"{operation.name}: database error, retrying: {_one_line(e)}")
-                self._wait_for_database()
+                self._database_trouble(operation, e, reporter)
                 continue
             except StorageError:
                 raise
@@ -507,10 +521,7 @@ class Campaign:
                 raise_if_interrupted()  # a signal can surface as another exception type
                 lost = _database_error(e)  # Optuna may hide a lost database behind its own error
                 if lost is not None:
-                    reporter.warning(
-                        f"{operation.name}: database error, retrying: {_one_line(lost)}"
-                    )
-                    self._wait_for_database()
+                    self._database_trouble(operation, lost, reporter)
                     continue
                 failures += 1
                 reporter.warning(f"{operation.name}: trial failed: {_one_line(e)}")
@@ -521,6 +532,7 @@ class Campaign:
                     ) from e
             else:
                 failures = 0
+                self._database_errors = 0
             finally:
                 lock.release()
             counts = self._with_database(lambda: trial_counts(study))
@@ -532,6 +544,21 @@ class Campaign:
         status.done = True
         reporter.operation_finished(status)
         return status
+
+    def _database_trouble(
+        self, operation: Operation, error: BaseException, reporter: Reporter
+    ) -> None:
+        """Wait for a lost database; give up when errors persist with the database reachable
+        (e.g. a value the database refuses), instead of retrying forever."""
+        self._database_errors += 1
+        if self._database_errors > _DATABASE_RETRIES:
+            raise FatalSweepError(
+                f"{operation.name}: {self._database_errors - 1} database errors in a row; "
+                f"last: {_one_line(error)}"
+            ) from error
+        reporter.warning(f"{operation.name}: database error, retrying: {_one_line(error)}")
+        self._wait_for_database()
+        time.sleep(min(0.5 * 2 ** (self._database_errors - 1), 10.0))
 
     def _reserve(self, study: optuna.Study) -> NamedLock | _NoLock | object | None:
         """A held lock when a slot is free, `_WAIT` when all are reserved, None when done."""

@@ -152,8 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        # An explicit `--campaign ''` is refused, not silently read as the default campaign.
         campaign = validate_campaign_name(
-            args.campaign or os.environ.get("SWEEP_CAMPAIGN") or DEFAULT_CAMPAIGN
+            args.campaign
+            if args.campaign is not None
+            else os.environ.get("SWEEP_CAMPAIGN") or DEFAULT_CAMPAIGN
         )
         url = resolve_storage_url(args.storage)
         handler = {
@@ -171,11 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sweep: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(
-            "sweep: interrupted; finished trials and promoted models are kept. "
-            "Run the same command to resume.",
-            file=sys.stderr,
-        )
+        if not (args.command == "worker" and os.environ.get("SWEEP_PARENT_PID")):
+            # (A worker of `run --workers K` stays quiet: its parent says this once.)
+            print(
+                "sweep: interrupted; finished trials and promoted models are kept. "
+                "Run the same command to resume.",
+                file=sys.stderr,
+            )
         return EXIT_INTERRUPTED
 
 

@@ -33,7 +33,8 @@ IDENTITY_FIELDS: tuple[str, ...] = (
 
 
 def validate_campaign_name(name: str) -> str:
-    if not isinstance(name, str) or not CAMPAIGN_NAME.match(name):
+    # fullmatch: with match, "$" also matches before a trailing newline ("abc\n" passed).
+    if not isinstance(name, str) or not CAMPAIGN_NAME.fullmatch(name):
         raise ConfigError(
             f"invalid campaign name {name!r}; use 1-48 letters, digits, '_' or '-', "
             "starting with a letter or digit"
@@ -134,7 +135,26 @@ class CampaignConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> CampaignConfig:
-        """Inverse of `to_dict` (a stored campaign)."""
+        """Inverse of `to_dict` (a stored campaign, read by every worker and by pull).
+
+        Raises:
+            ConfigError: an invalid value, or a stored form that was damaged or written by an
+                incompatible version (a missing key, a list where a table belongs, ...).
+        """
+        try:
+            return cls._from_dict(raw)
+        except ConfigError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            name = raw.get("name") if isinstance(raw, Mapping) else None
+            what = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
+            raise ConfigError(
+                f"stored campaign {name!r} cannot be read ({what}); it was damaged or written "
+                "by an incompatible version of sweep"
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, raw: Mapping[str, Any]) -> CampaignConfig:
         base = SearchSpace.from_dict(raw.get("space", {}))
         config = cls(
             name=raw["name"],
@@ -260,5 +280,5 @@ def _reject_unknown(prefix: str, table: Mapping[str, Any], allowed: set[str]) ->
     for key in table:
         if key not in allowed:
             raise ConfigError(
-                f"unknown config key '{prefix}{key}'; allowed: {', '.join(sorted(allowed))}"
+                f"unknown config key {prefix + str(key)!r}; allowed: {', '.join(sorted(allowed))}"
             )

@@ -1,18 +1,22 @@
 """What a person sees in optuna-dashboard: a study note and artifacts for the best trial, and the
 dashboard itself, served on the sweep's own storage.
 
-The note and the artifacts are written with optuna-dashboard's and Optuna's public APIs
-(`optuna_dashboard.save_note`, `optuna.artifacts.upload_artifact`), so a stock
-``optuna-dashboard URL --artifact-dir DIR`` shows them as well as `sweep dashboard` does.
+The note is written with `optuna_dashboard.save_note`, the artifacts in the format of
+`optuna.artifacts.upload_artifact` (file first, then its record: see `_attach_artifact`), so a
+stock ``optuna-dashboard URL --artifact-dir DIR`` shows them as well as `sweep dashboard` does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
+import mimetypes
 import os
 import socket
 import socketserver
 import tempfile
+import uuid
 import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -146,8 +150,7 @@ def _frozen_trial(study: optuna.Study, trial_number: int) -> FrozenTrial:
 def _writable_folder(folder: Path) -> Path:
     """Create the artifact folder if needed and prove it takes a file.
 
-    Checked before `upload_artifact`, which records the artifact in the database *before*
-    writing its file: a failed write would leave the dashboard a link to nothing.
+    Checked first, so an unwritable folder costs one clear warning and no half-done work.
     """
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -219,19 +222,55 @@ def publish_best(
             model_path.write_bytes(serialize_model(model))
         except (SweepError, OSError) as e:
             raise PublishError(f"cannot prepare the artifacts: {_first_line(e)}") from e
+        attached: dict[str, str] = {}
         try:
             for path in (model_path, plot_path):
-                optuna.artifacts.upload_artifact(
-                    artifact_store=store,
-                    file_path=str(path),
-                    study_or_trial=target,
-                    storage=study._storage,
-                )
+                _attach_artifact(store, path, target, study._storage)
+                attached[path.name] = artifacts[path.name]
         except Exception as e:
+            if attached != artifacts:  # The note must not promise what is not there.
+                with contextlib.suppress(Exception):
+                    _save_note(study, study_note(entry, dataset, attached))
             raise PublishError(
                 f"cannot attach artifacts to {study.study_name!r} in {str(folder)!r}: "
                 f"{_first_line(e)}"
             ) from e
+
+
+def _attach_artifact(
+    store: optuna.artifacts.FileSystemArtifactStore,
+    path: Path,
+    target: FrozenTrial | optuna.Study,
+    storage: optuna.storages.BaseStorage,
+) -> None:
+    """`optuna.artifacts.upload_artifact` in the safe order: the whole file, then its record.
+
+    Optuna records an artifact before it writes the file, so a disk that fills up mid-write
+    leaves the dashboard listing half a file. Here a failed write is removed and never recorded;
+    the record has Optuna's format, so `get_all_artifact_meta` and the dashboard read it.
+    """
+    artifact_id = str(uuid.uuid4())
+    try:
+        with path.open("rb") as handle:
+            store.write(artifact_id, handle)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.remove(artifact_id)
+        raise
+    mimetype, encoding = mimetypes.guess_type(path.name)
+    meta = json.dumps(
+        {
+            "artifact_id": artifact_id,
+            "filename": path.name,
+            "mimetype": mimetype or "application/octet-stream",
+            "encoding": encoding,
+        }
+    )
+    key = f"artifacts:{artifact_id}"
+    if isinstance(target, optuna.Study):
+        storage.set_study_system_attr(target._study_id, key, meta)
+    else:
+        storage.set_trial_system_attr(target._trial_id, key, meta)
 
 
 def _save_note(study: optuna.Study, body: str) -> None:

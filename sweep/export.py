@@ -8,7 +8,9 @@ becomes visible.
 from __future__ import annotations
 
 import math
+import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +51,33 @@ def load_model_bytes(data: bytes, *, label: str = "model") -> keras.Model:
 def load_model_file(path: str | Path, *, label: str | None = None) -> keras.Model:
     """`keras.saving.load_model` with safe mode on, errors turned into one line."""
     name = label or str(path)
+    if not Path(path).is_file():
+        raise ModelLoadError(f"{name} is not a file")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" about a file it found
+        raise ModelLoadError(f"{name} is not a .keras archive (not a zip file)")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types; all mean "not a model we can trust"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"cannot load {name} in safe mode: {reason[:300]}") from None
+        raise ModelLoadError(f"cannot load {name} in safe mode: {_root_reason(e)}") from None
     if not isinstance(model, keras.Model):
         raise ModelLoadError(f"{name} is not a Keras model")
     return model
+
+
+def _root_reason(error: BaseException) -> str:
+    """The first sentence of the innermost error: Keras wraps "Could not locate class 'X'" in a
+    generic "Functional could not be deserialized properly" whose first line names nothing."""
+    seen: set[int] = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error = inner
+    text = " ".join(str(error).split())
+    if not text:
+        return type(error).__name__
+    return re.split(r"(?<=\.)\s", text, maxsplit=1)[0][:300]
 
 
 def check_compatible(entry: ModelEntry) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_EXPRESSION_NODES",
     "Operation",
     "ParsedExpression",
+    "is_operation_name",
     "make_operation",
     "parse_expr_flag",
     "parse_expression",
@@ -360,6 +361,11 @@ def parse_expression(text: str) -> ParsedExpression:
 
 # --------------------------------------------------------------------------------------------
 # Operations
+
+
+def is_operation_name(name: object) -> bool:
+    """Whether `name` could name an operation (a built-in, or a valid expression name)."""
+    return isinstance(name, str) and _NAME_PATTERN.fullmatch(name) is not None  # built-ins too
 
 
 def _check_name(name: object) -> str:

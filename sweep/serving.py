@@ -15,7 +15,7 @@ from sweep.config import DEFAULT_CAMPAIGN, CampaignConfig, validate_campaign_nam
 from sweep.errors import ConfigError
 from sweep.export import check_compatible, load_model_bytes
 from sweep.model import predict as _predict
-from sweep.operations import BUILTIN_OPERATIONS, Operation, make_operation
+from sweep.operations import BUILTIN_OPERATIONS, Operation, is_operation_name, make_operation
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,16 @@ class Prediction:
 
 def _registry(storage: str | None) -> ModelRegistry:
     return ModelRegistry(resolve_storage_url(storage))
+
+
+def check_operation_name(name: str) -> None:
+    """Refuse a name no operation can have (``../x``, control characters) before any storage
+    is opened, so a mistyped command never creates a database file."""
+    if not is_operation_name(name):
+        raise ConfigError(
+            f"unknown operation {name!r}; operation names are a lowercase letter, then "
+            f"lowercase letters, digits or _ (built-ins: {', '.join(BUILTIN_OPERATIONS)})"
+        )
 
 
 def resolve_operation(registry: ModelRegistry, campaign: str, name: str) -> Operation:
@@ -59,6 +69,7 @@ def fetch_model(
     version: int | None = None,
 ) -> tuple[ModelEntry, bytes]:
     """The registry entry and verified `.keras` bytes (checksum checked by the registry)."""
+    check_operation_name(operation)
     with _registry(storage) as registry:
         resolve_operation(registry, campaign, operation)
         entry, data = registry.fetch(campaign, operation, version)
@@ -93,6 +104,7 @@ def predict(
     campaign: str = DEFAULT_CAMPAIGN,
 ) -> Prediction:
     """Run the best model for `operation` on raw inputs."""
+    check_operation_name(operation)
     with _registry(storage) as registry:
         op = resolve_operation(registry, campaign, operation)
     inputs = check_inputs(op, a, b)
@@ -128,6 +140,10 @@ def pull_model(
 ) -> tuple[ModelEntry, Path]:
     """Write the model to `output` (default ``OP.keras``); never through a symlink, never over
     an existing file unless `force`, and only complete files (temp file + rename)."""
+    check_operation_name(operation)
+    if output is not None and os.fspath(output).endswith(("/", os.sep)):
+        # Path() would drop the slash and write a file where the user named a folder.
+        raise ConfigError(f"output path {os.fspath(output)!r} names a folder, not a .keras file")
     path = Path(output) if output is not None else Path(f"{operation}.keras")
     check_output_path(path, force=force)
     entry, data = fetch_model(operation, storage=storage, campaign=campaign, version=version)
@@ -182,6 +198,8 @@ def model_history(
     storage: str | None = None,
     campaign: str = DEFAULT_CAMPAIGN,
 ) -> list[ModelEntry]:
+    if operation is not None:
+        check_operation_name(operation)
     with _registry(storage) as registry:
         if operation is not None:
             resolve_operation(registry, campaign, operation)

@@ -1,0 +1,137 @@
+"""Interrupting `sweep run`: Ctrl-C, SIGTERM and SIGKILL mid-trial, then resuming.
+
+The campaign sweeps add (quick trials, finished and promoted first) then multiply, whose trial
+is interrupted while it trains.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from _fault_helpers import (
+    CAMPAIGN,
+    assert_budget_exact,
+    assert_registry_whole,
+    campaign_file,
+    run_sweep,
+    start_sweep,
+    states,
+    studies,
+    sweep_env,
+    wait_for_training_trial,
+)
+from optuna.trial import TrialState
+
+from storage import ModelRegistry
+
+pytestmark = pytest.mark.slow
+
+# A stopped sweep must be gone this soon after the signal (TensorFlow's teardown included).
+EXIT_SECONDS = 15
+
+
+def _history(url: str) -> list[tuple[str, int, str]]:
+    with ModelRegistry(url) as registry:
+        return [(e.operation, e.version, e.sha256) for e in registry.history(CAMPAIGN)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_trial_fails_that_trial_keeps_the_rest_and_resumes_exactly(
+    signum: signal.Signals, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    config = campaign_file(tmp_path)
+    env = sweep_env(url, tmp_path)
+    command = ["run", "--config", str(config)]
+    process = start_sweep(command, env, tmp_path)
+    victim = wait_for_training_trial(url, process)
+    kept = _history(url)
+    assert [op for op, _, _ in kept] == ["add"], "add's trial should have promoted a model"
+
+    time.sleep(0.5)  # into the training loop
+    process.send_signal(signum)
+    sent = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - sent < EXIT_SECONDS
+    assert process.returncode != 0
+    assert "Traceback" not in stderr, stderr
+    assert "Exception ignored" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith("sweep: interrupted;"), stderr
+    assert sum("interrupted" in line for line in lines) == 1, stderr
+    assert not any(line.startswith("warning:") for line in lines), stderr
+
+    assert states(url) == {"add": [TrialState.COMPLETE], "multiply": [TrialState.FAIL]}
+    failed = studies(url)["multiply"].trials[0]
+    assert failed.number == victim.number
+    assert failed.user_attrs["fail_reason"] == f"interrupted by {signum.name}"
+    assert _history(url) == kept
+
+    again = run_sweep(command, env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    assert_budget_exact(url, 1)
+    assert states(url)["multiply"] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert_registry_whole(url)
+    history = _history(url)
+    assert history[: len(kept)] == kept  # promoted models survive the interruption
+    assert [op for op, _, _ in history] == ["add", "multiply"]
+
+
+def test_sigterm_to_a_run_with_local_workers_stops_them_all(tmp_path: Path) -> None:
+    """`sweep run --workers 2` (as under `docker stop`): the parent passes the stop on to its
+    workers, each fails its trial with the reason, and one line says what happened."""
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    config = campaign_file(tmp_path)
+    env = sweep_env(url, tmp_path)
+    command = ["run", "--workers", "2", "--config", str(config)]
+    process = start_sweep(command, env, tmp_path)
+    wait_for_training_trial(url, process, own=False)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    assert time.monotonic() - sent < EXIT_SECONDS
+    assert process.returncode != 0
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert sum("interrupted" in line for line in lines) == 1, stderr
+    assert lines[-1].startswith("sweep: interrupted;"), stderr
+    found = states(url)
+    assert TrialState.RUNNING not in found["add"] + found["multiply"], found
+    assert found["multiply"] == [TrialState.FAIL]
+    reason = studies(url)["multiply"].trials[0].user_attrs["fail_reason"]
+    assert reason == "interrupted by SIGINT"  # what the parent sends its workers
+    assert_registry_whole(url)
+    # Resuming is the same as after a single-process run (above); two more TensorFlow
+    # processes on a small machine would only make this test slow.
+
+
+def test_a_killed_sweep_is_cleaned_up_by_the_next_run(tmp_path: Path) -> None:
+    """SIGKILL mid-trial on SQLite: the trial stays RUNNING until the next `sweep run` sees its
+    heartbeat is stale, fails it and runs the retry Optuna queues; the budget is exact."""
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    config = campaign_file(tmp_path)
+    env = sweep_env(url, tmp_path, SWEEP_HEARTBEAT_INTERVAL="1", SWEEP_GRACE_PERIOD="3")
+    command = ["run", "--config", str(config)]
+    process = start_sweep(command, env, tmp_path)
+    victim = wait_for_training_trial(url, process)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    # Stuck, as after a crash or a lost machine.
+    assert states(url) == {"add": [TrialState.COMPLETE], "multiply": [TrialState.RUNNING]}
+
+    again = run_sweep(command, env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
+    assert_budget_exact(url, 1)
+    assert_registry_whole(url)
+    trials = studies(url)["multiply"].get_trials(deepcopy=False)
+    assert trials[victim.number].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
+    assert [t.state for t in retries] == [TrialState.COMPLETE]
+    assert retries[0].params == trials[victim.number].params  # the killed trial, run again
