@@ -1,0 +1,237 @@
+"""``python -m benchmarks [--quick] [--out BENCHMARKS.md] [--budget S] [--storage-postgres URL]``.
+
+One command runs every section side by side and writes the Markdown report; progress goes to
+stderr. `--quick` shrinks every budget so the whole run takes a few minutes (the smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+SECTIONS: tuple[str, ...] = ("quality", "speed", "overhead", "workers")
+FULL_BUDGET = 300.0
+QUICK_BUDGET = 8.0
+_T = TypeVar("_T")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from benchmarks._common import DEFAULT_POSTGRES_ADMIN_URL
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="tiny budgets, 2 operations, fewer sizes: a few minutes (figures not meaningful)",
+    )
+    parser.add_argument("--out", default="BENCHMARKS.md", help="Markdown file to write")
+    parser.add_argument(
+        "--budget", type=float, default=None,
+        help=f"wall-clock seconds per operation per method (default {FULL_BUDGET:g}; "
+        f"{QUICK_BUDGET:g} with --quick)",
+    )
+    parser.add_argument(
+        "--storage-postgres", default=os.environ.get(
+            "SWEEP_TEST_POSTGRESQL_URL", DEFAULT_POSTGRES_ADMIN_URL
+        ),
+        metavar="URL",
+        help="admin URL of a PostgreSQL server; a throwaway database is created and dropped "
+        "there (default: $SWEEP_TEST_POSTGRESQL_URL, else %(default)s)",
+    )
+    parser.add_argument(
+        "--ops", default=None,
+        help="comma-separated operations for the quality section (default: all six; "
+        "add,multiply with --quick)",
+    )
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS),
+        help="comma-separated subset of %(default)s",
+    )
+    return parser
+
+
+def _masked(argument: str) -> str:
+    """An argument as printed in the report: any URL's password masked."""
+    from storage import mask_url
+
+    if "://" not in argument:
+        return argument
+    flag, equals, value = argument.partition("=")
+    if equals and flag.startswith("--"):
+        return f"{flag}={mask_url(value)}"
+    return mask_url(argument)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(arguments)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        print(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}",
+              file=sys.stderr)
+        return 2
+    budget = args.budget
+    if budget is None:
+        budget = QUICK_BUDGET if args.quick else FULL_BUDGET
+    if budget <= 0:
+        print("--budget must be positive", file=sys.stderr)
+        return 2
+
+    # `import sweep` first: it sets TensorFlow's environment (quiet, oneDNN off) for all methods.
+    import sweep
+    from sweep._runtime import configure_runtime
+
+    configure_runtime(workers=1)
+    from benchmarks._common import (
+        load_average,
+        log,
+        machine_info,
+        postgres_version,
+        temporary_postgres,
+        wait_for_postgres,
+    )
+    from benchmarks.report import Results, render
+    from storage import mask_url
+    from sweep.config import CampaignConfig
+
+    started = time.monotonic()
+    admin_url: str = args.storage_postgres
+    server = postgres_version(admin_url)
+    results = Results(
+        command=shlex.join(["python", "-m", "benchmarks", *map(_masked, arguments)]),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        quick=args.quick,
+        budget=budget,
+        machine=machine_info(server),
+        load_start=load_average(),
+    )
+    log(f"load average at start: {results.load_start}")
+    if server is None and ("overhead" in sections or "workers" in sections):
+        results.skipped.append(
+            f"PostgreSQL at {mask_url(admin_url)} did not answer: its overhead figures and the "
+            "worker throughput were not measured"
+        )
+    import sweep.model
+
+    results.steps_per_execution = getattr(sweep.model, "STEPS_PER_EXECUTION", None)
+    defaults = CampaignConfig()
+    epoch_cap = int(max(defaults.space.epochs.values()))
+    # Artifacts of promoted models go to a scratch folder, not the working directory.
+    scratch = tempfile.TemporaryDirectory(prefix="sweep-bench-")
+    os.environ["SWEEP_ARTIFACTS"] = str(Path(scratch.name) / "artifacts")
+
+    def section(name: str, action: Callable[[], _T], empty: _T, *, server: bool = False) -> _T:
+        """Run one section; a failure is recorded in the report and the others still run
+        (a lost database server should not throw away half an hour of measurements).
+
+        A section on the PostgreSQL server is retried once after the server answers again:
+        other processes on this shared machine may restart it.
+        """
+        before = load_average()
+        section_started = time.monotonic()
+        log(f"{name}: start (load {before})")
+        attempts = 2 if server else 1
+        value = empty
+        for attempt in range(attempts):
+            try:
+                value = action()
+                break
+            except Exception as e:
+                text = str(e).strip().splitlines()
+                error = f"{name}: {type(e).__name__}: {text[0] if text else ''}"
+                log(f"{name}: FAILED: {traceback.format_exc()}")
+                if attempt + 1 < attempts and wait_for_postgres(admin_url, 180):
+                    results.skipped.append(f"{error} (retried once, from the start)")
+                    continue
+                results.failures.append(error)
+        results.section_loads[name] = (before, load_average(), time.monotonic() - section_started)
+        return value
+
+    try:
+        if "quality" in sections:
+            from benchmarks.quality import OPERATIONS, run_quality
+
+            default_ops = ("add", "multiply") if args.quick else OPERATIONS
+            operations = (
+                tuple(o.strip() for o in args.ops.split(",") if o.strip())
+                if args.ops else default_ops
+            )
+            results.quality = section(
+                "quality",
+                lambda: run_quality(
+                    operations, budget, epochs=epoch_cap,
+                    steps_per_execution=results.steps_per_execution or 1,
+                ),
+                [],
+            )
+        if "speed" in sections:
+            from benchmarks.speed import MODELS, run_speed
+            from sweep.data import DataSpec, make_dataset
+            from sweep.operations import resolve_operations
+
+            add = make_dataset(resolve_operations(("add",), {})[0], DataSpec())
+            models = {"2-16-16-1 relu": MODELS["2-16-16-1 relu"]} if args.quick else MODELS
+            results.speed = section(
+                "speed",
+                lambda: run_speed(
+                    add.x_train, add.y_train, models=models,
+                    batch_sizes=(64,) if args.quick else (32, 64, 128),
+                    repeats=2 if args.quick else 5, epochs=1 if args.quick else 2,
+                ),
+                [],
+            )
+        if "overhead" in sections:
+            from benchmarks.overhead import OverheadResult, export_milliseconds, run_overhead
+
+            sizes = (10, 20) if args.quick else (10, 100, 1000)
+
+            def overhead() -> list[OverheadResult]:
+                if server is None:
+                    return run_overhead(None, sizes)
+                with temporary_postgres(admin_url) as url:
+                    return run_overhead(url, sizes)
+
+            results.overhead = section("overhead", overhead, [], server=server is not None)
+            results.export_ms = section(
+                "export", lambda: export_milliseconds(3 if args.quick else 10), math.nan
+            )
+        if "workers" in sections and server is not None:
+            from benchmarks.workers import OPERATION, WorkerRun, run_workers
+
+            trials, epochs, repeats = (4, 2, 1) if args.quick else (40, 5, 2)
+            results.worker_settings = (
+                f"Campaign: {OPERATION}, {trials} trials, {epochs} epochs per trial, defaults"
+                f" otherwise; {repeats} run(s) per worker count."
+            )
+
+            def workers() -> list[WorkerRun]:
+                with temporary_postgres(admin_url) as url:
+                    return run_workers(url, trials=trials, epochs=epochs, repeats=repeats)
+
+            results.workers = section("workers", workers, [], server=True)
+    finally:
+        scratch.cleanup()
+
+    results.load_end = load_average()
+    results.total_seconds = time.monotonic() - started
+    log(f"load average at end: {results.load_end}")
+    out = Path(args.out)
+    out.write_text(render(results), encoding="utf-8")
+    log(f"wrote {out} ({results.total_seconds / 60:.1f} min)")
+    for failure in results.failures:
+        log(f"failed section: {failure}")
+    return 1 if results.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Per-trial cost of everything but training: sampling, pruning checks and storage.
+
+A trivial objective goes through the campaign's real machinery (its storage with heartbeats,
+its TPE sampler and pruner, the default space's `suggest`, a report per epoch and the user
+attributes a real trial writes), and the loop around it does the per-trial bookkeeping
+`Campaign.run_operation` does. What is left is the price of a trial before any training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import optuna
+
+from benchmarks._common import log, median
+from sweep.campaign import (
+    best_value,
+    make_pruner,
+    make_sampler,
+    open_optuna_storage,
+    trial_counts,
+)
+from sweep.config import CampaignConfig
+from sweep.export import load_model_bytes, serialize_model
+from sweep.objective import SPLITS
+from sweep.space import ModelSpec, SearchSpace
+
+OPERATION = "multiply"
+# Size of the window of trials whose median is reported at each study size.
+WINDOW = 10
+
+
+# Where a trial's time goes, besides the total.
+PARTS: tuple[str, ...] = ("sampling", "report", "should_prune", "attributes", "bookkeeping")
+METRIC_NAMES: tuple[str, ...] = (
+    "mae", "median_relative_error", "max_absolute_error", "hit_rate", "count",
+)
+
+
+@dataclass(frozen=True)
+class OverheadResult:
+    backend: str
+    per_trial_ms: dict[int, float]  # study size -> median ms of the WINDOW timed trials
+    parts_ms: dict[int, dict[str, float]]  # study size -> part -> median ms
+    fill_seconds: float  # time spent pre-filling the study (not a measurement)
+    total_seconds: float
+
+
+def _synthetic_value(spec: ModelSpec) -> float:
+    """A made-up validation error with structure, so TPE has something to model."""
+    return abs(math.log10(spec.learning_rate) + 2.5) + 0.1 * len(spec.hidden_layers)
+
+
+def _user_attrs(spec: ModelSpec, value: float) -> dict[str, Any]:
+    """The user attributes a real trial writes (names and sizes), with made-up values."""
+    attrs: dict[str, Any] = {
+        "worker": "bench",
+        "architecture": spec.architecture(2),
+        "parameters": spec.parameter_count(2),
+        "model_spec": dataclasses.asdict(spec),
+        "epochs_run": spec.epochs,
+        "train_seconds": 1.0,
+        "refitted_output": spec.refit_output,
+    }
+    for _, prefix in SPLITS:
+        for name in METRIC_NAMES:
+            attrs[f"{prefix}{name}"] = value
+    return attrs
+
+
+class _TimedObjective:
+    """The trivial objective; records how long each part of the last trial took."""
+
+    def __init__(self, space: SearchSpace, epochs: int) -> None:
+        self.space = space
+        self.epochs = epochs
+        self.parts: dict[str, float] = {}
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        clock = time.perf_counter
+        started = clock()
+        spec = self.space.suggest(trial)
+        sampled = clock()
+        value = _synthetic_value(spec)
+        report = prune = 0.0
+        for epoch in range(self.epochs):
+            before = clock()
+            trial.report(value * (1 + 1 / (epoch + 1)), epoch)
+            reported = clock()
+            # Asked, not obeyed: every trial pays for all its epochs, so the figures at each
+            # study size differ by the study's size alone, not by how many trials got pruned.
+            trial.should_prune()
+            report += reported - before
+            prune += clock() - reported
+        before_attrs = clock()
+        for key, attr in _user_attrs(spec, value).items():
+            trial.set_user_attr(key, attr)
+        self.parts = {
+            "sampling": sampled - started,
+            "report": report,
+            "should_prune": prune,
+            "attributes": clock() - before_attrs,
+        }
+        return value
+
+
+def _filler_trials(
+    space: SearchSpace, epochs: int, count: int, seed: int
+) -> list[optuna.trial.FrozenTrial]:
+    """Finished trials like the real ones (same parameters, a curve of reports, the same
+    attributes), drawn at random in memory: fast to add, and what a study of that size holds."""
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    made = []
+    for _ in range(count):
+        trial = scratch.ask()
+        spec = space.suggest(trial)
+        value = _synthetic_value(spec)
+        made.append(
+            optuna.trial.create_trial(
+                params=trial.params,
+                distributions=trial.distributions,
+                value=value,
+                intermediate_values={e: value * (1 + 1 / (e + 1)) for e in range(epochs)},
+                user_attrs=_user_attrs(spec, value),
+            )
+        )
+    return made
+
+
+def trial_overhead(url: str, backend: str, sizes: tuple[int, ...]) -> OverheadResult:
+    """Per-trial wall time of WINDOW timed trials when the study holds each of `sizes` trials.
+
+    Before each window the study is filled with finished trials up to ``size - WINDOW`` (in
+    memory, then `add_trials`), so the cost at 1000 trials is measured without running 990
+    timed trials first. Every timed trial reports all epochs of the cap and completes: an
+    upper bound for a real trial, which stops reporting when it is pruned.
+    """
+    config = CampaignConfig(name="overhead", operations=(OPERATION,), trials=max(sizes))
+    space = config.space_for(OPERATION)
+    epochs = int(max(space.epochs.values()))
+    storage = open_optuna_storage(url)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=f"overhead.{OPERATION}",
+        sampler=make_sampler(config, OPERATION),
+        pruner=make_pruner(config, epochs),
+    )
+    objective = _TimedObjective(space, epochs)
+    per_size: dict[int, float] = {}
+    parts: dict[int, dict[str, float]] = {}
+    fill_seconds = 0.0
+    started = time.monotonic()
+    for size in sorted(sizes):
+        missing = size - WINDOW - len(study.get_trials(deepcopy=False))
+        if missing > 0:
+            fill_started = time.monotonic()
+            study.add_trials(_filler_trials(space, epochs, missing, seed=size))
+            fill_seconds += time.monotonic() - fill_started
+        durations: list[float] = []
+        window_parts: list[dict[str, float]] = []
+        for _ in range(WINDOW):
+            trial_started = time.perf_counter()
+            trial_counts(study)  # the slot check before each trial
+            study.optimize(objective, n_trials=1)
+            trial_counts(study)  # progress after each trial
+            best_value(study)
+            total = time.perf_counter() - trial_started
+            durations.append(total)
+            trial_parts = dict(objective.parts)
+            trial_parts["bookkeeping"] = total - sum(trial_parts.values())
+            window_parts.append(trial_parts)
+        per_size[size] = 1000 * median(durations)
+        parts[size] = {
+            part: 1000 * median(p[part] for p in window_parts) for part in window_parts[0]
+        }
+        log(f"overhead {backend}: at {size} trials, {per_size[size]:.0f} ms per trial")
+    return OverheadResult(
+        backend, per_size, parts, fill_seconds, time.monotonic() - started - fill_seconds
+    )
+
+
+def run_overhead(postgres_url: str | None, sizes: tuple[int, ...]) -> list[OverheadResult]:
+    """SQLite (a fresh file) and, when given, PostgreSQL (a fresh database)."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-overhead-") as folder:
+        url = f"sqlite:///{Path(folder) / 'overhead.db'}"
+        results.append(trial_overhead(url, "SQLite", sizes))
+    if postgres_url is not None:
+        results.append(trial_overhead(postgres_url, "PostgreSQL", sizes))
+    return results
+
+
+def export_milliseconds(repeats: int) -> float:
+    """Median cost of what a promotion adds per model: save the .keras archive, reload it
+    in safe mode (the registry insert itself is one row and is in the storage figures)."""
+    keras.backend.clear_session()
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(2,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(1),
+        ]
+    )
+    model(np.zeros((1, 2), dtype=np.float32))
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        load_model_bytes(serialize_model(model))
+        times.append(1000 * (time.perf_counter() - started))
+    return median(times)

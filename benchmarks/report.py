@@ -1,0 +1,554 @@
+"""BENCHMARKS.md from the measured results: tables, medians, ratios and the targets' status."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from benchmarks._common import median
+from benchmarks.overhead import PARTS, WINDOW, OverheadResult
+from benchmarks.quality import (
+    KERAS_TUNER,
+    ORIGINAL,
+    SWEEP,
+    OperationQuality,
+)
+from benchmarks.speed import SpeedResult
+from benchmarks.workers import WorkerRun
+
+RATIO_TARGET = 1.8
+OVERHEAD_TARGET = 0.05
+MULTIPLY_BUDGET_TARGET = 300.0
+
+
+@dataclass
+class Results:
+    command: str
+    date: str
+    quick: bool
+    budget: float
+    machine: dict[str, str]
+    load_start: str
+    load_end: str = ""
+    total_seconds: float = math.nan
+    steps_per_execution: int | None = None
+    quality: list[OperationQuality] = field(default_factory=list)
+    speed: list[SpeedResult] = field(default_factory=list)
+    overhead: list[OverheadResult] = field(default_factory=list)
+    export_ms: float = math.nan
+    workers: list[WorkerRun] = field(default_factory=list)
+    worker_settings: str = ""
+    section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+# --- number formatting --------------------------------------------------------------------------
+
+
+def _g(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return f"{value:.{digits}g}"
+
+
+def _rate(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.3f}"
+
+
+def _pct(value: float) -> str:
+    return "—" if math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def ratio(ours: float, baseline: float) -> float:
+    """ours / baseline; below 1 means ours is better. 0/0 (both exact) is 1: a tie."""
+    if math.isnan(ours) or math.isnan(baseline):
+        return math.nan
+    if baseline == 0:
+        return 1.0 if ours == 0 else math.inf
+    return ours / baseline
+
+
+def beats(ours: float, baseline: float) -> bool:
+    """Strictly better, or both exactly 0 (nothing left to beat)."""
+    if math.isnan(ours) or math.isnan(baseline):
+        return False
+    return ours < baseline or ours == baseline == 0
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+def _run_section(results: Results) -> list[str]:
+    lines = [
+        "## This run",
+        "",
+        f"- Date: {results.date}",
+        f"- Command: `{results.command}`",
+        f"- Mode: {'quick (smoke test; figures are not meaningful)' if results.quick else 'full'};"
+        f" budget {results.budget:g} s per operation per method",
+        f"- Total wall time: {results.total_seconds / 60:.1f} min",
+        f"- Load average (1, 5, 15 min) before: {results.load_start}; after: {results.load_end}."
+        f" The machine has {results.machine.get('cores (nproc)', '?')} cores and was shared with"
+        " other processes during the run (a load above the core count means this benchmark did"
+        " not have the machine to itself), so absolute figures are noisy; figures compared with"
+        " each other were measured in the same run.",
+    ]
+    if results.section_loads:
+        lines += ["", "Load per section (before → after, wall time):", ""]
+        lines += _table(
+            ["section", "load before", "load after", "minutes"],
+            [
+                [name, before, after, f"{seconds / 60:.1f}"]
+                for name, (before, after, seconds) in results.section_loads.items()
+            ],
+        )
+    for note in results.skipped:
+        lines += ["", f"- Note: {note}"]
+    for failure in results.failures:
+        lines += ["", f"- **Failed** (its figures are missing): {failure}"]
+    lines += ["", "## Machine", ""]
+    lines += _table(["", ""], [[key, value] for key, value in results.machine.items()])
+    return lines
+
+
+def _quality_section(results: Results) -> list[str]:
+    if not results.quality:
+        return []
+    lines = [
+        "## 1. Model quality per operation",
+        "",
+        "Same data for all three (`sweep.data.make_dataset`, default `DataSpec`, seed 0: 10,000"
+        " integer pairs in [0, 500) split into training and validation, 2,000 unseen in-range"
+        " test pairs, 2,000 pairs in the extrapolation band [500, 1000)), the same wall-clock"
+        f" budget ({results.budget:g} s per operation per method), the same evaluation"
+        " (`sweep.objective.evaluate_model`); measured one after the other in one process.",
+        "",
+        "- **original network**: exactly as posted: Dense(3, input_dim=2) linear, Dense(5, relu),"
+        " Dense(3, relu), Dense(5, relu), Dense(1, relu); Adam, MSE, 10 epochs, batch 10, raw"
+        " integers (input_dim=1 for square and sqrt). Retrained with new seeds until the budget"
+        " is spent; each figure is the median over those runs.",
+        "- **KerasTuner**: `RandomSearch` (BayesianOptimization needs scikit-learn and SciPy),"
+        " objective val_loss, on raw data: 0-3 layers, width 2-64 (log), the same 7 activations,"
+        " learning rate 1e-4..3e-2 (log), batch 32/64/128, MSE, the sweep's epoch cap, the"
+        f" sweep's steps_per_execution ({results.steps_per_execution}); no trial starts after"
+        " the budget and the trial in flight stops at its next epoch end. Best model evaluated.",
+        "- **our sweep**: `Campaign(CampaignConfig(trials=None, timeout=budget), sqlite).run()`"
+        " with every other setting at its default; the registry's best model, loaded in safe"
+        " mode as a user would pull it, evaluated.",
+        "",
+        "Hit rate: rounded prediction equals the truth (integer operations) or relative error"
+        " ≤ 1e-6 (divide, sqrt). Wall time includes the trial in flight at the deadline.",
+        "",
+    ]
+    rows = []
+    for quality in results.quality:
+        for method in quality.methods:
+            m = method.metrics
+            rows.append(
+                [
+                    quality.operation,
+                    method.method,
+                    str(method.runs),
+                    f"{method.wall_seconds:.0f}",
+                    _rate(m["test_hit_rate"]),
+                    _g(m["test_median_relative_error"]),
+                    _g(m["test_mae"]),
+                    _rate(m["extrapolation_hit_rate"]),
+                    _g(m["extrapolation_median_relative_error"]),
+                    _g(m["extrapolation_mae"]),
+                    method.note,
+                ]
+            )
+    lines += _table(
+        [
+            "operation", "method", "runs / trials", "wall s", "hit rate", "median rel. error",
+            "MAE", "extrap. hit rate", "extrap. median rel. error", "extrap. MAE", "note",
+        ],
+        rows,
+    )
+    lines += [
+        "",
+        "Ratios of median relative errors, ours / baseline (below 1: ours is better; 1 with both"
+        " at 0 is a tie of exact models):",
+        "",
+    ]
+    rows = []
+    for quality in results.quality:
+        ours = quality.method(SWEEP).metrics
+        cells = [quality.operation]
+        holds = True
+        for baseline_name in (ORIGINAL, KERAS_TUNER):
+            base = quality.method(baseline_name).metrics
+            for prefix in ("test_", "extrapolation_"):
+                key = f"{prefix}median_relative_error"
+                cells.append(_g(ratio(ours[key], base[key])))
+                holds = holds and beats(ours[key], base[key])
+        cells.append("**yes**" if holds else "no")
+        rows.append(cells)
+    lines += _table(
+        [
+            "operation", "vs original, in-range", "vs original, extrap.", "vs KerasTuner, in-range",
+            "vs KerasTuner, extrap.", "beats both, in-range and extrap.",
+        ],
+        rows,
+    )
+    return lines
+
+
+def _speed_section(results: Results) -> list[str]:
+    lines: list[str] = []
+    if results.speed:
+        lines += [
+            "## 2. Speed",
+            "",
+            "### Training steps per second",
+            "",
+            "Plain Keras MLPs of the shapes the default space produces (0, 2 and 3 hidden relu"
+            " layers), Adam + MSE, on the 8,000-row training split of add scaled to order 1;"
+            " `model.fit` steps per second after a warm-up fit (tracing and XLA compilation"
+            " excluded); every setting is timed once per round, rounds repeated, median shown"
+            " (*runs*). *spe*: `steps_per_execution`; *XLA*: `jit_compile=True`. The sweep"
+            f" currently compiles with steps_per_execution = {results.steps_per_execution} and"
+            " no XLA.",
+            "",
+        ]
+        by_key = {
+            (s.model, s.batch_size, s.steps_per_execution, s.jit_compile, s.dtype): s
+            for s in results.speed
+        }
+        shapes = list(dict.fromkeys(s.model for s in results.speed))
+        batches = sorted({s.batch_size for s in results.speed if s.dtype == "float32"})
+        rows = []
+        for shape in shapes:
+            for batch in batches:
+                cells = [shape, str(batch)]
+                rates = []
+                for spe, jit in ((1, False), (1, True), (32, False), (32, True)):
+                    found = by_key.get((shape, batch, spe, jit, "float32"))
+                    rate = found.steps_per_second if found else math.nan
+                    rates.append(rate)
+                    cells.append(_g(rate, 4))
+                best = max((r for r in rates if not math.isnan(r)), default=math.nan)
+                cells.append(f"{best / rates[0]:.1f}x" if rates[0] > 0 else "—")
+                runs = {s.runs for s in results.speed if s.model == shape}
+                cells.append(str(max(runs)))
+                rows.append(cells)
+        lines += _table(
+            [
+                "model", "batch", "spe 1", "spe 1 + XLA", "spe 32", "spe 32 + XLA",
+                "best / default", "runs",
+            ],
+            rows,
+        )
+        doubles = [s for s in results.speed if s.dtype == "float64"]
+        if doubles:
+            lines += [
+                "",
+                "Double precision (batch "
+                f"{doubles[0].batch_size}, steps_per_execution 32, no XLA):",
+                "",
+            ]
+            rows = []
+            for double in doubles:
+                single = by_key.get((double.model, double.batch_size, 32, False, "float32"))
+                single_rate = single.steps_per_second if single else math.nan
+                rows.append(
+                    [
+                        double.model,
+                        _g(single_rate, 4),
+                        _g(double.steps_per_second, 4),
+                        _g(double.steps_per_second / single_rate, 3) if single else "—",
+                    ]
+                )
+            lines += _table(
+                ["model", "float32 steps/s", "float64 steps/s", "float64 / float32"], rows
+            )
+    if results.quality:
+        lines += [
+            "",
+            "### Trials per minute of a default sweep",
+            "",
+            "From the sweeps of section 1 (one process, SQLite, defaults, time budget only)."
+            " The wall time is split by timing calls in the benchmark process while the sweep"
+            " runs: *in fit* is time inside `keras.Model.fit` (training steps plus the per-epoch"
+            " validation pass and pruning report); *epoch reports* is the part of it spent in"
+            " Optuna's `report` + `should_prune`; *sampling* is Optuna's `suggest_*`."
+            " Training = in fit - epoch reports; *outside training* = 1 - training / wall (trial"
+            " set-up, sampling, pruning reports, evaluation on three splits, export, storage)."
+            " Campaign set-up (data, schema) is in the wall time too.",
+            "",
+        ]
+        rows = []
+        for quality in results.quality:
+            wall = quality.method(SWEEP).wall_seconds
+            reached = quality.seconds_to_hit_target
+            rows.append(
+                [
+                    quality.operation,
+                    str(quality.sweep_trials),
+                    f"{wall:.0f}",
+                    f"{quality.sweep_trials_per_minute:.1f}",
+                    f"{quality.sweep_fit_seconds:.1f}",
+                    f"{quality.sweep_epoch_storage_seconds:.1f}",
+                    f"{quality.sweep_sampling_seconds:.1f}",
+                    f"{wall - quality.sweep_fit_seconds - quality.sweep_sampling_seconds:.1f}",
+                    _pct(quality.sweep_outside_training_share),
+                    "not reached" if reached is None else f"{reached:.0f}",
+                    quality.best_architecture,
+                ]
+            )
+        lines += _table(
+            [
+                "operation", "counted trials", "wall s", "trials/min", "in fit s",
+                "epoch reports s", "sampling s", "other s", "outside training",
+                "s to first hit rate ≥ 0.99", "best architecture",
+            ],
+            rows,
+        )
+    return lines
+
+
+def _typical_trial_seconds(results: Results) -> float:
+    """Median over operations of training seconds per counted trial in section 1's sweeps."""
+    return median(
+        q.sweep_training_seconds / q.sweep_trials for q in results.quality if q.sweep_trials
+    )
+
+
+def _overhead_section(results: Results) -> list[str]:
+    if not results.overhead:
+        return []
+    sizes = sorted({size for o in results.overhead for size in o.per_trial_ms})
+    lines = [
+        "## 3. Per-trial overhead: sampling + storage",
+        "",
+        "A trivial objective through the campaign's own machinery: `open_optuna_storage`"
+        " (engine options, heartbeats), `make_sampler` (TPE, multivariate, grouped),"
+        " `make_pruner` (median), the default space's `suggest`, one `report` + `should_prune`"
+        " per epoch of the epoch cap (asked every epoch, never obeyed, so every trial costs the"
+        " same: an upper bound for a real trial, which stops reporting when pruned), the user"
+        " attributes a real trial writes, and the per-trial counting `Campaign.run_operation`"
+        " does. To measure a study of N trials, the study is first filled up to N"
+        f" - {WINDOW} with finished trials drawn at random from the same space (same"
+        f" parameters, reports and attributes), then {WINDOW} trials are timed; each figure"
+        " is their median. One fresh study per backend (a fresh SQLite file, a fresh"
+        " PostgreSQL database).",
+        "",
+    ]
+    rows = [
+        [o.backend, *[_g(o.per_trial_ms.get(size, math.nan), 3) for size in sizes]]
+        for o in results.overhead
+    ]
+    lines += _table(["backend", *[f"ms/trial at {size} trials" for size in sizes]], rows)
+    lines += ["", "Where a trial's time goes (median ms per trial; 'report' and 'should_prune'"
+              " are summed over the epochs of the cap):", ""]
+    rows = []
+    for o in results.overhead:
+        for size in sizes:
+            parts = o.parts_ms.get(size, {})
+            rows.append([o.backend, str(size), *[_g(parts.get(p, math.nan), 3) for p in PARTS]])
+    lines += _table(["backend", "trials in study", *PARTS], rows)
+    lines += [
+        "",
+        f"Export (save the .keras archive + reload it in safe mode, 2-16-16-1): "
+        f"{_g(results.export_ms)} ms per promotion (only trials that beat the best promote).",
+    ]
+    typical = _typical_trial_seconds(results)
+    if not math.isnan(typical):
+        lines += [
+            "",
+            "Estimated share of wall time outside training at each study size: overhead /"
+            f" (overhead + {typical:.2f} s), the training seconds per trial of section 1's"
+            " sweeps (median over operations). Evaluation and export are not in this overhead,"
+            " so the estimate errs low.",
+            "",
+        ]
+        rows = []
+        for o in results.overhead:
+            cells = [o.backend]
+            for size in sizes:
+                cost = o.per_trial_ms.get(size, math.nan) / 1000
+                cells.append(_pct(cost / (cost + typical)))
+            rows.append(cells)
+        lines += _table(["backend", *[f"at {size} trials" for size in sizes]], rows)
+    return lines
+
+
+def _worker_summary(runs: Sequence[WorkerRun]) -> dict[int, dict[str, float]]:
+    summary: dict[int, dict[str, float]] = {}
+    for workers in sorted({r.workers for r in runs}):
+        mine = [r for r in runs if r.workers == workers]
+        summary[workers] = {
+            "span": median(r.trials_per_minute_span for r in mine),
+            "process": median(r.trials_per_minute_process for r in mine),
+            "outside": median(r.outside_training_share for r in mine),
+        }
+    return summary
+
+
+def _workers_section(results: Results) -> list[str]:
+    if not results.workers:
+        return []
+    lines = [
+        "## 4. Worker throughput on PostgreSQL",
+        "",
+        f"{results.worker_settings} Each run is a real `sweep run --workers K` process against a"
+        " fresh PostgreSQL database (`SWEEP_STORAGE`), runs alternating 1, 2, 2, 1, ... so the"
+        " machine's load drifts evenly over both. *Span*: first trial start to last trial end"
+        " (steady state); *process*: the command's wall time (TensorFlow start-up, campaign"
+        " creation and the final table included). Outside training: 1 - recorded training"
+        " seconds / (workers x span).",
+        "",
+    ]
+    rows = [
+        [
+            str(r.workers), str(r.repeat), str(r.counted_trials), f"{r.span_seconds:.0f}",
+            f"{r.process_seconds:.0f}", f"{r.trials_per_minute_span:.1f}",
+            f"{r.trials_per_minute_process:.1f}", _pct(r.outside_training_share), r.load_after,
+        ]
+        for r in results.workers
+    ]
+    lines += _table(
+        [
+            "workers", "repeat", "trials", "span s", "process s", "trials/min (span)",
+            "trials/min (process)", "outside training", "load after",
+        ],
+        rows,
+    )
+    summary = _worker_summary(results.workers)
+    if 1 in summary and 2 in summary:
+        one, two = summary[1], summary[2]
+        lines += [
+            "",
+            f"Median trials per minute, 1 → 2 workers: {one['span']:.1f} → {two['span']:.1f}"
+            f" over the span (ratio **{two['span'] / one['span']:.2f}x**), {one['process']:.1f}"
+            f" → {two['process']:.1f} over the process (ratio"
+            f" **{two['process'] / one['process']:.2f}x**); target ≥ {RATIO_TARGET}x.",
+        ]
+    return lines
+
+
+def _targets_section(results: Results) -> list[str]:
+    lines = ["## Where we stand against the targets", ""]
+    if results.quick:
+        lines += [
+            "*Quick mode: budgets are far too small for these verdicts to mean anything; they"
+            " are printed so the code path is exercised.*",
+            "",
+        ]
+    if results.quality:
+        holding, failing = [], []
+        for quality in results.quality:
+            ours = quality.method(SWEEP).metrics
+            missed = []
+            for baseline_name in (ORIGINAL, KERAS_TUNER):
+                base = quality.method(baseline_name).metrics
+                for prefix, label in (("test_", "in-range"), ("extrapolation_", "extrap.")):
+                    key = f"{prefix}median_relative_error"
+                    if not beats(ours[key], base[key]):
+                        missed.append(
+                            f"{label} vs {baseline_name} ({_g(ours[key])} vs {_g(base[key])})"
+                        )
+            if missed:
+                failing.append(f"{quality.operation}: not beaten {'; '.join(missed)}")
+            else:
+                holding.append(quality.operation)
+        verdict = "holds" if not failing else "does not hold yet"
+        lines += [
+            "- **Our sweep beats the original network and KerasTuner on median relative error,"
+            f" in-range and in the extrapolation band, at the same budget ({results.budget:g} s):"
+            f" {verdict}.** Holds for: {', '.join(holding) or 'none'}.",
+        ]
+        lines += [f"  - {item}" for item in failing]
+        multiply = next((q for q in results.quality if q.operation == "multiply"), None)
+        if multiply is not None:
+            hit = multiply.method(SWEEP).metrics["test_hit_rate"]
+            reached = multiply.seconds_to_hit_target
+            if hit >= 0.99 and results.budget <= MULTIPLY_BUDGET_TARGET:
+                state = "holds"
+            elif reached is not None and reached <= MULTIPLY_BUDGET_TARGET:
+                state = "holds (a trial reached it; the best by validation MAE did not)"
+            elif results.budget < MULTIPLY_BUDGET_TARGET:
+                state = (
+                    f"not shown at this budget ({results.budget:g} s < "
+                    f"{MULTIPLY_BUDGET_TARGET:g} s)"
+                )
+            else:
+                state = "does not hold yet"
+            original = multiply.method(ORIGINAL).metrics
+            wall = multiply.method(SWEEP).wall_seconds
+            lines += [
+                f"- **Multiply, in-range hit rate ≥ 0.99 within 5 minutes: {state}.** Our sweep's"
+                f" best model: hit rate {_rate(hit)} after {wall:.0f} s; first trial at ≥ 0.99: "
+                + ("never" if reached is None else f"after {reached:.0f} s")
+                + f". The original network: hit rate {_rate(original['test_hit_rate'])}, MAE"
+                f" {_g(original['test_mae'])}.",
+            ]
+    shares = []
+    for quality in results.quality:
+        shares.append(
+            f"{quality.operation} {_pct(quality.sweep_outside_training_share)} at"
+            f" {quality.sweep_trials} trials"
+        )
+    overhead_lines = []
+    typical = _typical_trial_seconds(results)
+    for o in results.overhead:
+        for size in (100, 1000):
+            if size in o.per_trial_ms and not math.isnan(typical):
+                cost = o.per_trial_ms[size] / 1000
+                overhead_lines.append(
+                    f"{o.backend} at {size} trials ≈ {_pct(cost / (cost + typical))}"
+                )
+    if shares or overhead_lines:
+        measured = "; ".join(shares) if shares else "not measured"
+        estimated = "; ".join(overhead_lines) if overhead_lines else "not measured"
+        lines += [
+            f"- **Overhead outside training under {_pct(OVERHEAD_TARGET)} of wall time at 100"
+            f" trials:** measured in the default sweeps (section 2): {measured}. Estimated from"
+            f" section 3 (sampling + storage only): {estimated}.",
+        ]
+    summary = _worker_summary(results.workers)
+    if 1 in summary and 2 in summary:
+        span_ratio = summary[2]["span"] / summary[1]["span"]
+        process_ratio = summary[2]["process"] / summary[1]["process"]
+        state = "holds" if span_ratio >= RATIO_TARGET else "does not hold yet"
+        lines += [
+            f"- **Two workers give ≥ {RATIO_TARGET}x the trials per minute of one (PostgreSQL):"
+            f" {state}** ({span_ratio:.2f}x over the trial span, {process_ratio:.2f}x over the"
+            " process wall time). Outside training with 1 / 2 workers: "
+            f"{_pct(summary[1]['outside'])} / {_pct(summary[2]['outside'])}.",
+        ]
+    return lines
+
+
+def render(results: Results) -> str:
+    """The whole BENCHMARKS.md."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python -m benchmarks` (see `benchmarks/`; `pip install -e \".[bench]\"`"
+        " first). Every figure below comes from the run described under *This run*; rerun the"
+        " command to refresh them.",
+        "",
+    ]
+    for section in (
+        _targets_section(results),
+        _run_section(results),
+        _quality_section(results),
+        _speed_section(results),
+        _overhead_section(results),
+        _workers_section(results),
+    ):
+        if section:
+            lines += [*section, ""]
+    return "\n".join(lines).rstrip() + "\n"

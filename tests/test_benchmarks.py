@@ -1,0 +1,113 @@
+"""Smoke test: `python -m benchmarks --quick` runs end to end and writes every table.
+
+It checks that the report has its sections and that the cells hold numbers, not that the
+targets hold: quick budgets are far too small for the figures to mean anything. Its purpose
+is that the benchmark code cannot rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _servers import admin_url, unreachable_reason
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("keras_tuner") is None,
+        reason='needs the bench extra: pip install -e ".[bench]"',
+    ),
+]
+
+
+def _rows(report: str, first_cell: str) -> list[list[str]]:
+    """Cells of every Markdown table row whose first cell is `first_cell`."""
+    rows = []
+    for line in report.splitlines():
+        if line.startswith(f"| {first_cell} |"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows
+
+
+def _number(cell: str) -> float:
+    """A cell as a number: plain, scientific, a percentage or a ratio like 2.3x."""
+    text = cell.strip().rstrip("%x").replace("∞", "inf")
+    return float(text)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        return not math.isnan(_number(cell))
+    except ValueError:
+        return False
+
+
+@pytest.mark.timeout(600)
+def test_quick_benchmark_writes_every_table(tmp_path: Path) -> None:
+    postgres_down = unreachable_reason("postgresql")
+    if postgres_down and "CI" in os.environ:
+        pytest.fail(f"PostgreSQL is unreachable in CI: {postgres_down}", pytrace=False)
+    out = tmp_path / "B.md"
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks", "--quick", "--out", str(out),
+            "--storage-postgres", admin_url("postgresql"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report = out.read_text(encoding="utf-8")
+
+    for heading in (
+        "## Where we stand against the targets",
+        "## This run",
+        "## Machine",
+        "## 1. Model quality per operation",
+        "## 2. Speed",
+        "### Trials per minute of a default sweep",
+        "## 3. Per-trial overhead: sampling + storage",
+    ):
+        assert heading in report, heading
+    assert "**Failed**" not in report
+    assert "python -m benchmarks --quick" in report
+
+    # Quality: three methods per quick operation, every metric a number.
+    for operation in ("add", "multiply"):
+        rows = _rows(report, operation)
+        methods = [row[1] for row in rows]
+        for method in ("original network", "KerasTuner", "our sweep"):
+            assert method in methods, (operation, methods)
+        for row in rows:
+            if row[1] in ("original network", "KerasTuner", "our sweep"):
+                # runs, wall s, then six metrics
+                assert all(_is_number(cell) for cell in row[2:10]), row
+
+    # Speed: steps per second for the quick model, all four settings.
+    speed = _rows(report, "2-16-16-1 relu")
+    assert speed and all(_is_number(cell) for cell in speed[0][2:6]), speed
+
+    # Overhead: a figure per size on SQLite (and PostgreSQL when it is up).
+    backends = ["SQLite"] if postgres_down else ["SQLite", "PostgreSQL"]
+    for backend in backends:
+        rows = _rows(report, backend)
+        assert rows, backend
+        assert all(_is_number(cell) for cell in rows[0][1:3]), rows[0]
+    assert re.search(r"Export \(save .*\): [0-9.e+]+ ms", report)
+
+    if not postgres_down:
+        assert "## 4. Worker throughput on PostgreSQL" in report
+        assert re.search(r"ratio \*\*[0-9.]+x\*\*", report)
+        assert "Two workers give" in report
