@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -17,6 +18,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import TypeVar
 
 SECTIONS: tuple[str, ...] = ("quality", "speed", "overhead", "workers")
@@ -130,6 +132,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     scratch = tempfile.TemporaryDirectory(prefix="sweep-bench-")
     os.environ["SWEEP_ARTIFACTS"] = str(Path(scratch.name) / "artifacts")
 
+    out = Path(args.out)
+
+    def write(final: bool) -> None:
+        """The report so far: a killed run still leaves the sections it finished."""
+        results.load_end = load_average()
+        results.total_seconds = time.monotonic() - started
+        results.complete = final
+        out.write_text(render(results), encoding="utf-8")
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+
     def section(name: str, action: Callable[[], _T], empty: _T, *, server: bool = False) -> _T:
         """Run one section; a failure is recorded in the report and the others still run
         (a lost database server should not throw away half an hour of measurements).
@@ -155,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 results.failures.append(error)
         results.section_loads[name] = (before, load_average(), time.monotonic() - section_started)
+        write(final=False)
         return value
 
     try:
@@ -219,14 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return run_workers(url, trials=trials, epochs=epochs, repeats=repeats)
 
             results.workers = section("workers", workers, [], server=True)
+    except KeyboardInterrupt as e:
+        results.failures.append(f"interrupted ({e or 'SIGINT'}); later sections did not run")
     finally:
         scratch.cleanup()
 
-    results.load_end = load_average()
-    results.total_seconds = time.monotonic() - started
+    write(final=True)
     log(f"load average at end: {results.load_end}")
-    out = Path(args.out)
-    out.write_text(render(results), encoding="utf-8")
     log(f"wrote {out} ({results.total_seconds / 60:.1f} min)")
     for failure in results.failures:
         log(f"failed section: {failure}")

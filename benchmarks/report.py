@@ -42,6 +42,7 @@ class Results:
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    complete: bool = True  # False while the run is still going (the report is rewritten)
 
 
 # --- number formatting --------------------------------------------------------------------------
@@ -541,6 +542,12 @@ def render(results: Results) -> str:
         " command to refresh them.",
         "",
     ]
+    if not results.complete:
+        lines += [
+            "**Partial report: the run was still going when this was written; sections"
+            " below are those finished so far.**",
+            "",
+        ]
     for section in (
         _targets_section(results),
         _run_section(results),
