@@ -176,20 +176,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if "quality" in sections:
-            from benchmarks.quality import OPERATIONS, run_quality
+            from benchmarks.quality import OPERATIONS, OperationQuality, run_quality
 
             default_ops = ("add", "multiply") if args.quick else OPERATIONS
             operations = (
                 tuple(o.strip() for o in args.ops.split(",") if o.strip())
                 if args.ops else default_ops
             )
-            results.quality = section(
+            def measured(result: OperationQuality) -> None:
+                results.quality.append(result)
+                write(final=False)
+
+            section(
                 "quality",
                 lambda: run_quality(
                     operations, budget, epochs=epoch_cap,
-                    steps_per_execution=results.steps_per_execution or 1,
+                    steps_per_execution=results.steps_per_execution or 1, on_result=measured,
                 ),
-                [],
+                list[OperationQuality](),
             )
         if "speed" in sections:
             from benchmarks.speed import MODELS, run_speed
@@ -223,19 +227,47 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "export", lambda: export_milliseconds(3 if args.quick else 10), math.nan
             )
         if "workers" in sections and server is not None:
-            from benchmarks.workers import OPERATION, WorkerRun, run_workers
-
-            trials, epochs, repeats = (4, 2, 1) if args.quick else (40, 5, 2)
-            results.worker_settings = (
-                f"Campaign: {OPERATION}, {trials} trials, {epochs} epochs per trial, defaults"
-                f" otherwise; {repeats} run(s) per worker count."
+            from benchmarks.workers import (
+                OPERATION,
+                QUICK_SIZES,
+                SIZES,
+                SeedSweep,
+                WorkerRun,
+                run_workers,
             )
 
-            def workers() -> list[WorkerRun]:
-                with temporary_postgres(admin_url) as url:
-                    return run_workers(url, trials=trials, epochs=epochs, repeats=repeats)
+            # N measured trials per run, seed sweep size, epochs (None: the default), repeats.
+            new_trials, seed_trials, epochs, repeats = (
+                (4, 4, 2, 1) if args.quick else (40, 40, None, 2)
+            )
+            worker_sizes = QUICK_SIZES if args.quick else SIZES
+            results.worker_settings = (
+                f"Campaign: {OPERATION}, "
+                + ("the default 30" if epochs is None else str(epochs))
+                + f" epochs per trial, defaults otherwise. Study sizes"
+                f" {', '.join(map(str, worker_sizes))}; {new_trials} real trials measured per run;"
+                f" {repeats} run(s) per study size and worker count; seed sweep of"
+                f" {seed_trials} trials."
+            )
 
-            results.workers = section("workers", workers, [], server=True)
+            def seeded(seed: SeedSweep) -> None:
+                results.worker_seed = seed
+                write(final=False)
+
+            def measured_run(run: WorkerRun) -> None:
+                results.workers.append(run)
+                write(final=False)
+
+            def workers() -> None:
+                results.workers.clear()  # a retry starts from the beginning
+                results.worker_seed = None
+                run_workers(
+                    lambda: temporary_postgres(admin_url),
+                    sizes=worker_sizes, new_trials=new_trials, seed_trials=seed_trials,
+                    epochs=epochs, repeats=repeats, on_seed=seeded, on_run=measured_run,
+                )
+
+            section("workers", workers, None, server=True)
     except KeyboardInterrupt as e:
         results.failures.append(f"interrupted ({e or 'SIGINT'}); later sections did not run")
     finally:

@@ -21,6 +21,7 @@ import numpy as np
 import optuna
 
 from benchmarks._common import log, median
+from sweep._optuna_storage import backend_of
 from sweep.campaign import (
     best_value,
     make_pruner,
@@ -39,7 +40,9 @@ WINDOW = 10
 
 
 # Where a trial's time goes, besides the total.
-PARTS: tuple[str, ...] = ("sampling", "report", "should_prune", "attributes", "bookkeeping")
+PARTS: tuple[str, ...] = (
+    "sampling", "write params", "report", "should_prune", "attributes", "bookkeeping",
+)
 METRIC_NAMES: tuple[str, ...] = (
     "mae", "median_relative_error", "max_absolute_error", "hit_rate", "count",
 )
@@ -89,6 +92,10 @@ class _TimedObjective:
         started = clock()
         spec = self.space.suggest(trial)
         sampled = clock()
+        storage = backend_of(trial.study)
+        if storage is not None:  # as the real objective: parameters stored before training
+            storage.flush()
+        flushed = clock()
         value = _synthetic_value(spec)
         report = prune = 0.0
         for epoch in range(self.epochs):
@@ -105,6 +112,7 @@ class _TimedObjective:
             trial.set_user_attr(key, attr)
         self.parts = {
             "sampling": sampled - started,
+            "write params": flushed - sampled,
             "report": report,
             "should_prune": prune,
             "attributes": clock() - before_attrs,

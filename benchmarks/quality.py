@@ -13,7 +13,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -187,7 +187,7 @@ def run_keras_tuner(
     arity = dataset.arity
     activations = ["relu", "tanh", "elu", "gelu", "selu", "swish", "linear"]
 
-    class RawMLP(keras_tuner.HyperModel):  # type: ignore[misc]
+    class RawMLP(keras_tuner.HyperModel):
         def build(self, hp: Any) -> keras.Model:
             layers = hp.Int("layers", 0, 3)
             activation = hp.Choice("activation", activations)
@@ -210,7 +210,7 @@ def run_keras_tuner(
     started = time.monotonic()
     deadline = started + budget
 
-    class TimedRandomSearch(keras_tuner.RandomSearch):  # type: ignore[misc]
+    class TimedRandomSearch(keras_tuner.RandomSearch):
         """RandomSearch that starts no trial after the deadline (KerasTuner has no timeout)."""
 
         def pre_create_trial(self) -> None:
@@ -353,9 +353,18 @@ def run_sweep(
 
 
 def run_quality(
-    operations: tuple[str, ...], budget: float, *, epochs: int, steps_per_execution: int
+    operations: tuple[str, ...],
+    budget: float,
+    *,
+    epochs: int,
+    steps_per_execution: int,
+    on_result: Callable[[OperationQuality], None] | None = None,
 ) -> list[OperationQuality]:
-    """All three methods per operation, one operation after the other."""
+    """All three methods per operation, one operation after the other.
+
+    `on_result` sees each operation's result as soon as it is measured (so a report can be
+    written before the whole section ends).
+    """
     results: list[OperationQuality] = []
     spec = DataSpec()  # the default data, seed 0
     with tempfile.TemporaryDirectory(prefix="sweep-bench-quality-") as folder:
@@ -392,4 +401,6 @@ def run_quality(
                     load_after=load_average(),
                 )
             )
+            if on_result is not None:
+                on_result(results[-1])
     return results

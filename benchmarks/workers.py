@@ -1,9 +1,22 @@
-"""Worker throughput on PostgreSQL: the same small campaign with `sweep run --workers 1` and 2.
+"""Worker throughput on PostgreSQL: `sweep run --workers 1` and 2 in studies of 100 and 1000 trials.
 
-Each run is a real `sweep run` process (its workers are processes too), against a fresh
-database given through `SWEEP_STORAGE` as a user would. Two rates are reported: over the
-process's wall time (what a user waits, TensorFlow start-up included) and over the span from
-the first trial's start to the last trial's end (the steady state the ratio is about).
+Each measured run is a real `sweep run` process (its workers are processes too), against a fresh
+database given through `SWEEP_STORAGE` as a user would. So that a run at 1000 trials per study
+does not have to run 1000 trials, the study is created first and prefilled with S - N finished
+trials; `sweep run --trials S` then runs exactly the N remaining real trials (the budget counts
+COMPLETE + PRUNED trials, and a non-empty study gets no startup designs).
+
+The prefilled trials are copies of the finished trials of one real seed sweep (run once per
+benchmark, same campaign settings): their parameters, distributions, values, per-epoch reports
+and user attributes are those of real trials, so the TPE sampler and the median pruner work on
+the kind of history a long study has. The seed study's user attributes (its data fingerprint
+among them) are copied too, so the campaign accepts the study as its own.
+
+Per run, from the N new trials only: *span* is the first new trial's start to the last one's
+end; *training* is the sum of their `train_seconds` attribute (model work: build, fit, refit,
+evaluation); outside training = 1 - training / (workers x span). Two rates: over the span (the
+steady state the ratio is about) and over the process's wall time (what a user waits:
+TensorFlow start-up, loading the campaign and the final table included).
 """
 
 from __future__ import annotations
@@ -14,25 +27,54 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks._common import load_average, log
-from sweep.campaign import study_name
+from sweep.campaign import open_optuna_storage, study_name
 
 OPERATION = "add"
+SIZES: tuple[int, ...] = (100, 1000)
+QUICK_SIZES: tuple[int, ...] = (10, 20)
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Attributes that point into the seed campaign's model registry: not carried to the copies.
+_NOT_COPIED = ("registry_version", "promotion_error")
+SEED_CAMPAIGN = "throughput-seed"
+
+
+@dataclass(frozen=True)
+class SeedSweep:
+    """The real sweep whose finished trials are copied into the prefilled studies."""
+
+    trials: tuple[FrozenTrial, ...]  # its COMPLETE and PRUNED trials, in order
+    study_attrs: dict[str, Any]
+    process_seconds: float
+
+    @property
+    def pruned(self) -> int:
+        return sum(t.state == TrialState.PRUNED for t in self.trials)
 
 
 @dataclass(frozen=True)
 class WorkerRun:
+    study_size: int  # the budget S: trials in the study when the run ends
     workers: int
     repeat: int
-    counted_trials: int
+    new_trials: int  # N: trials this run had to run (S minus the prefilled ones)
+    counted_trials: int  # COMPLETE + PRUNED among the new trials
     process_seconds: float
     span_seconds: float
-    train_seconds: float
+    train_seconds: float  # sum of `train_seconds` over the new trials (0 where missing)
+    timed_trials: int  # new trials that recorded `train_seconds`
+    storage_seconds: float | None  # sum of `storage_seconds`, None when no trial records it
+    worker_seconds: float  # sum over worker processes of their own first start to last end
+    prefill_seconds: float  # creating and prefilling the study: not part of the measurement
     load_after: str
 
     @property
@@ -49,17 +91,26 @@ class WorkerRun:
         capacity = self.workers * self.span_seconds
         return 1 - self.train_seconds / capacity if capacity > 0 else math.nan
 
+    @property
+    def outside_training_share_busy(self) -> float:
+        """The same over each worker's own first-start-to-last-end span: a worker idle at the
+        start (waiting for its TensorFlow import) or at the end (no slot left) is left out."""
+        if self.worker_seconds > 0:
+            return 1 - self.train_seconds / self.worker_seconds
+        return math.nan
 
-def _campaign_file(folder: Path, epochs: int) -> Path:
+
+def _campaign_file(folder: Path, epochs: int | None) -> Path:
     path = folder / "campaign.toml"
-    path.write_text(f"[space]\nepochs = {epochs}\n", encoding="utf-8")
+    text = "# defaults\n" if epochs is None else f"[space]\nepochs = {epochs}\n"
+    path.write_text(text, encoding="utf-8")
     return path
 
 
-def run_workers_once(
+def _sweep_run(
     url: str, campaign: str, workers: int, trials: int, config: Path, folder: Path
-) -> tuple[float, float, int, float]:
-    """One `sweep run`; returns process seconds, trial span seconds, counted trials, training s."""
+) -> float:
+    """One `sweep run` process; returns its wall seconds."""
     env = {**os.environ, "SWEEP_STORAGE": url, "SWEEP_ARTIFACTS": str(folder / "artifacts")}
     env.pop("SWEEP_CAMPAIGN", None)
     command = [
@@ -78,36 +129,155 @@ def run_workers_once(
         raise RuntimeError(
             f"`sweep run --workers {workers}` exited {completed.returncode}:\n{tail}"
         )
-    study = optuna.load_study(study_name=study_name(campaign, OPERATION), storage=url)
-    trials_done = study.get_trials(deepcopy=False)
-    counted = [t for t in trials_done if t.state.name in ("COMPLETE", "PRUNED")]
-    starts = [t.datetime_start for t in trials_done if t.datetime_start is not None]
-    ends = [t.datetime_complete for t in trials_done if t.datetime_complete is not None]
+    return seconds
+
+
+def _load_trials(url: str, campaign: str) -> tuple[list[FrozenTrial], dict[str, Any]]:
+    """Every trial of the campaign's study, and the study's user attributes."""
+    storage = open_optuna_storage(url)
+    try:
+        study = optuna.load_study(study_name=study_name(campaign, OPERATION), storage=storage)
+        return study.get_trials(deepcopy=True), dict(study.user_attrs)
+    finally:
+        storage.engine.dispose()
+
+
+def run_seed_sweep(url: str, trials: int, config: Path, folder: Path) -> SeedSweep:
+    """A real 1-worker sweep of `trials` trials; its finished trials are the copies' source."""
+    seconds = _sweep_run(url, SEED_CAMPAIGN, 1, trials, config, folder)
+    finished, attrs = _load_trials(url, SEED_CAMPAIGN)
+    kept = tuple(t for t in finished if t.state in COUNTED)
+    if not kept:
+        raise RuntimeError(f"the seed sweep finished no trial ({len(finished)} trials, all failed)")
+    return SeedSweep(kept, attrs, seconds)
+
+
+def _copy(trial: FrozenTrial) -> FrozenTrial:
+    return optuna.trial.create_trial(
+        state=trial.state,
+        values=trial.values,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs={k: v for k, v in trial.user_attrs.items() if k not in _NOT_COPIED},
+        intermediate_values=trial.intermediate_values,
+    )
+
+
+def prefill_study(url: str, campaign: str, seed: SeedSweep, count: int) -> None:
+    """Create the campaign's study before `sweep run` does, holding `count` finished trials
+    copied (cycling) from the seed sweep, with the seed study's attributes."""
+    storage = open_optuna_storage(url)
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=study_name(campaign, OPERATION), direction="minimize"
+        )
+        for key, value in seed.study_attrs.items():
+            if key != "campaign":
+                study.set_user_attr(key, value)
+        study.set_user_attr("campaign", campaign)
+        study.add_trials([_copy(seed.trials[i % len(seed.trials)]) for i in range(count)])
+    finally:
+        storage.engine.dispose()
+
+
+def _float_attr(trial: FrozenTrial, key: str) -> float | None:
+    value = trial.user_attrs.get(key)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def measure_run(
+    url: str, campaign: str, *, size: int, new: int, workers: int, repeat: int,
+    config: Path, folder: Path, seed: SeedSweep,
+) -> WorkerRun:
+    """Prefill the study with size - new trials, then time `sweep run --trials size`."""
+    prefilled = size - new
+    started = time.monotonic()
+    prefill_study(url, campaign, seed, prefilled)
+    prefill_seconds = time.monotonic() - started
+    seconds = _sweep_run(url, campaign, workers, size, config, folder)
+    trials, _ = _load_trials(url, campaign)
+    mine = [t for t in trials if t.number >= prefilled]
+    starts = [t.datetime_start for t in mine if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in mine if t.datetime_complete is not None]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else math.nan
-    train = sum(float(t.user_attrs.get("train_seconds", 0.0)) for t in trials_done)
-    return seconds, span, len(counted), train
+    trained = [_float_attr(t, "train_seconds") for t in mine]
+    stored = [s for s in (_float_attr(t, "storage_seconds") for t in mine) if s is not None]
+    per_worker: dict[str, list[FrozenTrial]] = {}
+    for t in mine:
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            per_worker.setdefault(str(t.user_attrs.get("worker", "?")), []).append(t)
+    worker_seconds = 0.0
+    for own in per_worker.values():
+        first = min(t.datetime_start for t in own if t.datetime_start is not None)
+        last = max(t.datetime_complete for t in own if t.datetime_complete is not None)
+        worker_seconds += (last - first).total_seconds()
+    return WorkerRun(
+        study_size=size,
+        workers=workers,
+        repeat=repeat,
+        new_trials=new,
+        counted_trials=sum(t.state in COUNTED for t in mine),
+        process_seconds=seconds,
+        span_seconds=span,
+        train_seconds=sum(s for s in trained if s is not None),
+        timed_trials=sum(s is not None for s in trained),
+        storage_seconds=sum(stored) if stored else None,
+        worker_seconds=worker_seconds,
+        prefill_seconds=prefill_seconds,
+        load_after=load_average(),
+    )
 
 
 def run_workers(
-    url: str, *, trials: int, epochs: int, repeats: int
+    database: Callable[[], AbstractContextManager[str]],
+    *,
+    sizes: Sequence[int],
+    new_trials: int,
+    seed_trials: int,
+    epochs: int | None,
+    repeats: int,
+    on_seed: Callable[[SeedSweep], None] | None = None,
+    on_run: Callable[[WorkerRun], None] | None = None,
 ) -> list[WorkerRun]:
-    """1 and 2 workers, alternating (1, 2, 2, 1, ...) so drift in the machine's load is shared."""
+    """At each study size, 1 and 2 workers, alternating (1, 2, then 2, 1, ...) so drift in the
+    machine's load is shared. `database()` gives a fresh database for each `sweep run` (the
+    seed sweep included), so no run sees another's rows. `epochs` None keeps the default."""
+    if any(size <= new_trials for size in sizes):
+        raise ValueError(f"every study size must exceed the {new_trials} measured trials")
     runs: list[WorkerRun] = []
     orders = [(1, 2) if repeat % 2 == 0 else (2, 1) for repeat in range(repeats)]
     with tempfile.TemporaryDirectory(prefix="sweep-bench-workers-") as name:
         folder = Path(name)
         config = _campaign_file(folder, epochs)
-        for repeat, order in enumerate(orders):
-            for workers in order:
-                campaign = f"throughput-w{workers}-r{repeat}"
-                log(f"workers: {workers} worker(s), {trials} trials of {OPERATION}, #{repeat}")
-                seconds, span, counted, train = run_workers_once(
-                    url, campaign, workers, trials, config, folder
-                )
-                run = WorkerRun(workers, repeat, counted, seconds, span, train, load_average())
-                log(
-                    f"workers: {workers} -> {run.trials_per_minute_span:.1f} trials/min "
-                    f"(span), {run.trials_per_minute_process:.1f} (process)"
-                )
-                runs.append(run)
+        log(f"workers: seed sweep, {seed_trials} trials of {OPERATION}, 1 worker")
+        with database() as url:
+            seed = run_seed_sweep(url, seed_trials, config, folder)
+        log(
+            f"workers: seed sweep: {len(seed.trials)} finished trials ({seed.pruned} pruned)"
+            f" in {seed.process_seconds:.0f} s"
+        )
+        if on_seed is not None:
+            on_seed(seed)
+        for size in sizes:
+            for repeat, order in enumerate(orders):
+                for workers in order:
+                    campaign = f"throughput-s{size}-w{workers}-r{repeat}"
+                    log(
+                        f"workers: {workers} worker(s), study of {size} trials "
+                        f"({size - new_trials} prefilled), #{repeat}"
+                    )
+                    with database() as url:
+                        run = measure_run(
+                            url, campaign, size=size, new=new_trials, workers=workers,
+                            repeat=repeat, config=config, folder=folder, seed=seed,
+                        )
+                    log(
+                        f"workers: {workers} at {size} -> {run.trials_per_minute_span:.1f}"
+                        f" trials/min (span), {run.trials_per_minute_process:.1f} (process),"
+                        f" outside training {100 * run.outside_training_share:.1f}%"
+                        f" (prefill {run.prefill_seconds:.0f} s)"
+                    )
+                    runs.append(run)
+                    if on_run is not None:
+                        on_run(run)
     return runs

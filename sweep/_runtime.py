@@ -39,6 +39,46 @@ def threads_per_worker(workers: int, cores: int | None = None) -> int:
     return max(1, available // max(1, workers))
 
 
+CORE_ENV_VAR = "SWEEP_WORKER_CORE"
+PIN_ENV_VAR = "SWEEP_PIN_WORKERS"
+
+
+def worker_cores(workers: int) -> list[int] | None:
+    """The core each of `workers` local workers is pinned to, or None to leave it to the OS.
+
+    Measured on a 2-core machine: two TensorFlow workers free to migrate trained at ~1.3x the
+    speed of one; pinned, ~1.85x. A worker's Python thread hands every step to TF's threads
+    and waits; across two cores each handoff can land on the core the other worker holds.
+    Only when the workers fit on this process's cores; `SWEEP_PIN_WORKERS=0` turns it off.
+    """
+    if workers < 2 or os.environ.get(PIN_ENV_VAR, "1") == "0":
+        return None
+    if not hasattr(os, "sched_getaffinity"):  # not Linux
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    if workers > len(cores):
+        return None
+    return cores[:workers]
+
+
+def pin_to_assigned_core() -> int | None:
+    """Pin every thread of this process to the core its parent assigned (`SWEEP_WORKER_CORE`).
+
+    All threads, not just this one: importing TensorFlow has already started some, and
+    threads started later inherit the mask of the thread that starts them.
+    """
+    value = os.environ.get(CORE_ENV_VAR)
+    if not value or not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        core = int(value)
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), {core})
+    except (ValueError, OSError):  # a core that went away, a thread that just ended
+        return None
+    return core
+
+
 def configure_runtime(workers: int = 1) -> int:
     """Set TF's intra-op threads to this worker's share and inter-op to 1; idempotent.
 

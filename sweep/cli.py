@@ -258,9 +258,11 @@ def _cmd_run(args: argparse.Namespace, url: str, campaign: str) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
+    from sweep._runtime import pin_to_assigned_core
     from sweep.workers import exit_with_parent, install_signal_handlers, workers_from_environment
 
     configure_runtime(workers=workers_from_environment())
+    pin_to_assigned_core()
     install_signal_handlers()
     exit_with_parent()
     fallback = None

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 import optuna
 
+from sweep._optuna_storage import backend_of
 from sweep._signals import raise_if_interrupted
 from sweep.data import Dataset
 from sweep.errors import TrialFailure
@@ -35,6 +37,10 @@ SPLITS: tuple[tuple[str, str], ...] = (
 
 # Which host and process ran a trial: for users chasing a slow or crashed worker.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+# Reports are buffered (sweep._optuna_storage); written at least this often so the dashboard
+# shows a running trial's curve while it trains.
+FLUSH_SECONDS = 5.0
 
 ModelHook = Callable[[optuna.Trial, keras.Model, dict[str, float]], None]
 ObjectiveValue = float | tuple[float, float]
@@ -89,15 +95,28 @@ class Objective:
         trial.set_user_attr("architecture", spec.architecture(arity))
         trial.set_user_attr("parameters", spec.parameter_count(arity))
         trial.set_user_attr("model_spec", dataclasses.asdict(spec))
+        storage = backend_of(trial.study)
+        if storage is not None:
+            # Parameters now, not with the result: a worker killed mid-trial leaves them for
+            # the retry of its trial.
+            storage.flush()
+        clock = _TrialClock(time.monotonic())
         try:
-            return self._run(trial, spec)
+            return self._run(trial, spec, clock)
         except TrialFailure as failure:
             trial.set_user_attr("pruned_reason", str(failure))
             raise optuna.TrialPruned(str(failure)) from failure
+        finally:
+            # Pruned and failed trials too: the share of time outside training is measured
+            # over every trial (BENCHMARKS.md).
+            trial.set_user_attr("train_seconds", round(clock.training(), 3))
+            trial.set_user_attr("storage_seconds", round(clock.storage, 3))
 
-    def _run(self, trial: optuna.Trial, spec: ModelSpec) -> ObjectiveValue:
+    def _run(self, trial: optuna.Trial, spec: ModelSpec, clock: _TrialClock) -> ObjectiveValue:
         data = self.dataset
         integer = data.operation.integer_valued
+        storage = backend_of(trial.study)
+        flushed = [time.monotonic()]
 
         def on_epoch(epoch: int, predictions: np.ndarray) -> None:
             raise_if_interrupted()  # Ctrl-C or SIGTERM arrived during this epoch
@@ -105,11 +124,20 @@ class Objective:
             if not math.isfinite(value):
                 raise TrialFailure(f"diverged: non-finite validation error at epoch {epoch + 1}")
             # Optuna cannot prune multi-objective studies; only report for single objective.
-            if not self.multi_objective:
+            if self.multi_objective:
+                return
+            started = time.monotonic()
+            try:
                 trial.report(value, epoch)
-                if trial.should_prune():
-                    trial.set_user_attr("pruned_reason", f"pruned at epoch {epoch + 1}")
-                    raise optuna.TrialPruned(f"validation {self.objective} {value:.6g}")
+                if storage is not None and started - flushed[0] >= FLUSH_SECONDS:
+                    storage.flush()
+                    flushed[0] = started
+                prune = trial.should_prune()
+            finally:
+                clock.storage += time.monotonic() - started
+            if prune:
+                trial.set_user_attr("pruned_reason", f"pruned at epoch {epoch + 1}")
+                raise optuna.TrialPruned(f"validation {self.objective} {value:.6g}")
 
         result = train(
             spec,
@@ -122,8 +150,8 @@ class Objective:
             seed=self.seed + trial.number,
         )
         metrics = evaluate_model(result.model, data)
+        clock.trained()
         trial.set_user_attr("epochs_run", result.epochs_run)
-        trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
         trial.set_user_attr("refitted_output", result.refitted)
         if result.stopped_reason:
             trial.set_user_attr("stopped_reason", result.stopped_reason)
@@ -138,6 +166,23 @@ class Objective:
         if self.multi_objective:
             return value, float(spec.parameter_count(data.operation.arity))
         return value
+
+
+@dataclasses.dataclass
+class _TrialClock:
+    """Where a trial's time went: model work (build, fit, refit, evaluation) and the storage
+    calls made from inside training (reports, pruning checks), which are not model work."""
+
+    started: float
+    storage: float = 0.0
+    ended: float | None = None
+
+    def trained(self) -> None:
+        self.ended = time.monotonic()
+
+    def training(self) -> float:
+        end = self.ended if self.ended is not None else time.monotonic()
+        return max(0.0, end - self.started - self.storage)
 
 
 def trial_metrics(attrs: dict[str, Any]) -> dict[str, float | None]:

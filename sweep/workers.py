@@ -16,8 +16,9 @@ import threading
 import time
 
 from storage import STORAGE_ENV_VAR
+from sweep._runtime import CORE_ENV_VAR, worker_cores
 from sweep._signals import install_signal_handlers as install_signal_handlers
-from sweep.campaign import Campaign, OperationStatus, Reporter, best_value, trial_counts
+from sweep.campaign import Campaign, OperationStatus, Reporter, progress
 from sweep.errors import FatalSweepError
 
 CAMPAIGN_ENV_VAR = "SWEEP_CAMPAIGN"
@@ -54,8 +55,15 @@ def run_local_workers(campaign: Campaign, workers: int, reporter: Reporter) -> N
         WORKERS_ENV_VAR: str(workers),
         PARENT_ENV_VAR: str(os.getpid()),
     }
+    env.pop(CORE_ENV_VAR, None)
     command = [sys.executable, "-m", "sweep", "worker", "--quiet"]
-    processes = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    cores = worker_cores(workers)
+    processes = [
+        subprocess.Popen(
+            command, env=env if cores is None else {**env, CORE_ENV_VAR: str(cores[index])}
+        )
+        for index in range(workers)
+    ]
     statuses: dict[str, OperationStatus] = {}
     for operation in campaign.operations:
         study = campaign.studies[operation.name]
@@ -71,9 +79,8 @@ def run_local_workers(campaign: Campaign, workers: int, reporter: Reporter) -> N
                 if status.done:
                     continue
                 study = campaign.studies[operation.name]
-                counts = trial_counts(study)
+                counts, status.best_value = progress(study)
                 status.finished = counts.counted
-                status.best_value = best_value(study)
                 status.last_state = counts.last_state
                 reporter.trial_finished(status)
                 budget_met = status.budget is not None and status.finished >= status.budget

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from storage import ModelRegistry
-from sweep.campaign import Campaign, make_pruner, make_sampler, study_name
+from sweep.campaign import Campaign, SnapshotPruner, make_pruner, make_sampler, study_name
 from sweep.config import CampaignConfig
 from sweep.data import DataSpec
 from sweep.errors import ConfigError
@@ -58,7 +58,39 @@ def test_gp_sampler_without_torch_says_how_to_install_it() -> None:
     ],
 )
 def test_pruners(name: str, expected: type) -> None:
-    assert isinstance(make_pruner(replace(TINY, pruner=name), 30), expected)
+    pruner = make_pruner(replace(TINY, pruner=name), 30)
+    assert isinstance(getattr(pruner, "pruner", pruner), expected)
+
+
+def test_snapshot_pruner_decides_as_its_pruner_and_reads_the_study_once_per_trial() -> None:
+    """The median pruner's answer is unchanged; only the per-epoch reload of trials goes."""
+    inner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    study = optuna.create_study(pruner=inner)
+    for value in (1.0, 2.0, 3.0):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=value, intermediate_values={step: value for step in range(5)}
+            )
+        )
+    snapshot = SnapshotPruner(inner)
+    reads = 0
+    get_trials = study.get_trials
+
+    def counting(*args: object, **kwargs: object) -> list[optuna.trial.FrozenTrial]:
+        nonlocal reads
+        reads += 1
+        return get_trials(*args, **kwargs)  # type: ignore[arg-type]
+
+    study.get_trials = counting  # type: ignore[method-assign]
+    trial = study.ask()
+    decisions = []
+    for step, value in enumerate((5.0, 5.0, 5.0, 0.1)):
+        trial.report(value, step)
+        frozen = study._storage.get_trial(trial._trial_id)
+        decisions.append((snapshot.prune(study, frozen), inner.prune(study, frozen)))
+    assert [mine for mine, _ in decisions] == [theirs for _, theirs in decisions]
+    assert [mine for mine, _ in decisions] == [False, True, True, False]
+    assert reads == 1 + len(decisions)  # one snapshot; the inner pruner's own reads
 
 
 def test_sampler_seed_differs_per_operation_but_is_reproducible() -> None:
