@@ -46,9 +46,9 @@ PIN_ENV_VAR = "SWEEP_PIN_WORKERS"
 def worker_cores(workers: int) -> list[int] | None:
     """The core each of `workers` local workers is pinned to, or None to leave it to the OS.
 
-    Measured on a 2-core machine: two TensorFlow workers free to migrate trained at ~1.3x the
-    speed of one; pinned, ~1.85x. A worker's Python thread hands every step to TF's threads
-    and waits; across two cores each handoff can land on the core the other worker holds.
+    Measured on a 2-core machine, two workers training the same model side by side: free to
+    migrate, 5.1-7.9 s per model; pinned, a steadier 5.9-6.3 s. A worker's Python thread hands
+    each call to TF's threads and waits; unpinned, the handoff can land on the other's core.
     Only when the workers fit on this process's cores; `SWEEP_PIN_WORKERS=0` turns it off.
     """
     if workers < 2 or os.environ.get(PIN_ENV_VAR, "1") == "0":
