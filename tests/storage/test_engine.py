@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -63,6 +65,35 @@ def test_sqlite_ddl_is_transactional(tmp_path: Path) -> None:
             assert not inspect(connection).has_table("t")
     finally:
         engine.dispose()
+
+
+_OPEN_AT = """
+import sys, time
+from sqlalchemy import text
+from storage import create_engine
+url, at = sys.argv[1], float(sys.argv[2])
+while time.time() < at:
+    pass
+with create_engine(url).connect() as connection:
+    connection.execute(text("SELECT 1"))
+"""
+
+
+def test_processes_opening_a_fresh_sqlite_file_together_all_get_in(tmp_path: Path) -> None:
+    """Switching to WAL raced: SQLite answers "database is locked" at once, without its busy
+    timeout, to all but one of several connections switching together (seen in CI)."""
+    for attempt in range(4):
+        url = f"sqlite:///{tmp_path / f'fresh{attempt}.db'}"
+        at = str(time.time() + 1.5)
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT, url, at],
+                stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2],
+            )
+            for _ in range(8)
+        ]
+        errors = [p.communicate(timeout=60)[1] for p in processes]
+        assert [p.returncode for p in processes] == [0] * 8, "\n".join(errors)
 
 
 def test_enable_sqlite_wal(tmp_path: Path) -> None:
