@@ -264,9 +264,9 @@ def _timed_calls(targets: dict[str, tuple[type, str]]) -> Iterator[dict[str, flo
     """Add up the wall time of calls to some methods while the block runs (measurement only:
     behaviour is unchanged). Yields label -> seconds.
 
-    The sweep records `train_seconds` only for trials that finish training (a pruned trial
-    stops inside fit), and that figure includes the per-epoch reports to the pruner; timing
-    keras fit and Optuna's report/should_prune/sampling directly splits the wall time cleanly.
+    Timed from outside, so this section does not depend on the sweep's own `train_seconds`
+    and `storage_seconds` attributes (which it records on every trial since they were split):
+    keras fit and Optuna's report/should_prune/sampling, measured directly.
     """
     totals = dict.fromkeys(targets, 0.0)
     originals = {label: getattr(owner, name) for label, (owner, name) in targets.items()}
