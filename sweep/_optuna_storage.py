@@ -17,7 +17,7 @@ import contextlib
 import json
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -277,13 +277,3 @@ def backend_of(study: optuna.Study) -> SweepStorage | None:
     storage = getattr(storage, "_backend", storage)
     return storage if isinstance(storage, SweepStorage) else None
 
-
-@contextlib.contextmanager
-def flushed(study: optuna.Study) -> Iterator[None]:
-    """Write the study's buffered values on the way out, even when the block raises."""
-    try:
-        yield
-    finally:
-        backend = backend_of(study)
-        if backend is not None:
-            backend.flush()

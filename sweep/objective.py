@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import optuna
 
-from sweep._optuna_storage import backend_of
+from sweep._optuna_storage import SweepStorage, backend_of
 from sweep._signals import raise_if_interrupted
 from sweep.data import Dataset
 from sweep.errors import TrialFailure
@@ -102,7 +102,7 @@ class Objective:
             storage.flush()
         clock = _TrialClock(time.monotonic())
         try:
-            return self._run(trial, spec, clock)
+            return self._run(trial, spec, clock, storage)
         except TrialFailure as failure:
             trial.set_user_attr("pruned_reason", str(failure))
             raise optuna.TrialPruned(str(failure)) from failure
@@ -112,10 +112,15 @@ class Objective:
             trial.set_user_attr("train_seconds", round(clock.training(), 3))
             trial.set_user_attr("storage_seconds", round(clock.storage, 3))
 
-    def _run(self, trial: optuna.Trial, spec: ModelSpec, clock: _TrialClock) -> ObjectiveValue:
+    def _run(
+        self,
+        trial: optuna.Trial,
+        spec: ModelSpec,
+        clock: _TrialClock,
+        storage: SweepStorage | None,
+    ) -> ObjectiveValue:
         data = self.dataset
         integer = data.operation.integer_valued
-        storage = backend_of(trial.study)
         flushed = [time.monotonic()]
 
         def on_epoch(epoch: int, predictions: np.ndarray) -> None:

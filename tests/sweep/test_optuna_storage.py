@@ -70,22 +70,15 @@ def test_summary_counts_states_and_finds_the_best_finite_value(storage_url: str)
     assert trial_counts(study) == counts and best_value(study) == 1.5
 
 
-def test_a_failed_flush_drops_the_buffer_and_reports_the_error(tmp_path: object) -> None:
-    """A trial finished elsewhere (failed by a heartbeat) refuses the writes; the error
-    surfaces once, and later calls are not poisoned by the same buffer."""
-    url = f"sqlite:///{tmp_path}/flush.db"
-    study, storage = _study(url)
+def test_a_failed_flush_drops_the_buffer_and_reports_the_error(storage_url: str) -> None:
+    """A trial failed elsewhere (by another worker's heartbeat check) refuses the buffered
+    writes: the error surfaces once, and later calls are not poisoned by the same buffer."""
+    study, storage = _study(storage_url)
     trial = study.ask()
     trial.set_user_attr("late", 1)
-    storage._pending_lock.acquire()
-    try:
-        pending = storage._pending
-        storage._pending = {}
-        study.tell(trial, state=TrialState.FAIL)
-        storage._pending = pending
-    finally:
-        storage._pending_lock.release()
+    _fresh_view(storage_url).tell(trial.number, state=TrialState.FAIL)
     with pytest.raises(RuntimeError, match="finished"):
         storage.flush()
-    assert storage._pending == {}
-    assert len(study.get_trials()) == 1
+    (other,) = _fresh_view(storage_url).get_trials()
+    assert other.state == TrialState.FAIL and other.user_attrs == {}
+    assert len(study.get_trials()) == 1  # the next call goes through

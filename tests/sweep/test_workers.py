@@ -212,3 +212,40 @@ def test_workers_survive_terminated_connections(server_url: str, tmp_path: Path)
                 worker.wait()
     assert terminated > 0
     _assert_budget_exact(server_url, 5)
+
+
+def test_local_workers_get_a_core_each_only_when_they_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sweep._runtime import PIN_ENV_VAR, worker_cores
+
+    cores = sorted(os.sched_getaffinity(0))
+    assert worker_cores(1) is None  # one worker keeps every core
+    assert worker_cores(len(cores)) == cores
+    assert worker_cores(len(cores) + 1) is None  # more workers than cores: the OS places them
+    monkeypatch.setenv(PIN_ENV_VAR, "0")
+    assert worker_cores(len(cores)) is None
+
+
+_PINNED = """
+import os, sys
+import sweep
+from sweep._runtime import configure_runtime, pin_to_assigned_core
+configure_runtime(workers=2)
+import tensorflow as tf
+print(pin_to_assigned_core())
+tf.constant(1.0) + 1.0  # TF's thread pools start after pinning: they must inherit it
+masks = {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
+print(sorted(sorted(m) for m in masks))
+"""
+
+
+def test_a_pinned_worker_keeps_all_its_threads_on_its_core() -> None:
+    core = max(os.sched_getaffinity(0))
+    env = {**os.environ, "SWEEP_WORKER_CORE": str(core)}
+    done = subprocess.run(
+        [sys.executable, "-c", _PINNED], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-2:] == [str(core), str([[core]])]
