@@ -141,8 +141,9 @@ def _quality_section(results: Results) -> list[str]:
         " is spent; each figure is the median over those runs.",
         "- **KerasTuner**: `RandomSearch` (BayesianOptimization needs scikit-learn and SciPy),"
         " objective val_loss, on raw data: 0-3 layers, width 2-64 (log), the same 7 activations,"
-        " learning rate 1e-4..3e-2 (log), batch 32/64/128, MSE, the sweep's epoch cap, the"
-        f" sweep's steps_per_execution ({results.steps_per_execution}); no trial starts after"
+        " learning rate 1e-4..3e-2 (log), batch 32/64/128, MSE, the sweep's epoch cap,"
+        f" steps_per_execution {results.steps_per_execution} (`fit`'s fastest setting in"
+        " section 2); no trial starts after"
         " the budget and the trial in flight stops at its next epoch end. Best model evaluated.",
         "- **our sweep**: `Campaign(CampaignConfig(trials=None, timeout=budget), sqlite).run()`"
         " with every other setting at its default; the registry's best model, loaded in safe"
@@ -215,65 +216,70 @@ def _speed_section(results: Results) -> list[str]:
             "",
             "### Training steps per second",
             "",
-            "Plain Keras MLPs of the shapes the default space produces (0, 2 and 3 hidden relu"
-            " layers), Adam + MSE, on the 8,000-row training split of add scaled to order 1;"
-            " `model.fit` steps per second after a warm-up fit (tracing and XLA compilation"
-            " excluded); every setting is timed once per round, rounds repeated, median shown"
-            " (*runs*). *spe*: `steps_per_execution`; *XLA*: `jit_compile=True`. The sweep"
-            f" currently compiles with steps_per_execution = {results.steps_per_execution} and"
-            " no XLA.",
+            "Plain MLPs of the shapes the default space produces (0, 2 and 3 hidden relu layers),"
+            " Adam + MSE, on the 8,000-row training split of add scaled to order 1; steps per"
+            " second after a warm-up epoch (tracing and XLA compilation excluded); every setting"
+            " is timed once per round, rounds repeated, median shown (*runs*). *fit spe N*:"
+            " Keras `Model.fit` with `steps_per_execution` N; *XLA*: `jit_compile=True`. *sweep"
+            " loop*: what the sweep trains with, `sweep.model.make_epoch_function` (the data as"
+            " constants in the graph, one graph call per epoch, no tf.data); *sweep / best fit*:"
+            " its rate over the best `fit` setting's.",
             "",
         ]
         by_key = {
-            (s.model, s.batch_size, s.steps_per_execution, s.jit_compile, s.dtype): s
+            (s.model, s.batch_size, s.steps_per_execution, s.jit_compile, s.dtype, s.trainer): s
             for s in results.speed
         }
+
+        def rate(*key: object) -> float:
+            found = by_key.get(key)  # type: ignore[arg-type]
+            return found.steps_per_second if found else math.nan
+
         shapes = list(dict.fromkeys(s.model for s in results.speed))
         batches = sorted({s.batch_size for s in results.speed if s.dtype == "float32"})
         rows = []
         for shape in shapes:
             for batch in batches:
-                cells = [shape, str(batch)]
-                rates = []
-                for spe, jit in ((1, False), (1, True), (32, False), (32, True)):
-                    found = by_key.get((shape, batch, spe, jit, "float32"))
-                    rate = found.steps_per_second if found else math.nan
-                    rates.append(rate)
-                    cells.append(_g(rate, 4))
-                best = max((r for r in rates if not math.isnan(r)), default=math.nan)
-                cells.append(f"{best / rates[0]:.1f}x" if rates[0] > 0 else "—")
+                fits = [
+                    rate(shape, batch, spe, jit, "float32", "fit")
+                    for spe, jit in ((1, False), (1, True), (32, False), (32, True))
+                ]
+                loop = rate(shape, batch, 0, False, "float32", "sweep")
+                best_fit = max((r for r in fits if not math.isnan(r)), default=math.nan)
                 runs = {s.runs for s in results.speed if s.model == shape}
-                cells.append(str(max(runs)))
-                rows.append(cells)
+                rows.append(
+                    [shape, str(batch), *(_g(r, 4) for r in fits), _g(loop, 4),
+                     f"{loop / best_fit:.1f}x" if best_fit > 0 else "—", str(max(runs))]
+                )
         lines += _table(
             [
-                "model", "batch", "spe 1", "spe 1 + XLA", "spe 32", "spe 32 + XLA",
-                "best / default", "runs",
+                "model", "batch", "fit spe 1", "fit spe 1 + XLA", "fit spe 32",
+                "fit spe 32 + XLA", "sweep loop", "sweep / best fit", "runs",
             ],
             rows,
         )
         doubles = [s for s in results.speed if s.dtype == "float64"]
         if doubles:
+            batch = doubles[0].batch_size
             lines += [
                 "",
-                "Double precision (batch "
-                f"{doubles[0].batch_size}, steps_per_execution 32, no XLA):",
+                f"Double precision, the sweep's default (batch {batch}):",
                 "",
             ]
             rows = []
-            for double in doubles:
-                single = by_key.get((double.model, double.batch_size, 32, False, "float32"))
-                single_rate = single.steps_per_second if single else math.nan
-                rows.append(
-                    [
-                        double.model,
-                        _g(single_rate, 4),
-                        _g(double.steps_per_second, 4),
-                        _g(double.steps_per_second / single_rate, 3) if single else "—",
-                    ]
-                )
+            for shape in dict.fromkeys(d.model for d in doubles):
+                cells = [shape]
+                for trainer, spe in (("fit", 32), ("sweep", 0)):
+                    single = rate(shape, batch, spe, False, "float32", trainer)
+                    double = rate(shape, batch, spe, False, "float64", trainer)
+                    cells += [_g(single, 4), _g(double, 4), _g(double / single, 3)]
+                rows.append(cells)
             lines += _table(
-                ["model", "float32 steps/s", "float64 steps/s", "float64 / float32"], rows
+                [
+                    "model", "fit spe 32 float32", "fit spe 32 float64", "ratio",
+                    "sweep loop float32", "sweep loop float64", "ratio",
+                ],
+                rows,
             )
     if results.quality:
         lines += [

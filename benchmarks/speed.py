@@ -1,7 +1,10 @@
-"""Training speed of the model shapes the space produces, and which Keras settings help.
+"""Training speed of the model shapes the space produces: Keras `fit` settings and the sweep's
+own epoch loop.
 
-For networks this small, framework overhead per step, not arithmetic, decides trials per minute;
-`steps_per_execution` and XLA (`jit_compile`) are the levers, so they are measured per shape.
+For networks this small, framework overhead per step, not arithmetic, decides trials per minute.
+For `fit`, `steps_per_execution` and XLA (`jit_compile`) are the levers, so they are measured per
+shape; the sweep trains with `sweep.model.make_epoch_function` (one graph call per epoch), which
+is measured on the same shapes and data.
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from benchmarks._common import log, median
+from sweep.model import EpochFunction, build, make_epoch_function
+from sweep.normalization import fit_normalization
+from sweep.space import ModelSpec
 
 # Shapes at the small, middle and large end of the default space (0-3 layers of width 2-64).
 MODELS: dict[str, tuple[int, ...]] = {
@@ -32,6 +39,7 @@ class SpeedResult:
     dtype: str
     steps_per_second: float  # median over repeats
     runs: int
+    trainer: str = "fit"  # "fit": keras Model.fit; "sweep": the sweep's epoch loop
 
 
 def _model(hidden: tuple[int, ...], dtype: str) -> keras.Model:
@@ -59,6 +67,31 @@ def _compiled(
     return model
 
 
+class _SweepLoop:
+    """The sweep's epoch function for a plain shape (no normalisation, constant rate), traced
+    by one warm-up epoch as `fit` is warmed up above."""
+
+    def __init__(self, hidden: tuple[int, ...], x: np.ndarray, y: np.ndarray, batch: int) -> None:
+        keras.utils.set_random_seed(0)
+        dtype = str(x.dtype)
+        spec = ModelSpec(
+            hidden_layers=hidden, activation="relu", input_normalization="none",
+            target_normalization="none", learning_rate=1e-3, batch_size=batch, loss="mse",
+            epochs=1, lr_schedule="constant", refit_output=False, precision=dtype,
+        )
+        built = build(spec, x.shape[1], fit_normalization("none", x), fit_normalization("none", y))
+        # One validation row: the sweep predicts its validation split every epoch, which is not
+        # a training step.
+        self.epoch: EpochFunction = make_epoch_function(built, spec, x, y.reshape(-1), x[:1])
+        self.order = tf.constant(np.random.default_rng(0).permutation(len(x)), tf.int32)
+        self.epoch(self.order)
+
+    def fit(self, epochs: int) -> None:
+        for _ in range(epochs):
+            loss, _ = self.epoch(self.order)
+            float(loss)  # wait for the result, as the sweep does every epoch
+
+
 def run_speed(
     x_raw: np.ndarray,
     y_raw: np.ndarray,
@@ -68,8 +101,9 @@ def run_speed(
     repeats: int,
     epochs: int,
 ) -> list[SpeedResult]:
-    """Every shape x batch size x steps_per_execution {1, 32} x jit {off, on}, in float32;
-    then float64 at batch 64, 32 steps per execution, no XLA (the cost of double precision).
+    """Every shape x batch size x (`fit` with steps_per_execution {1, 32} x jit {off, on}, and
+    the sweep's loop), in float32; then float64 at batch 64 for `fit` with 32 steps per
+    execution and for the sweep's loop (the cost of double precision).
 
     All models are compiled and warmed up first, then timed in `repeats` rounds that visit
     every setting once each, so a change in the shared machine's load hits all settings
@@ -79,36 +113,47 @@ def run_speed(
     x32 = (x_raw / max(float(np.max(np.abs(x_raw))), 1.0)).astype(np.float32)
     y32 = (y_raw / max(float(np.max(np.abs(y_raw))), 1.0)).astype(np.float32)
     settings = [
-        (name, batch, spe, jit, "float32")
+        (name, batch, spe, jit, "float32", "fit")
         for name in models
         for batch in batch_sizes
         for spe in (1, 32)
         for jit in (False, True)
     ]
+    settings += [
+        (name, batch, 0, False, "float32", "sweep") for name in models for batch in batch_sizes
+    ]
     double_batch = 64 if 64 in batch_sizes else batch_sizes[0]
-    settings += [(name, double_batch, 32, False, "float64") for name in models]
+    settings += [(name, double_batch, 32, False, "float64", "fit") for name in models]
+    settings += [(name, double_batch, 0, False, "float64", "sweep") for name in models]
     keras.backend.clear_session()
-    prepared = []
-    for name, batch, spe, jit, dtype in settings:
+    runners = []
+    for name, batch, spe, jit, dtype, trainer in settings:
         x, y = x32.astype(dtype), y32.astype(dtype)
+        if trainer == "sweep":
+            runners.append(_SweepLoop(models[name], x, y, batch).fit)
+            continue
         model = _compiled(
             models[name], x, y, batch_size=batch, steps_per_execution=spe, jit_compile=jit,
             dtype=dtype,
         )
-        prepared.append((model, x, y))
-    rates: list[list[float]] = [[] for _ in settings]
-    for round_number in range(repeats):
-        for index, ((_, batch, _, _, _), (model, x, y)) in enumerate(
-            zip(settings, prepared, strict=True)
-        ):
-            steps = math.ceil(len(x) / batch) * epochs
-            started = time.perf_counter()
+
+        def run(epochs: int, model: keras.Model = model, x: np.ndarray = x, y: np.ndarray = y,
+                batch: int = batch) -> None:
             model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0)
+
+        runners.append(run)
+    rates: list[list[float]] = [[] for _ in settings]
+    rows = len(x32)
+    for round_number in range(repeats):
+        for index, (setting, runner) in enumerate(zip(settings, runners, strict=True)):
+            steps = math.ceil(rows / setting[1]) * epochs
+            started = time.perf_counter()
+            runner(epochs)
             rates[index].append(steps / (time.perf_counter() - started))
         log(f"speed: round {round_number + 1} of {repeats} done")
     results = [
-        SpeedResult(name, batch, spe, jit, dtype, median(rate), len(rate))
-        for (name, batch, spe, jit, dtype), rate in zip(settings, rates, strict=True)
+        SpeedResult(name, batch, spe, jit, dtype, median(rate), len(rate), trainer)
+        for (name, batch, spe, jit, dtype, trainer), rate in zip(settings, rates, strict=True)
     ]
     keras.backend.clear_session()
     return results

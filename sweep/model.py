@@ -11,10 +11,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from sweep.errors import TrialFailure
 from sweep.normalization import (
@@ -26,11 +27,10 @@ from sweep.normalization import (
 )
 from sweep.space import ModelSpec
 
-# Several small steps per call to the TF runtime: framework overhead, not arithmetic, bounds
-# how fast these tiny networks train (facts.md: 0.79 ms/step -> 0.48 ms/step).
-STEPS_PER_EXECUTION = 32
-
 EpochCallback = Callable[[int, np.ndarray], None]
+# One epoch of training: a shuffle order in; the mean batch loss and the raw validation
+# predictions out.
+EpochFunction = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
 @dataclass
@@ -102,34 +102,44 @@ def _learning_rate(spec: ModelSpec, steps: int) -> float | keras.optimizers.sche
     return spec.learning_rate
 
 
-class _EpochHook(keras.callbacks.Callback):
-    """Per-epoch validation in original units, a NaN guard and a wall-clock bound."""
+def make_epoch_function(
+    built: BuiltModel, spec: ModelSpec, x: np.ndarray, y: np.ndarray, x_val: np.ndarray
+) -> EpochFunction:
+    """One graph call per epoch: every step, then the raw validation predictions.
 
-    def __init__(
-        self,
-        exported: keras.Model,
-        x_val: np.ndarray,
-        on_epoch: EpochCallback | None,
-        deadline: float,
-    ) -> None:
-        super().__init__()
-        self.exported = exported
-        self.x_val = x_val
-        self.on_epoch = on_epoch
-        self.deadline = deadline
-        self.epochs_run = 0
-        self.stopped_reason: str | None = None
+    Why not `Model.fit`: for networks this small the framework around the arithmetic is the
+    cost. `fit` hands each epoch to tf.data and its threads and returns to Python every
+    `steps_per_execution` steps; here the data are constants in the graph and an epoch is one
+    call, 3-5x faster per trial (BENCHMARKS.md, section 2), and one thread does all the work, so
+    two workers on two cores no longer slow each other down. Same mathematics as `fit`: Adam on
+    the mean batch loss over a fresh shuffle per epoch, the last batch possibly short.
+    """
+    model = built.training
+    exported = built.exported
+    weights = model.trainable_variables
+    steps = math.ceil(len(x) / spec.batch_size)
+    optimizer = keras.optimizers.Adam(
+        learning_rate=_learning_rate(spec, steps * spec.epochs)
+    )
+    optimizer.build(weights)
+    loss_fn = _loss(spec.loss)
+    batch, rows = spec.batch_size, len(x)
+    x_all = tf.constant(x)
+    y_all = tf.constant(y.reshape(-1, 1))
+    x_check = tf.constant(np.asarray(x_val, dtype=spec.precision))
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epochs_run = epoch + 1
-        loss = float((logs or {}).get("loss", math.nan))
-        if not math.isfinite(loss):
-            raise TrialFailure(f"diverged: training loss became {loss} at epoch {epoch + 1}")
-        if self.on_epoch is not None:
-            self.on_epoch(epoch, predict(self.exported, self.x_val))
-        if time.monotonic() > self.deadline:
-            self.stopped_reason = f"time bound reached after {epoch + 1} epochs"
-            self.model.stop_training = True
+    def epoch(order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        total = tf.zeros((), dtype=tf.float64)
+        for step in tf.range(steps):
+            rows_of_step = order[step * batch : tf.minimum((step + 1) * batch, rows)]
+            with tf.GradientTape() as tape:
+                predicted = model(tf.gather(x_all, rows_of_step), training=True)
+                loss = loss_fn(tf.gather(y_all, rows_of_step), predicted)
+            optimizer.apply(tape.gradient(loss, weights), weights)
+            total += tf.cast(loss, tf.float64)
+        return total / steps, exported(x_check, training=False)
+
+    return cast(EpochFunction, tf.function(epoch))
 
 
 def train(
@@ -156,17 +166,21 @@ def train(
     built = build(spec, arity, input_params, target_params)
     x = np.asarray(x_train, dtype=spec.precision)
     y = normalize(target_params, y_train).astype(spec.precision)
-    steps = math.ceil(len(x) / spec.batch_size) * spec.epochs
-    built.training.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=_learning_rate(spec, steps)),
-        loss=_loss(spec.loss),
-        steps_per_execution=STEPS_PER_EXECUTION,
-    )
-    hook = _EpochHook(built.exported, x_val, on_epoch, started + max_seconds)
-    built.training.fit(
-        x, y, batch_size=spec.batch_size, epochs=spec.epochs, verbose=0, shuffle=True,
-        callbacks=[hook],
-    )
+    run_epoch = make_epoch_function(built, spec, x, y, x_val)
+    shuffle = np.random.default_rng(seed)
+    epochs_run = 0
+    stopped_reason: str | None = None
+    for epoch in range(spec.epochs):
+        loss_tensor, predictions = run_epoch(tf.constant(shuffle.permutation(len(x)), tf.int32))
+        epochs_run = epoch + 1
+        loss = float(loss_tensor)
+        if not math.isfinite(loss):
+            raise TrialFailure(f"diverged: training loss became {loss} at epoch {epoch + 1}")
+        if on_epoch is not None:
+            on_epoch(epoch, np.asarray(predictions, dtype=np.float64).reshape(-1))
+        if time.monotonic() > started + max_seconds and epoch + 1 < spec.epochs:
+            stopped_reason = f"time bound reached after {epoch + 1} epochs"
+            break
     refitted = False
     if spec.refit_output:
         # In the log_abs domain a zero target sits at the floor, not on the linear law that
@@ -175,10 +189,10 @@ def train(
         refitted = _refit_output_layer(built, x, y, x_val, y_val, keep)
     return TrainingResult(
         model=built.exported,
-        epochs_run=hook.epochs_run,
+        epochs_run=epochs_run,
         train_seconds=time.monotonic() - started,
         refitted=refitted,
-        stopped_reason=hook.stopped_reason,
+        stopped_reason=stopped_reason,
     )
 
 

@@ -24,7 +24,7 @@ def campaign_file(
     folder: Path,
     *,
     trials: int = 1,
-    epochs: int = 60,
+    epochs: int = 1500,
     quick_add: bool = True,
     name: str = "campaign.toml",
 ) -> Path:

@@ -150,7 +150,7 @@ def _wait_for_running_trial(url: str, pid: int | None = None, timeout: float = 1
 @pytest.mark.parametrize("server_url", ["postgresql"], indirect=True)
 def test_a_killed_worker_leaves_nothing_running(server_url: str, tmp_path: Path) -> None:
     """SIGKILL mid-trial: the heartbeat marks the trial failed, it is retried, budget exact."""
-    config = _campaign_file(tmp_path, trials=4, epochs=15, examples=3000)
+    config = _campaign_file(tmp_path, trials=4, epochs=300, examples=3000)
     fast_heartbeat = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_GRACE_PERIOD": "4"}
     victim, survivor = _start_workers(2, server_url, config, **fast_heartbeat)
     try:
@@ -174,7 +174,7 @@ def test_a_killed_worker_leaves_nothing_running(server_url: str, tmp_path: Path)
 @pytest.mark.parametrize("server_url", ["postgresql"], indirect=True)
 def test_workers_survive_terminated_connections(server_url: str, tmp_path: Path) -> None:
     """pg_terminate_backend on every worker connection, repeatedly: the sweep still completes."""
-    config = _campaign_file(tmp_path, trials=5, epochs=6, examples=2000)
+    config = _campaign_file(tmp_path, trials=5, epochs=150, examples=2000)
     workers = _start_workers(2, server_url, config)
     database = sqlalchemy.engine.make_url(server_url).database
     admin = sqlalchemy.create_engine(
