@@ -46,10 +46,10 @@ PIN_ENV_VAR = "SWEEP_PIN_WORKERS"
 def worker_cores(workers: int) -> list[int] | None:
     """The core each of `workers` local workers is pinned to, or None to leave it to the OS.
 
-    Measured on a 2-core machine, two workers training the same model side by side: free to
-    migrate, 5.1-7.9 s per model; pinned, a steadier 5.9-6.3 s. A worker's Python thread hands
-    each call to TF's threads and waits; unpinned, the handoff can land on the other's core.
-    Only when the workers fit on this process's cores; `SWEEP_PIN_WORKERS=0` turns it off.
+    Measured on a 2-core machine, two workers training the same model side by side with
+    Keras' `fit`: free to migrate, 5.1-7.9 s per model; pinned, a steadier 5.9-6.3 s. With the
+    sweep's own loop (sweep.model), two pinned workers train as fast as one alone. Only when the
+    workers fit on this process's cores; `SWEEP_PIN_WORKERS=0` turns it off.
     """
     if workers < 2 or os.environ.get(PIN_ENV_VAR, "1") == "0":
         return None
