@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             # N measured trials per run, seed sweep size, epochs (None: the default), repeats.
             new_trials, seed_trials, epochs, repeats = (
-                (4, 4, 2, 1) if args.quick else (40, 40, None, 2)
+                (4, 4, 2, 1) if args.quick else (60, 40, None, 3)
             )
             worker_sizes = QUICK_SIZES if args.quick else SIZES
             results.worker_settings = (

@@ -288,11 +288,13 @@ def _speed_section(results: Results) -> list[str]:
             "",
             "From the sweeps of section 1 (one process, SQLite, defaults, time budget only)."
             " The wall time is split by timing calls in the benchmark process while the sweep"
-            " runs: *in fit* is time inside `keras.Model.fit` (training steps plus the per-epoch"
-            " validation pass and pruning report); *epoch reports* is the part of it spent in"
+            " runs: *in train* is time inside `sweep.model.train` (building the model, tracing"
+            " its epoch function, the training steps, the per-epoch validation pass and pruning"
+            " report, the closing least-squares fit); *epoch reports* is the part of it spent in"
             " Optuna's `report` + `should_prune`; *sampling* is Optuna's `suggest_*`."
-            " Training = in fit - epoch reports; *outside training* = 1 - training / wall (trial"
-            " set-up, sampling, pruning reports, evaluation on three splits, export, storage)."
+            " Training = in train - epoch reports; *outside training* = 1 - training / wall"
+            " (trial set-up, sampling, pruning reports, evaluation on three splits, export,"
+            " storage)."
             " Campaign set-up (data, schema) is in the wall time too.",
             "",
         ]
@@ -306,10 +308,10 @@ def _speed_section(results: Results) -> list[str]:
                     str(quality.sweep_trials),
                     f"{wall:.0f}",
                     f"{quality.sweep_trials_per_minute:.1f}",
-                    f"{quality.sweep_fit_seconds:.1f}",
+                    f"{quality.sweep_train_call_seconds:.1f}",
                     f"{quality.sweep_epoch_storage_seconds:.1f}",
                     f"{quality.sweep_sampling_seconds:.1f}",
-                    f"{wall - quality.sweep_fit_seconds - quality.sweep_sampling_seconds:.1f}",
+                    _other(wall, quality),
                     _pct(quality.sweep_outside_training_share),
                     "not reached" if reached is None else f"{reached:.0f}",
                     quality.best_architecture,
@@ -317,13 +319,17 @@ def _speed_section(results: Results) -> list[str]:
             )
         lines += _table(
             [
-                "operation", "counted trials", "wall s", "trials/min", "in fit s",
+                "operation", "counted trials", "wall s", "trials/min", "in train s",
                 "epoch reports s", "sampling s", "other s", "outside training",
                 "s to first hit rate ≥ 0.99", "best architecture",
             ],
             rows,
         )
     return lines
+
+
+def _other(wall: float, quality: OperationQuality) -> str:
+    return f"{wall - quality.sweep_train_call_seconds - quality.sweep_sampling_seconds:.1f}"
 
 
 def _typical_trial_seconds(results: Results) -> float:
