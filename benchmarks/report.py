@@ -458,7 +458,7 @@ def _workers_section(results: Results) -> list[str]:
         "Only the N new trials are measured. *Span*: first new trial's start to the last one's"
         " end (steady state); *process*: the command's wall time (TensorFlow start-up, loading"
         " the campaign and its study, the final table included). *Training*: the sum of the"
-        " trials' `train_seconds` attribute, i.e. model work (build, fit, output refit,"
+        " trials' `train_seconds` attribute, i.e. model work (build, training, output refit,"
         " evaluation), 0 for a trial that did not record it (*timed* counts those that did)."
         " *Outside training* = 1 - training / (workers x span): storage, sampling, pruning"
         " checks, export of promoted models, process start-up of the workers and any idle worker"

@@ -13,7 +13,7 @@ the kind of history a long study has. The seed study's user attributes (its data
 among them) are copied too, so the campaign accepts the study as its own.
 
 Per run, from the N new trials only: *span* is the first new trial's start to the last one's
-end; *training* is the sum of their `train_seconds` attribute (model work: build, fit, refit,
+end; *training* is the sum of their `train_seconds` attribute (model work: build, training, refit,
 evaluation); outside training = 1 - training / (workers x span). Two rates: over the span (the
 steady state the ratio is about) and over the process's wall time (what a user waits:
 TensorFlow start-up, loading the campaign and the final table included).
