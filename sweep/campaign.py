@@ -192,30 +192,8 @@ class _OneReadTPESampler(optuna.samplers.TPESampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
-        read = _OneReadStudy(study, study._get_trials(deepcopy=False, use_cache=True))
+        read = _SnapshotStudy(study, study._get_trials(deepcopy=False, use_cache=True))
         return super().sample_relative(cast(optuna.Study, read), trial, search_space)
-
-
-class _OneReadStudy:
-    """A study whose uncached trial reads return the trials of one earlier read."""
-
-    def __init__(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
-        self._study = study
-        self._trials = trials
-
-    def _get_trials(
-        self,
-        deepcopy: bool = True,
-        states: Container[TrialState] | None = None,
-        use_cache: bool = False,
-    ) -> list[optuna.trial.FrozenTrial]:
-        if use_cache:
-            return self._study._get_trials(deepcopy, states, use_cache)
-        trials = [t for t in self._trials if states is None or t.state in states]
-        return copy.deepcopy(trials) if deepcopy else trials
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
 
 
 class _IncrementalGroups(_GroupDecomposedSearchSpace):
@@ -252,7 +230,8 @@ def _require(sampler: str, module: str, extra: str) -> None:
 
 
 class _SnapshotStudy:
-    """A study whose finished trials are those of a snapshot; everything else is the study's."""
+    """A study whose uncached trial reads return the trials of one earlier read; everything
+    else (the per-trial cache, storage, directions) is the study's."""
 
     def __init__(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> None:
         self._study = study
@@ -261,7 +240,18 @@ class _SnapshotStudy:
     def get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[optuna.trial.FrozenTrial]:
-        return [t for t in self._trials if states is None or t.state in states]
+        return self._get_trials(deepcopy, states)
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+        use_cache: bool = False,
+    ) -> list[optuna.trial.FrozenTrial]:
+        if use_cache:
+            return self._study._get_trials(deepcopy, states, use_cache)
+        trials = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
