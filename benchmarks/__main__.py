@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-SECTIONS: tuple[str, ...] = ("quality", "speed", "overhead", "workers")
+SECTIONS: tuple[str, ...] = ("quality", "speed", "overhead", "workers", "memory")
 FIT_STEPS_PER_EXECUTION = 32
 FULL_BUDGET = 300.0
 QUICK_BUDGET = 8.0
@@ -268,6 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
 
             section("workers", workers, None, server=True)
+        if "memory" in sections:
+            from benchmarks.memory import MemoryRun, run_memory
+
+            trained, warmup, memory_repeats = (8, 3, 1) if args.quick else (80, 20, 2)
+            results.memory = section(
+                "memory",
+                lambda: run_memory(trained, warmup, memory_repeats),
+                list[MemoryRun](),
+            )
     except KeyboardInterrupt as e:
         results.failures.append(f"interrupted ({e or 'SIGINT'}); later sections did not run")
     finally:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from benchmarks._common import median
+from benchmarks.memory import SHAPES, MemoryRun
 from benchmarks.overhead import PARTS, WINDOW, OverheadResult
 from benchmarks.quality import (
     KERAS_TUNER,
@@ -40,6 +41,7 @@ class Results:
     workers: list[WorkerRun] = field(default_factory=list)
     worker_seed: SeedSweep | None = None
     worker_settings: str = ""
+    memory: list[MemoryRun] = field(default_factory=list)
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -529,6 +531,59 @@ def _workers_section(results: Results) -> list[str]:
     return lines
 
 
+def _memory_section(results: Results) -> list[str]:
+    if not results.memory:
+        return []
+    first = results.memory[0]
+    shapes = ", ".join(
+        f"{'-'.join(map(str, (2, *hidden, 1)))} {activation}" for hidden, activation in SHAPES
+    )
+    lines = [
+        "## 5. Memory of a long-lived worker",
+        "",
+        f"One fresh process per run trains {first.models} real models with"
+        " `sweep.model.train` (multiply's default data, 30 epochs, batch 64, cosine rate,"
+        f" shapes cycling through {shapes}). Resident memory is read after the first"
+        f" {first.warmup} models (TensorFlow's one-off caches) and at the end; *per model* is"
+        " the growth over the rest. *sweep*: the loop's own Adam (`sweep.model.make_adam`);"
+        " *keras*: the same loop with `keras.optimizers.Adam` (same rate and schedule), what the"
+        " loop used before. Order alternates per round.",
+        "",
+    ]
+    rows = [
+        [
+            run.optimizer,
+            f"{run.rss_after_warmup_mib:.0f}",
+            f"{run.rss_end_mib:.0f}",
+            f"{run.growth_per_model_mib:.2f}",
+            f"{run.seconds_per_model:.2f}",
+        ]
+        for run in results.memory
+    ]
+    lines += _table(
+        ["optimizer", "MiB after warm-up", "MiB at end", "MiB per model", "s per model (median)"],
+        rows,
+    )
+    growth = {
+        name: median(r.growth_per_model_mib for r in results.memory if r.optimizer == name)
+        for name in dict.fromkeys(r.optimizer for r in results.memory)
+    }
+    speed = {
+        name: median(r.seconds_per_model for r in results.memory if r.optimizer == name)
+        for name in growth
+    }
+    if "sweep" in growth and "keras" in growth:
+        lines += [
+            "",
+            f"Medians: {growth['sweep']:.2f} MiB per model with the sweep's Adam against"
+            f" {growth['keras']:.2f} with Keras' (a worker that runs 1000 trials: about"
+            f" {growth['sweep'] * 1000 / 1024:.1f} GiB against {growth['keras'] * 1000 / 1024:.1f}"
+            f" GiB); {speed['sweep']:.2f} s against {speed['keras']:.2f} s per model"
+            f" ({_x(speed['keras'] / speed['sweep'])} the speed).",
+        ]
+    return lines
+
+
 def _targets_section(results: Results) -> list[str]:
     lines = ["## Where we stand against the targets", ""]
     if results.quick:
@@ -660,6 +715,7 @@ def render(results: Results) -> str:
         _speed_section(results),
         _overhead_section(results),
         _workers_section(results),
+        _memory_section(results),
     ):
         if section:
             lines += [*section, ""]

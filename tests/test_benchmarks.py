@@ -116,3 +116,9 @@ def test_quick_benchmark_writes_every_table(tmp_path: Path) -> None:
             runs = [row for row in _rows(report, size) if len(row) == 15]
             assert sorted(row[1] for row in runs) == ["1", "2"], runs
             assert all(_is_number(row[7]) and _is_number(row[11]) for row in runs), runs
+
+    # Memory: one run per optimizer, growth and speed are numbers.
+    assert "## 5. Memory of a long-lived worker" in report
+    for optimizer in ("sweep", "keras"):
+        rows = _rows(report, optimizer)
+        assert rows and all(_is_number(cell) for cell in rows[0][1:5]), (optimizer, rows)

@@ -1,0 +1,151 @@
+"""Memory of a long-lived worker: resident memory per trained model, the sweep's Adam against
+Keras' `keras.optimizers.Adam`.
+
+A worker trains hundreds of models in one process, so whatever a trained model leaves behind
+adds up. Each run is a fresh process (resident memory is a per-process figure) that trains real
+models with `sweep.model.train` on multiply's default data, cycling through shapes of the
+default space. The first `warmup` models fill TensorFlow's one-off caches; growth is measured
+over the rest. The Keras variant swaps only the optimizer (`make_adam`), with the same rate and
+schedule, so the difference between the two rows is the optimizer alone.
+
+Run one process by hand: ``python -m benchmarks.memory --optimizer keras --models 60``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks._common import log, median
+
+OPTIMIZERS: tuple[str, ...] = ("sweep", "keras")
+# (hidden layers, activation): small to large models of the default space.
+SHAPES: tuple[tuple[tuple[int, ...], str], ...] = (
+    ((), "linear"),
+    ((16,), "tanh"),
+    ((32, 16), "relu"),
+    ((32, 32, 32), "gelu"),
+)
+
+
+@dataclass(frozen=True)
+class MemoryRun:
+    optimizer: str
+    models: int
+    warmup: int
+    rss_after_warmup_mib: float
+    rss_end_mib: float
+    seconds_per_model: float  # median over the measured models
+
+    @property
+    def growth_per_model_mib(self) -> float:
+        return (self.rss_end_mib - self.rss_after_warmup_mib) / max(self.models - self.warmup, 1)
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def measure(optimizer: str, models: int, warmup: int) -> MemoryRun:
+    """Train `models` models in this process; resident memory after the warm-up and at the end."""
+    import sweep.model  # first: it sets TensorFlow's environment
+    from sweep._runtime import configure_runtime
+
+    configure_runtime(workers=1)
+    import keras
+
+    from sweep.data import DataSpec, make_dataset
+    from sweep.operations import resolve_operations
+    from sweep.space import ModelSpec
+
+    if optimizer == "keras":
+
+        def keras_adam(
+            spec: ModelSpec, weights: Sequence[keras.Variable], total_steps: int
+        ) -> sweep.model.AdamStep:
+            rate: float | keras.optimizers.schedules.CosineDecay = spec.learning_rate
+            if spec.lr_schedule == "cosine":
+                rate = keras.optimizers.schedules.CosineDecay(
+                    spec.learning_rate, max(total_steps, 1), alpha=sweep.model.COSINE_FLOOR
+                )
+            adam = keras.optimizers.Adam(learning_rate=rate)
+            adam.build(weights)
+            return lambda gradients: adam.apply(gradients, weights)
+
+        sweep.model.make_adam = keras_adam
+    elif optimizer != "sweep":
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    data = make_dataset(resolve_operations(("multiply",), {})[0], DataSpec())
+    after_warmup = _rss_mib()
+    seconds: list[float] = []
+    for index in range(models):
+        hidden, activation = SHAPES[index % len(SHAPES)]
+        spec = ModelSpec(
+            hidden_layers=hidden, activation=activation, input_normalization="log_abs",
+            target_normalization="log_abs", learning_rate=3e-3, batch_size=64, loss="mse",
+            epochs=30, lr_schedule="cosine", refit_output=True,
+        )
+        started = time.perf_counter()
+        sweep.model.train(spec, data.x_train, data.y_train, data.x_val, data.y_val, seed=index)
+        if index + 1 == warmup:
+            after_warmup = _rss_mib()
+        elif index + 1 > warmup:
+            seconds.append(time.perf_counter() - started)
+    return MemoryRun(optimizer, models, warmup, after_warmup, _rss_mib(), median(seconds))
+
+
+def run_memory(models: int, warmup: int, repeats: int) -> list[MemoryRun]:
+    """Each optimizer `repeats` times, each in its own process, order alternating per round."""
+    root = Path(__file__).resolve().parents[1]
+    path = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    runs: list[MemoryRun] = []
+    for round_number in range(repeats):
+        order = OPTIMIZERS if round_number % 2 == 0 else OPTIMIZERS[::-1]
+        for optimizer in order:
+            command = [
+                sys.executable, "-m", "benchmarks.memory", "--optimizer", optimizer,
+                "--models", str(models), "--warmup", str(warmup),
+            ]
+            completed = subprocess.run(
+                command, env=env, cwd=root, capture_output=True, text=True, check=False
+            )
+            if completed.returncode != 0:
+                tail = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+                raise RuntimeError(
+                    f"memory run ({optimizer}) exited {completed.returncode}: {tail}"
+                )
+            run = MemoryRun(**json.loads(completed.stdout.strip().splitlines()[-1]))
+            runs.append(run)
+            log(
+                f"memory: {optimizer}: {run.growth_per_model_mib:.2f} MiB per model, "
+                f"{run.seconds_per_model:.2f} s per model"
+            )
+    return runs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sweep")
+    parser.add_argument("--models", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    args = parser.parse_args(argv)
+    if not 0 < args.warmup < args.models:
+        parser.error(f"--warmup {args.warmup} must be at least 1 and below --models {args.models}")
+    print(json.dumps(asdict(measure(args.optimizer, args.models, args.warmup))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
