@@ -531,6 +531,12 @@ def _workers_section(results: Results) -> list[str]:
     return lines
 
 
+def _gib_per_thousand(mib_per_model: float) -> str:
+    """Growth over 1000 models; a negative figure (memory handed back after the warm-up) is
+    no growth, not a shrinking worker."""
+    return f"{max(mib_per_model, 0.0) * 1000 / 1024:.1f} GiB"
+
+
 def _memory_section(results: Results) -> list[str]:
     if not results.memory:
         return []
@@ -576,9 +582,9 @@ def _memory_section(results: Results) -> list[str]:
         lines += [
             "",
             f"Medians: {growth['sweep']:.2f} MiB per model with the sweep's Adam against"
-            f" {growth['keras']:.2f} with Keras' (a worker that runs 1000 trials: about"
-            f" {growth['sweep'] * 1000 / 1024:.1f} GiB against {growth['keras'] * 1000 / 1024:.1f}"
-            f" GiB); {speed['sweep']:.2f} s against {speed['keras']:.2f} s per model"
+            f" {growth['keras']:.2f} with Keras' (over 1000 trials a worker grows by about"
+            f" {_gib_per_thousand(growth['sweep'])} against {_gib_per_thousand(growth['keras'])});"
+            f" {speed['sweep']:.2f} s against {speed['keras']:.2f} s per model"
             f" ({_x(speed['keras'] / speed['sweep'])} the speed).",
         ]
     return lines

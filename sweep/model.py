@@ -164,7 +164,7 @@ def make_epoch_function(
     Why not `Model.fit`: for networks this small the framework around the arithmetic is the
     cost. `fit` hands each epoch to tf.data and its threads and returns to Python every
     `steps_per_execution` steps; here the data are constants in the graph and an epoch is one
-    call: 3-12x the steps per second of `fit`'s best setting (BENCHMARKS.md, section 2), 2-5x
+    call: 2-12x the steps per second of `fit`'s best setting (BENCHMARKS.md, section 2), 2-5x
     faster per trial with tracing, and one thread does all the work, so two workers on two
     cores no longer slow each other down. Same mathematics as `fit`: Adam (`make_adam`) on
     the mean batch loss over a fresh shuffle per epoch, the last batch possibly short.
