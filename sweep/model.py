@@ -114,9 +114,10 @@ def make_adam(
     Why not `keras.optimizers.Adam`: applied inside a fresh `tf.function` per model, it keeps
     about 3 MiB per trained model alive for the life of the process (gc and clear_session do
     not free it), so a worker that runs 1000 trials grew by ~3 GB. These few variables and ops
-    free with the model. Same arithmetic, bit for bit (tests/sweep/test_model.py): the rate for
-    step t is read before the step counter moves, bias correction folded into the step size,
-    epsilon outside the square root.
+    free with the model. Same arithmetic (tests/sweep/test_model.py: eagerly bit for bit; in a
+    graph the cosine rate may round one float32 ulp apart): the rate for step t is read before
+    the step counter moves, bias correction folded into the step size, epsilon outside the
+    square root.
     """
     dtype = tf.as_dtype(spec.precision)
     first = [tf.Variable(tf.zeros_like(w), trainable=False) for w in weights]
