@@ -26,6 +26,10 @@ from pathlib import Path
 from benchmarks._common import log, median
 
 OPTIMIZERS: tuple[str, ...] = ("sweep", "keras")
+# What each model trains on and for how long (the report's text reads these too).
+OPERATION = "multiply"
+EPOCHS = 30
+BATCH_SIZE = 64
 # (hidden layers, activation): small to large models of the default space.
 SHAPES: tuple[tuple[tuple[int, ...], str], ...] = (
     ((), "linear"),
@@ -86,15 +90,15 @@ def measure(optimizer: str, models: int, warmup: int) -> MemoryRun:
         sweep.model.make_adam = keras_adam
     elif optimizer != "sweep":
         raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-    data = make_dataset(resolve_operations(("multiply",), {})[0], DataSpec())
+    data = make_dataset(resolve_operations((OPERATION,), {})[0], DataSpec())
     after_warmup = _rss_mib()
     seconds: list[float] = []
     for index in range(models):
         hidden, activation = SHAPES[index % len(SHAPES)]
         spec = ModelSpec(
             hidden_layers=hidden, activation=activation, input_normalization="log_abs",
-            target_normalization="log_abs", learning_rate=3e-3, batch_size=64, loss="mse",
-            epochs=30, lr_schedule="cosine", refit_output=True,
+            target_normalization="log_abs", learning_rate=3e-3, batch_size=BATCH_SIZE,
+            loss="mse", epochs=EPOCHS, lr_schedule="cosine", refit_output=True,
         )
         started = time.perf_counter()
         sweep.model.train(spec, data.x_train, data.y_train, data.x_val, data.y_val, seed=index)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from benchmarks._common import median
-from benchmarks.memory import SHAPES, MemoryRun
+from benchmarks.memory import BATCH_SIZE, EPOCHS, OPERATION, SHAPES, MemoryRun
 from benchmarks.overhead import PARTS, WINDOW, OverheadResult
 from benchmarks.quality import (
     KERAS_TUNER,
@@ -548,12 +548,12 @@ def _memory_section(results: Results) -> list[str]:
         "## 5. Memory of a long-lived worker",
         "",
         f"One fresh process per run trains {first.models} real models with"
-        " `sweep.model.train` (multiply's default data, 30 epochs, batch 64, cosine rate,"
-        f" shapes cycling through {shapes}). Resident memory is read after the first"
-        f" {first.warmup} models (TensorFlow's one-off caches) and at the end; *per model* is"
-        " the growth over the rest. *sweep*: the loop's own Adam (`sweep.model.make_adam`);"
-        " *keras*: the same loop with `keras.optimizers.Adam` (same rate and schedule), what the"
-        " loop used before. Order alternates per round.",
+        f" `sweep.model.train` ({OPERATION}'s default data, {EPOCHS} epochs, batch"
+        f" {BATCH_SIZE}, cosine rate, shapes cycling through {shapes}). Resident memory is"
+        f" read after the first {first.warmup} models (TensorFlow's one-off caches) and at the"
+        " end; *per model* is the growth over the rest. *sweep*: the loop's own Adam"
+        " (`sweep.model.make_adam`); *keras*: the same loop with `keras.optimizers.Adam` (same"
+        " rate and schedule), what the loop used before. Order alternates per round.",
         "",
     ]
     rows = [
