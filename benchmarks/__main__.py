@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-SECTIONS: tuple[str, ...] = ("quality", "speed", "overhead", "workers", "memory")
+SECTIONS: tuple[str, ...] = ("quality", "speed", "overhead", "workers", "memory", "startup")
 FIT_STEPS_PER_EXECUTION = 32
 FULL_BUDGET = 300.0
 QUICK_BUDGET = 8.0
@@ -90,11 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--budget must be positive", file=sys.stderr)
         return 2
 
-    # `import sweep` first: it sets TensorFlow's environment (quiet, oneDNN off) for all methods.
-    import sweep  # noqa: F401
-    from sweep._runtime import configure_runtime
+    # TensorFlow's environment first (quiet, oneDNN off, one worker's threads) for all methods.
+    from benchmarks._common import training_runtime
 
-    configure_runtime(workers=1)
+    training_runtime()
     from benchmarks._common import (
         load_average,
         log,
@@ -105,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from benchmarks.report import Results, render
     from storage import mask_url
-    from sweep.config import CampaignConfig
+    from sweep.search.config import CampaignConfig
 
     started = time.monotonic()
     admin_url: str = args.storage_postgres
@@ -197,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if "speed" in sections:
             from benchmarks.speed import MODELS, run_speed
-            from sweep.data import DataSpec, make_dataset
-            from sweep.operations import resolve_operations
+            from sweep.problem.data import DataSpec, make_dataset
+            from sweep.problem.operations import resolve_operations
 
             add = make_dataset(resolve_operations(("add",), {})[0], DataSpec())
             models = {"2-16-16-1 relu": MODELS["2-16-16-1 relu"]} if args.quick else MODELS
@@ -268,6 +267,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
 
             section("workers", workers, None, server=True)
+        if "startup" in sections:
+            from benchmarks.startup import run_startup
+
+            results.startup = section(
+                "startup",
+                lambda: run_startup(Path(scratch.name), 3 if args.quick else 10),
+                [],
+            )
         if "memory" in sections:
             from benchmarks.memory import MemoryRun, run_memory
 

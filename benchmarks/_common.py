@@ -137,3 +137,12 @@ def temporary_postgres(admin_url: str) -> Iterator[str]:
                 connection.execute(sqlalchemy.text(drop))
         finally:
             engine.dispose()
+
+
+def training_runtime() -> None:
+    """TensorFlow quiet and single-worker threads, Optuna quiet: as a `sweep run` worker."""
+    from sweep.nets._runtime import configure_tensorflow
+    from sweep.search._optuna import quiet_optuna
+
+    configure_tensorflow(1)
+    quiet_optuna()

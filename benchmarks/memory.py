@@ -3,7 +3,7 @@ Keras' `keras.optimizers.Adam`.
 
 A worker trains hundreds of models in one process, so whatever a trained model leaves behind
 adds up. Each run is a fresh process (resident memory is a per-process figure) that trains real
-models with `sweep.model.train` on multiply's default data, cycling through shapes of the
+models with `sweep.nets.training.train` on multiply's default data, cycling through shapes of the
 default space. The first `warmup` models fill TensorFlow's one-off caches; growth is measured
 over the rest. The Keras variant swaps only the optimizer (`make_adam`), with the same rate and
 schedule, so the difference between the two rows is the optimizer alone.
@@ -63,31 +63,31 @@ def _rss_mib() -> float:
 
 def measure(optimizer: str, models: int, warmup: int) -> MemoryRun:
     """Train `models` models in this process; resident memory after the warm-up and at the end."""
-    import sweep.model  # first: it sets TensorFlow's environment
-    from sweep._runtime import configure_runtime
+    from benchmarks._common import training_runtime
 
-    configure_runtime(workers=1)
+    training_runtime()  # first: it sets TensorFlow's environment
     import keras
 
-    from sweep.data import DataSpec, make_dataset
-    from sweep.operations import resolve_operations
-    from sweep.space import ModelSpec
+    import sweep.nets.training
+    from sweep.nets import ModelSpec
+    from sweep.problem.data import DataSpec, make_dataset
+    from sweep.problem.operations import resolve_operations
 
     if optimizer == "keras":
 
         def keras_adam(
             spec: ModelSpec, weights: Sequence[keras.Variable], total_steps: int
-        ) -> sweep.model.AdamStep:
+        ) -> sweep.nets.training.AdamStep:
             rate: float | keras.optimizers.schedules.CosineDecay = spec.learning_rate
             if spec.lr_schedule == "cosine":
                 rate = keras.optimizers.schedules.CosineDecay(
-                    spec.learning_rate, max(total_steps, 1), alpha=sweep.model.COSINE_FLOOR
+                    spec.learning_rate, max(total_steps, 1), alpha=sweep.nets.training.COSINE_FLOOR
                 )
             adam = keras.optimizers.Adam(learning_rate=rate)
             adam.build(weights)
             return lambda gradients: adam.apply(gradients, weights)
 
-        sweep.model.make_adam = keras_adam
+        sweep.nets.training.make_adam = keras_adam
     elif optimizer != "sweep":
         raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     data = make_dataset(resolve_operations((OPERATION,), {})[0], DataSpec())
@@ -101,7 +101,9 @@ def measure(optimizer: str, models: int, warmup: int) -> MemoryRun:
             loss="mse", epochs=EPOCHS, lr_schedule="cosine", refit_output=True,
         )
         started = time.perf_counter()
-        sweep.model.train(spec, data.x_train, data.y_train, data.x_val, data.y_val, seed=index)
+        sweep.nets.training.train(
+            spec, data.x_train, data.y_train, data.x_val, data.y_val, seed=index
+        )
         if index + 1 == warmup:
             after_warmup = _rss_mib()
         elif index + 1 > warmup:

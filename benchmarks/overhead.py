@@ -21,18 +21,16 @@ import numpy as np
 import optuna
 
 from benchmarks._common import log, median
-from sweep._optuna_storage import backend_of
-from sweep.campaign import (
-    best_value,
-    make_pruner,
-    make_sampler,
-    open_optuna_storage,
-    trial_counts,
-)
-from sweep.config import CampaignConfig
-from sweep.export import load_model_bytes, serialize_model
-from sweep.objective import SPLITS
-from sweep.space import ModelSpec, SearchSpace
+from sweep.nets import ModelSpec
+from sweep.nets.saving import load_model_bytes, serialize_model
+from sweep.problem.metrics import SPLITS
+from sweep.search.budget import best_value, trial_counts
+from sweep.search.config import CampaignConfig
+from sweep.search.pruners import make_pruner
+from sweep.search.samplers import make_sampler
+from sweep.search.space import SearchSpace
+from sweep.search.storage import backend_of
+from sweep.search.storage import optuna_storage as open_optuna_storage
 
 OPERATION = "multiply"
 # Size of the window of trials whose median is reported at each study size.

@@ -1,7 +1,7 @@
 """Model quality per operation: the original network, KerasTuner and our sweep, same data and
 the same wall-clock budget, measured one after the other in one process.
 
-All three are judged by the same code (`sweep.objective.evaluate_model`) on the same held-out
+All three are judged by the same code (`sweep.problem.metrics.evaluate_splits`) on the same held-out
 test pairs and extrapolation band, so the only differences are the model and how it was found.
 """
 
@@ -24,15 +24,16 @@ import keras
 import numpy as np
 import optuna
 
-import sweep.objective
+import sweep.nets.training
 from benchmarks._common import load_average, log, median
 from storage import ModelRegistry
-from sweep.campaign import Campaign
-from sweep.config import CampaignConfig
-from sweep.data import Dataset, DataSpec, make_dataset
-from sweep.export import load_model_bytes
-from sweep.objective import evaluate_model
-from sweep.operations import resolve_operations
+from sweep.nets.saving import load_model_bytes
+from sweep.nets.training import predict
+from sweep.problem.data import Dataset, DataSpec, make_dataset
+from sweep.problem.metrics import evaluate_splits
+from sweep.problem.operations import resolve_operations
+from sweep.search.campaign import Campaign
+from sweep.search.config import CampaignConfig
 
 OPERATIONS: tuple[str, ...] = ("add", "subtract", "multiply", "divide", "square", "sqrt")
 # The metrics every table shows: in-range = unseen test pairs, extrapolation = [high, 2*high).
@@ -68,7 +69,7 @@ class OperationQuality:
     sweep_trials: int = 0
     sweep_trials_per_minute: float = math.nan
     # Where the sweep's wall time went, measured by timing calls in this process (see
-    # `_timed_calls`): inside `sweep.model.train`, and within it the per-epoch
+    # `_timed_calls`): inside `sweep.nets.training.train`, and within it the per-epoch
     # report/should_prune.
     sweep_train_call_seconds: float = math.nan
     sweep_epoch_storage_seconds: float = math.nan
@@ -83,7 +84,7 @@ class OperationQuality:
 
     @property
     def sweep_training_seconds(self) -> float:
-        """Time in `sweep.model.train`, less the pruning reports made from inside it."""
+        """Time in `sweep.nets.training.train`, less the pruning reports made from inside it."""
         return self.sweep_train_call_seconds - self.sweep_epoch_storage_seconds
 
     @property
@@ -147,7 +148,7 @@ def run_original(dataset: Dataset, budget: float) -> MethodResult:
         keras.utils.set_random_seed(seed)
         model = original_network(dataset.arity)
         model.fit(x, y, epochs=10, batch_size=10, verbose=0)
-        runs.append(_reported(evaluate_model(model, dataset)))
+        runs.append(_reported(evaluate_splits(lambda x, m=model: predict(m, x), dataset)))
         durations.append(time.monotonic() - run_started)
         seed += 1
     metrics = {key: median(run[key] for run in runs) for key in REPORTED}
@@ -248,7 +249,7 @@ def run_keras_tuner(
             # The checkpoint holds optimizer state an inference model does not build: harmless.
             warnings.simplefilter("ignore", UserWarning)
             best = tuner.get_best_models(num_models=1)[0]
-        metrics = _reported(evaluate_model(best, dataset))
+        metrics = _reported(evaluate_splits(lambda x: predict(best, x), dataset))
         hp = tuner.get_best_hyperparameters(1)[0].values
         widths = [str(hp[f"width_{i}"]) for i in range(int(hp["layers"]))]
         shape = "-".join([str(arity), *widths, "1"])
@@ -294,8 +295,8 @@ def _timed_calls(targets: dict[str, tuple[Any, str]]) -> Iterator[dict[str, floa
 
 
 _SWEEP_CALLS: dict[str, tuple[Any, str]] = {
-    # The objective's own reference to sweep.model.train: build, trace, train, refit.
-    "train": (sweep.objective, "train"),
+    # What the objective trains with: build, trace, train, refit.
+    "train": (sweep.nets.training.KerasTrainer, "train"),
     "report": (optuna.trial.Trial, "report"),
     "should_prune": (optuna.trial.Trial, "should_prune"),
     # Every suggest_* call goes through it; private, so absent -> not measured.
@@ -318,7 +319,7 @@ def run_sweep(
     started = time.monotonic()
     calls = {k: v for k, v in _SWEEP_CALLS.items() if hasattr(v[0], v[1])}
     with _timed_calls(calls) as timings:
-        campaign = Campaign(config, url)
+        campaign = Campaign(config, url, sweep.nets.training.KerasTrainer())
         if campaign.datasets[name].fingerprint != dataset.fingerprint:
             raise RuntimeError(f"{name}: the sweep's data differs from the baselines' data")
         campaign.run()
@@ -326,7 +327,7 @@ def run_sweep(
     with ModelRegistry(url) as registry:
         entry, data = registry.fetch(CAMPAIGN, name)
     model = load_model_bytes(data, label=f"{name} best")
-    metrics = _reported(evaluate_model(model, dataset))
+    metrics = _reported(evaluate_splits(lambda x: predict(model, x), dataset))
     trials = campaign.studies[name].get_trials(deepcopy=False)
     counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     reached = sorted(

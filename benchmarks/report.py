@@ -16,6 +16,7 @@ from benchmarks.quality import (
     OperationQuality,
 )
 from benchmarks.speed import SpeedResult
+from benchmarks.startup import StartupResult
 from benchmarks.workers import SeedSweep, WorkerRun
 
 RATIO_TARGET = 1.8
@@ -42,6 +43,7 @@ class Results:
     worker_seed: SeedSweep | None = None
     worker_settings: str = ""
     memory: list[MemoryRun] = field(default_factory=list)
+    startup: list[StartupResult] = field(default_factory=list)
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -131,11 +133,12 @@ def _quality_section(results: Results) -> list[str]:
     lines = [
         "## 1. Model quality per operation",
         "",
-        "Same data for all three (`sweep.data.make_dataset`, default `DataSpec`, seed 0: 10,000"
-        " integer pairs in [0, 500) split into training and validation, 2,000 unseen in-range"
-        " test pairs, 2,000 pairs in the extrapolation band [500, 1000)), the same wall-clock"
+        "Same data for all three (`sweep.problem.data.make_dataset`, default `DataSpec`, seed 0: "
+        "10,000 integer pairs in [0, 500) split into training and validation, 2,000 unseen "
+        "in-range test pairs, 2,000 pairs in the extrapolation band [500, 1000)), the same "
+        "wall-clock"
         f" budget ({results.budget:g} s per operation per method), the same evaluation"
-        " (`sweep.objective.evaluate_model`); measured one after the other in one process.",
+        " (`sweep.problem.metrics.evaluate_splits`); measured one after the other in one process.",
         "",
         "- **original network**: exactly as posted: Dense(3, input_dim=2) linear, Dense(5, relu),"
         " Dense(3, relu), Dense(5, relu), Dense(1, relu); Adam, MSE, 10 epochs, batch 10, raw"
@@ -147,7 +150,8 @@ def _quality_section(results: Results) -> list[str]:
         f" steps_per_execution {results.steps_per_execution} (`fit`'s fastest setting in"
         " section 2); no trial starts after"
         " the budget and the trial in flight stops at its next epoch end. Best model evaluated.",
-        "- **our sweep**: `Campaign(CampaignConfig(trials=None, timeout=budget), sqlite).run()`"
+        "- **our sweep**: `Campaign(CampaignConfig(trials=None, timeout=budget), sqlite,"
+        " KerasTrainer()).run()`"
         " with every other setting at its default; the registry's best model, loaded in safe"
         " mode as a user would pull it, evaluated.",
         "",
@@ -218,14 +222,14 @@ def _speed_section(results: Results) -> list[str]:
             "",
             "### Training steps per second",
             "",
-            "Plain MLPs of the shapes the default space produces (0, 2 and 3 hidden relu layers),"
-            " Adam + MSE, on the 8,000-row training split of add scaled to order 1; steps per"
-            " second after a warm-up epoch (tracing and XLA compilation excluded); every setting"
-            " is timed once per round, rounds repeated, median shown (*runs*). *fit spe N*:"
-            " Keras `Model.fit` with `steps_per_execution` N; *XLA*: `jit_compile=True`. *sweep"
-            " loop*: what the sweep trains with, `sweep.model.make_epoch_function` (the data as"
-            " constants in the graph, one graph call per epoch, no tf.data); *sweep / best fit*:"
-            " its rate over the best `fit` setting's.",
+            "Plain MLPs of the shapes the default space produces (0, 2 and 3 hidden relu layers), "
+            "Adam + MSE, on the 8,000-row training split of add scaled to order 1; steps per "
+            "second after a warm-up epoch (tracing and XLA compilation excluded); every setting "
+            "is timed once per round, rounds repeated, median shown (*runs*). *fit spe N*: Keras "
+            "`Model.fit` with `steps_per_execution` N; *XLA*: `jit_compile=True`. *sweep loop*: "
+            "what the sweep trains with, `sweep.nets.training.make_epoch_function` (the data as "
+            "constants in the graph, one graph call per epoch, no tf.data); *sweep / best fit*: "
+            "its rate over the best `fit` setting's.",
             "",
         ]
         by_key = {
@@ -288,16 +292,15 @@ def _speed_section(results: Results) -> list[str]:
             "",
             "### Trials per minute of a default sweep",
             "",
-            "From the sweeps of section 1 (one process, SQLite, defaults, time budget only)."
-            " The wall time is split by timing calls in the benchmark process while the sweep"
-            " runs: *in train* is time inside `sweep.model.train` (building the model, tracing"
-            " its epoch function, the training steps, the per-epoch validation pass and pruning"
-            " report, the closing least-squares fit); *epoch reports* is the part of it spent in"
-            " Optuna's `report` + `should_prune`; *sampling* is Optuna's `suggest_*`."
-            " Training = in train - epoch reports; *outside training* = 1 - training / wall"
-            " (trial set-up, sampling, pruning reports, evaluation on three splits, export,"
-            " storage)."
-            " Campaign set-up (data, schema) is in the wall time too.",
+            "From the sweeps of section 1 (one process, SQLite, defaults, time budget only). The "
+            "wall time is split by timing calls in the benchmark process while the sweep runs: "
+            "*in train* is time inside `sweep.nets.training.train` (building the model, tracing "
+            "its epoch function, the training steps, the per-epoch validation pass and pruning "
+            "report, the closing least-squares fit); *epoch reports* is the part of it spent in "
+            "Optuna's `report` + `should_prune`; *sampling* is Optuna's `suggest_*`. Training = "
+            "in train - epoch reports; *outside training* = 1 - training / wall (trial set-up, "
+            "sampling, pruning reports, evaluation on three splits, export, storage). Campaign "
+            "set-up (data, schema) is in the wall time too.",
             "",
         ]
         rows = []
@@ -348,7 +351,7 @@ def _overhead_section(results: Results) -> list[str]:
     lines = [
         "## 3. Per-trial overhead: sampling + storage",
         "",
-        "A trivial objective through the campaign's own machinery: `open_optuna_storage`"
+        "A trivial objective through the campaign's own machinery: `optuna_storage`"
         " (engine options, heartbeats, writes buffered per trial), `make_sampler` (TPE,"
         " multivariate, grouped), `make_pruner` (median, asked with a per-trial snapshot of"
         " the finished trials), the default space's `suggest` and the write of its parameters"
@@ -548,12 +551,12 @@ def _memory_section(results: Results) -> list[str]:
         "## 5. Memory of a long-lived worker",
         "",
         f"One fresh process per run trains {first.models} real models with"
-        f" `sweep.model.train` ({OPERATION}'s default data, {EPOCHS} epochs, batch"
+        f" `sweep.nets.training.train` ({OPERATION}'s default data, {EPOCHS} epochs, batch"
         f" {BATCH_SIZE}, cosine rate, shapes cycling through {shapes}). Resident memory is"
         f" read after the first {first.warmup} models (TensorFlow's one-off caches) and at the"
         " end; *per model* is the growth over the rest. *sweep*: the loop's own Adam"
-        " (`sweep.model.make_adam`); *keras*: the same loop with `keras.optimizers.Adam` (same"
-        " rate and schedule), what the loop used before. Order alternates per round.",
+        " (`sweep.nets.training.make_adam`); *keras*: the same loop with `keras.optimizers.Adam`"
+        " (same rate and schedule), what the loop used before. Order alternates per round.",
         "",
     ]
     rows = [
@@ -586,6 +589,45 @@ def _memory_section(results: Results) -> list[str]:
             f" {_gib_per_thousand(growth['sweep'])} against {_gib_per_thousand(growth['keras'])});"
             f" {speed['sweep']:.2f} s against {speed['keras']:.2f} s per model"
             f" ({_x(speed['keras'] / speed['sweep'])} the speed).",
+        ]
+    return lines
+
+
+def _startup_section(results: Results) -> list[str]:
+    if not results.startup:
+        return []
+    reference = next(
+        (r for r in results.startup if r.command.startswith("python -c")), None
+    )
+    optuna_cli = next((r for r in results.startup if r.command == "optuna studies"), None)
+    rows = []
+    for r in results.startup:
+        versus = "—"
+        if optuna_cli is not None and r is not optuna_cli and r.command.startswith("sweep"):
+            versus = f"{r.seconds / optuna_cli.seconds:.2f}x"
+        rows.append(
+            [f"`{r.command}`", str(r.runs), f"{r.seconds:.2f}", f"{r.peak_mib:.0f}", versus,
+             str(r.exit_code)]
+        )
+    lines = [
+        "## 6. Command start-up",
+        "",
+        "Each command is a fresh process on the same SQLite database (six studies of five"
+        " trials and a registry row per built-in), runs interleaved; medians of wall time and of"
+        " the process's peak resident memory. `sweep --help`, `best` and `models` read SQL only"
+        " and never start TensorFlow (tests/test_layers.py checks the import); target: under"
+        " 1.5 s and 150 MB.",
+        "",
+        *_table(
+            ("command", "runs", "seconds", "peak MiB", "vs optuna studies", "exit code"), rows
+        ),
+    ]
+    if reference is not None:
+        lines += [
+            "",
+            f"For scale: importing TensorFlow alone takes {reference.seconds:.1f} s and"
+            f" {reference.peak_mib:.0f} MiB here; before the house issue every `sweep` command"
+            " paid it.",
         ]
     return lines
 
@@ -722,6 +764,7 @@ def render(results: Results) -> str:
         _overhead_section(results),
         _workers_section(results),
         _memory_section(results),
+        _startup_section(results),
     ):
         if section:
             lines += [*section, ""]

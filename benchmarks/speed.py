@@ -3,8 +3,8 @@ own epoch loop.
 
 For networks this small, framework overhead per step, not arithmetic, decides trials per minute.
 For `fit`, `steps_per_execution` and XLA (`jit_compile`) are the levers, so they are measured per
-shape; the sweep trains with `sweep.model.make_epoch_function` (one graph call per epoch), which
-is measured on the same shapes and data.
+shape; the sweep trains with `sweep.nets.training.make_epoch_function` (one graph call per
+epoch), which is measured on the same shapes and data.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks._common import log, median
-from sweep.model import EpochFunction, build, make_epoch_function
-from sweep.normalization import fit_normalization
-from sweep.space import ModelSpec
+from sweep.nets import ModelSpec
+from sweep.nets.normalization import fit_normalization
+from sweep.nets.training import EpochFunction, build, make_epoch_function
 
 # Shapes at the small, middle and large end of the default space (0-3 layers of width 2-64).
 MODELS: dict[str, tuple[int, ...]] = {

@@ -37,7 +37,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks._common import load_average, log
-from sweep.campaign import open_optuna_storage, study_name
+from sweep.search.config import study_name
+from sweep.search.storage import optuna_storage as open_optuna_storage
 
 OPERATION = "add"
 SIZES: tuple[int, ...] = (100, 1000)

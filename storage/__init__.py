@@ -21,7 +21,6 @@ from storage.models import SCHEMA_VERSION, ensure_schema
 from storage.registry import ModelCandidate, ModelEntry, ModelRegistry
 from storage.urls import (
     DEFAULT_STORAGE_URL,
-    STORAGE_ENV_VAR,
     dialect_of,
     mask_url,
     normalize_storage_url,
@@ -31,7 +30,6 @@ from storage.urls import (
 __all__ = [
     "DEFAULT_STORAGE_URL",
     "SCHEMA_VERSION",
-    "STORAGE_ENV_VAR",
     "ChecksumMismatch",
     "IncompatibleSchema",
     "InvalidRegistryValue",

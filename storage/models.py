@@ -7,8 +7,6 @@ the ordered upgrade steps under a per-database lock, so many workers may call it
 
 from __future__ import annotations
 
-import hashlib
-import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -33,12 +31,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Dialect, Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from storage._boundary import connect, masked, translated
 from storage.engine import SQLITE_BEGIN_IMMEDIATE
 from storage.errors import IncompatibleSchema, StorageInternalError
+from storage.locks import NamedLock
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -197,17 +196,16 @@ _UPGRADES: list[Callable[[Connection], None]] = [_upgrade_1_to_2]
 SCHEMA_VERSION = len(_UPGRADES) + 1
 """The version this code writes; a database at a higher version is refused."""
 
-_MYSQL_LOCK_TIMEOUT_SECONDS = 60
-_MYSQL_LOCK_INFO_KEY = "sweep_schema_lock"
+_SCHEMA_LOCK = "sweep-schema"
+_SCHEMA_LOCK_TIMEOUT_SECONDS = 60
 
 
 def ensure_schema(engine: Engine) -> int:
     """Create our missing tables and upgrade them to `SCHEMA_VERSION`; idempotent.
 
-    Cheap when the schema is current (one read, no lock). Otherwise the work runs under a
-    per-database lock (an advisory lock on PostgreSQL, GET_LOCK on MySQL, the write lock on
-    SQLite), so concurrent callers wait for one another; a create race with some other writer
-    is retried once.
+    Cheap when the schema is current (one read, no lock). Otherwise the work runs under the
+    database's named lock (`storage.locks.NamedLock`), so concurrent callers wait for one
+    another; a create race with some other writer is retried once.
 
     Returns:
         The schema version now in the database (always `SCHEMA_VERSION`).
@@ -253,22 +251,18 @@ def _refuse_newer(version: int | None, engine: Engine) -> None:
 
 
 def _create_and_upgrade(engine: Engine) -> int:
-    with connect(engine) as connection:
-        dialect = connection.dialect.name
-        if dialect == "sqlite":
-            connection = connection.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
-        if dialect == "mysql":
-            _mysql_get_lock(connection, engine)
-        try:
-            with connection.begin():
-                if dialect == "postgresql":
-                    connection.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key()}
-                    )
-                return _create_and_upgrade_locked(connection, engine)
-        finally:
-            if dialect == "mysql":
-                _mysql_release_lock(connection)
+    if engine.dialect.name == "sqlite":
+        # SQLite's own write lock, taken when the transaction begins, serialises the upgrade.
+        with connect(engine) as connection:
+            immediate = connection.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
+            with immediate.begin():
+                return _create_and_upgrade_locked(immediate, engine)
+    # Servers: the one cross-process lock implementation (storage.locks), held on its own
+    # connection across MySQL's implicit commits of DDL.
+    with NamedLock(engine, _SCHEMA_LOCK, timeout=_SCHEMA_LOCK_TIMEOUT_SECONDS), connect(
+        engine
+    ) as connection, connection.begin():
+        return _create_and_upgrade_locked(connection, engine)
 
 
 def _create_and_upgrade_locked(connection: Connection, engine: Engine) -> int:
@@ -301,38 +295,3 @@ def _write_version(connection: Connection, version: int) -> None:
             .where(schema_version_table.c.id == 1)
             .values(version=version)
         )
-
-
-def _lock_key() -> int:
-    # PostgreSQL advisory locks are scoped to the current database already.
-    return zlib.crc32(b"sweep_schema")
-
-
-def _mysql_get_lock(connection: Connection, engine: Engine) -> None:
-    # MySQL's named locks are server-wide, so the name includes the database. They survive the
-    # implicit commits of DDL, which a row lock would not.
-    database = connection.execute(text("SELECT DATABASE()")).scalar_one()
-    name = "sweep_schema_" + hashlib.sha1(str(database).encode()).hexdigest()[:24]
-    acquired = connection.execute(
-        text("SELECT GET_LOCK(:name, :timeout)"),
-        {"name": name, "timeout": _MYSQL_LOCK_TIMEOUT_SECONDS},
-    ).scalar()
-    connection.commit()
-    if acquired != 1:
-        raise StorageInternalError(
-            f"timed out after {_MYSQL_LOCK_TIMEOUT_SECONDS} s waiting for the schema lock on "
-            f"{masked(engine)}; another process is upgrading the schema."
-        )
-    connection.info[_MYSQL_LOCK_INFO_KEY] = name
-
-
-def _mysql_release_lock(connection: Connection) -> None:
-    name = connection.info.pop(_MYSQL_LOCK_INFO_KEY, None)
-    if name is None:
-        return
-    try:
-        connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": name})
-        connection.commit()
-    except SQLAlchemyError:
-        # The connection is broken; the server releases a session's locks when it ends.
-        connection.invalidate()

@@ -7,9 +7,7 @@ terminal or a log.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
 from typing import Literal
 
 from sqlalchemy.engine import URL, make_url
@@ -19,7 +17,6 @@ from storage.errors import InvalidStorageURL
 
 __all__ = [
     "DEFAULT_STORAGE_URL",
-    "STORAGE_ENV_VAR",
     "Dialect",
     "dialect_of",
     "mask_url",
@@ -29,7 +26,6 @@ __all__ = [
 ]
 
 DEFAULT_STORAGE_URL = "sqlite:///sweeps.db"
-STORAGE_ENV_VAR = "SWEEP_STORAGE"
 
 Dialect = Literal["sqlite", "postgresql", "mysql"]
 
@@ -53,12 +49,12 @@ _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd"})
 _MASK = "***"
 
 
-def resolve_storage_url(cli_value: str | None, environ: Mapping[str, str] | None = None) -> str:
-    """Pick the storage URL: the CLI value, else ``$SWEEP_STORAGE``, else the SQLite default.
+def resolve_storage_url(cli_value: str | None, configured: str | None = None) -> str:
+    """Pick the storage URL: the CLI value, else the configured one, else the SQLite default.
 
     Args:
         cli_value: The ``--storage`` flag, or None when it was not given.
-        environ: The environment to read (``os.environ`` when None).
+        configured: The deployment's URL (the sweep passes ``$SWEEP_STORAGE``), or None.
 
     Returns:
         The validated, normalised URL, password intact (it is used to connect).
@@ -66,12 +62,9 @@ def resolve_storage_url(cli_value: str | None, environ: Mapping[str, str] | None
     Raises:
         InvalidStorageURL: The chosen URL is malformed or names an unsupported database.
     """
-    env = os.environ if environ is None else environ
-    if cli_value is not None and cli_value.strip():
-        return normalize_storage_url(cli_value)
-    from_env = env.get(STORAGE_ENV_VAR, "")
-    if from_env.strip():
-        return normalize_storage_url(from_env)
+    for value in (cli_value, configured):
+        if value is not None and value.strip():
+            return normalize_storage_url(value)
     return normalize_storage_url(DEFAULT_STORAGE_URL)
 
 

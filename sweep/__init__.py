@@ -1,63 +1,58 @@
 """Hyperparameter sweeps that find small Keras networks computing arithmetic.
 
-Importing `sweep` registers its Keras layers, so an exported model loads with plain
-``keras.saving.load_model(path)`` (safe mode on) afterwards.
+``import sweep`` is light: no TensorFlow, no Optuna, no change to the process. The public API
+below loads its floor on first use. A pulled ``.keras`` file loads with plain Keras in safe mode
+after ``import sweep.nets.layers`` (which registers the normalisation layers).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from sweep._runtime import quiet_tensorflow
-
-quiet_tensorflow()
-
-from sweep.errors import (  # noqa: E402
+from sweep.errors import (
     ConfigError,
     ExpressionError,
     FatalSweepError,
+    ModelLoadError,
     SweepError,
     TrialFailure,
 )
 
-# Registers the normalisation layers with Keras (the reason `import sweep` precedes loading).
-from sweep.normalization import Denormalize, Normalize  # noqa: E402
-
 if TYPE_CHECKING:
-    from sweep.campaign import Campaign, run_campaign
-    from sweep.config import CampaignConfig
-    from sweep.serving import load_best_model, predict, pull_model
+    from sweep.api import load_best_model, optuna_storage, predict, pull_model, run_campaign
+    from sweep.search.campaign import Campaign
+    from sweep.search.config import CampaignConfig
 
 __all__ = [
     "Campaign",
     "CampaignConfig",
     "ConfigError",
-    "Denormalize",
     "ExpressionError",
     "FatalSweepError",
-    "Normalize",
+    "ModelLoadError",
     "SweepError",
     "TrialFailure",
     "load_best_model",
+    "optuna_storage",
     "predict",
     "pull_model",
     "run_campaign",
 ]
 
 _LAZY = {
-    "Campaign": "sweep.campaign",
-    "run_campaign": "sweep.campaign",
-    "CampaignConfig": "sweep.config",
-    "load_best_model": "sweep.serving",
-    "predict": "sweep.serving",
-    "pull_model": "sweep.serving",
+    "Campaign": "sweep.search.campaign",
+    "CampaignConfig": "sweep.search.config",
+    "load_best_model": "sweep.api",
+    "optuna_storage": "sweep.api",
+    "predict": "sweep.api",
+    "pull_model": "sweep.api",
+    "run_campaign": "sweep.api",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy exports: Optuna and the storage layer load only when used."""
+    """Lazy exports: Optuna, Keras and the storage layer load only when used."""
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'sweep' has no attribute {name!r}")

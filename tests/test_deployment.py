@@ -32,8 +32,8 @@ from sqlalchemy.engine import make_url
 
 from storage import normalize_storage_url
 from sweep.cli import build_parser
-from sweep.config import config_from_toml, load_toml
-from sweep.operations import BUILTIN_OPERATIONS
+from sweep.problem.operations import BUILTIN_OPERATIONS
+from sweep.search.config import config_from_toml, load_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -2,7 +2,7 @@
 configuration (TOML files, and the stored campaign a worker loads). No input may raise anything
 but `ConfigError` (ExpressionError is one), and every refusal is a single line.
 
-The expression grammar itself is fuzzed in tests/sweep/test_operations.py; here the whole
+The expression grammar itself is fuzzed in tests/sweep/problem/test_operations.py; here the whole
 `--expr NAME=EXPRESSION` path and the config loader are.
 """
 
@@ -19,15 +19,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sweep.config import (
+from sweep.errors import ConfigError
+from sweep.problem.operations import make_operation, parse_expr_flag, resolve_operations
+from sweep.search.config import (
     CampaignConfig,
     config_from_toml,
     load_toml,
     validate_campaign_name,
     with_seed,
 )
-from sweep.errors import ConfigError
-from sweep.operations import make_operation, parse_expr_flag, resolve_operations
 
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None,

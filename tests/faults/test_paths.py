@@ -15,8 +15,8 @@ import pytest
 from storage import ModelCandidate, ModelRegistry
 from sweep.cli import main
 from sweep.errors import ConfigError
-from sweep.export import serialize_model
-from sweep.serving import write_file
+from sweep.nets.saving import serialize_model
+from sweep.publishing.models import write_file
 
 BAD_OPERATION_NAMES = ["../x", "a/b", "..", "x\ny", "x\x00y", "x\ry", "x\x1b[2Jy", "x\\y", "/x"]
 BAD_CAMPAIGN_NAMES = [

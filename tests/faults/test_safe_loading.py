@@ -25,8 +25,8 @@ import sqlalchemy
 import sweep
 from storage import ChecksumMismatch, ModelCandidate, ModelRegistry
 from sweep.cli import main
-from sweep.errors import SweepError
-from sweep.export import ModelLoadError, serialize_model
+from sweep.errors import ModelLoadError, SweepError
+from sweep.nets.saving import serialize_model
 
 
 class _Unregistered(keras.layers.Layer):  # type: ignore[misc]

@@ -6,7 +6,6 @@ import pytest
 
 from storage import (
     DEFAULT_STORAGE_URL,
-    STORAGE_ENV_VAR,
     InvalidStorageURL,
     dialect_of,
     mask_url,
@@ -129,19 +128,16 @@ def test_mask_url_never_raises() -> None:
 
 
 def test_resolve_order() -> None:
-    env = {STORAGE_ENV_VAR: "postgresql://u:pw@envhost/db"}
-    assert resolve_storage_url("mysql://u@clihost/db", env) == "mysql+pymysql://u@clihost/db"
-    assert resolve_storage_url(None, env) == "postgresql+psycopg://u:pw@envhost/db"
-    assert resolve_storage_url(None, {}) == DEFAULT_STORAGE_URL
-    assert resolve_storage_url("", {STORAGE_ENV_VAR: ""}) == DEFAULT_STORAGE_URL
+    configured = "postgresql://u:pw@envhost/db"
+    assert resolve_storage_url("mysql://u@clihost/db", configured) == "mysql+pymysql://u@clihost/db"
+    assert resolve_storage_url(None, configured) == "postgresql+psycopg://u:pw@envhost/db"
+    assert resolve_storage_url(None, None) == DEFAULT_STORAGE_URL
+    assert resolve_storage_url("", "  ") == DEFAULT_STORAGE_URL
 
 
-def test_resolve_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(STORAGE_ENV_VAR, "sqlite:////tmp/from-env.db")
-    assert resolve_storage_url(None) == "sqlite:////tmp/from-env.db"
-    monkeypatch.setenv(STORAGE_ENV_VAR, "from-env.db")
+def test_a_bad_configured_url_is_refused_by_name() -> None:
     with pytest.raises(InvalidStorageURL, match=r"sqlite:///from-env\.db"):
-        resolve_storage_url(None)
+        resolve_storage_url(None, "from-env.db")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,440 @@
+"""The `sweep` command: the only code that parses arguments, prints or exits.
+
+Every user error (SweepError, StorageError) becomes one line on stderr and exit code 2. The
+floors below are imported by the commands that need them, so `sweep --help`, `sweep best` and
+`sweep models` never start TensorFlow; the CLI is also where the floors' dependencies are built
+and passed in (the Keras trainer, the dashboard publisher).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from sweep import settings
+from sweep.errors import ConfigError, SweepError
+
+DEFAULT_CAMPAIGN = "arith"  # sweep.search.config.DEFAULT_CAMPAIGN (checked in the tests)
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum {minimum}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="sweep",
+        description="Find small Keras networks that compute arithmetic, by hyperparameter search.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--storage",
+            help="database URL (default: $SWEEP_STORAGE, else sqlite:///sweeps.db)",
+        )
+        p.add_argument(
+            "--campaign", default=None,
+            help=f"campaign name (default: $SWEEP_CAMPAIGN, else {DEFAULT_CAMPAIGN})",
+        )
+
+    run = commands.add_parser("run", help="run (or resume) a sweep")
+    common(run)
+    run.add_argument("--ops", help="comma-separated operations, or 'all' (default: all)")
+    run.add_argument("--trials", type=_int_at_least(1), help="counted trials per operation")
+    run.add_argument("--timeout", type=_positive_float, help="wall-clock seconds per operation")
+    run.add_argument("--config", help="campaign TOML file")
+    run.add_argument("--seed", type=_int_at_least(0), help="seed for data and sampler")
+    run.add_argument(
+        "--expr", action="append", default=[], metavar="NAME=EXPRESSION",
+        help="user-defined operation over a and b, e.g. --expr 'cube=a*a*a' (repeatable)",
+    )
+    run.add_argument("--sampler", help="auto, tpe, random, cmaes, gp or nsga2")
+    run.add_argument("--pruner", help="median, hyperband or none")
+    run.add_argument(
+        "--workers", type=_int_at_least(1), default=1,
+        help="local worker processes sharing this machine's cores (default 1)",
+    )
+
+    worker = commands.add_parser(
+        "worker", help="join a campaign from any host; work until every budget is met"
+    )
+    common(worker)
+    worker.add_argument(
+        "--config", help="campaign TOML file, used to create the campaign if it does not exist"
+    )
+    worker.add_argument("--quiet", action="store_true", help="print warnings only")
+
+    best = commands.add_parser("best", help="best model per operation (from the registry)")
+    common(best)
+    best.add_argument("--json", action="store_true", help="print a JSON array")
+
+    pull = commands.add_parser("pull", help="write an operation's model to a .keras file")
+    common(pull)
+    pull.add_argument("operation")
+    pull.add_argument("-o", "--output", help="output path (default: OP.keras)")
+    pull.add_argument("--version", type=_int_at_least(1), help="registry version (default: best)")
+    pull.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    predict = commands.add_parser("predict", help="run the best model on raw inputs")
+    common(predict)
+    predict.add_argument("operation")
+    predict.add_argument("a", type=_number)
+    predict.add_argument("b", type=_number, nargs="?")
+
+    models = commands.add_parser("models", help="registry history: versions, metrics, sizes")
+    common(models)
+    models.add_argument("operation", nargs="?")
+
+    dashboard = commands.add_parser("dashboard", help="browse the studies in optuna-dashboard")
+    dashboard.add_argument(
+        "--storage", help="database URL (default: $SWEEP_STORAGE, else sqlite:///sweeps.db)"
+    )
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    dashboard.add_argument("--port", type=_port, default=8080, help="port (default: %(default)s)")
+    dashboard.add_argument(
+        "--artifacts", metavar="DIR",
+        help="artifact folder (default: $SWEEP_ARTIFACTS, else ./sweep-artifacts if it exists)",
+    )
+    dashboard.set_defaults(campaign=None)  # Shows every study; main() still reads the attribute.
+
+    report = commands.add_parser("report", help="write a self-contained HTML report")
+    common(report)
+    report.add_argument(
+        "-o", "--output", default="report.html", help="HTML file to write (default: %(default)s)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from storage import StorageError
+
+    try:
+        environment = settings.refresh()
+        from storage import resolve_storage_url
+        from sweep.search.config import validate_campaign_name
+
+        # An explicit `--campaign ''` is refused, not silently read as the default campaign.
+        campaign = validate_campaign_name(
+            args.campaign
+            if args.campaign is not None
+            else environment.campaign or DEFAULT_CAMPAIGN
+        )
+        url = resolve_storage_url(args.storage, environment.storage)
+        handler = {
+            "run": _cmd_run,
+            "worker": _cmd_worker,
+            "best": _cmd_best,
+            "pull": _cmd_pull,
+            "predict": _cmd_predict,
+            "models": _cmd_models,
+            "dashboard": _cmd_dashboard,
+            "report": _cmd_report,
+        }[args.command]
+        return handler(args, url, campaign)
+    except (SweepError, StorageError) as e:
+        print(f"sweep: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        if not (args.command == "worker" and os.environ.get("SWEEP_PARENT_PID")):
+            # (A worker of `run --workers K` stays quiet: its parent says this once.)
+            print(
+                "sweep: interrupted; finished trials and promoted models are kept. "
+                "Run the same command to resume.",
+                file=sys.stderr,
+            )
+        return EXIT_INTERRUPTED
+
+
+def _build_config(args: argparse.Namespace, campaign: str) -> Any:
+    from dataclasses import replace
+
+    from sweep.problem.operations import parse_expr_flag
+    from sweep.search.config import CampaignConfig, config_from_toml, load_toml, with_seed
+
+    config = CampaignConfig()
+    if args.config:
+        config = config_from_toml(load_toml(args.config), config)
+    updates: dict[str, Any] = {}
+    if args.campaign or settings.current().campaign:
+        updates["name"] = campaign  # flag > environment > config file > default
+    if args.ops:
+        ops = tuple(part.strip() for part in args.ops.split(",") if part.strip())
+        if not ops:
+            raise ConfigError(f"--ops {args.ops!r} names no operation")
+        updates["operations"] = ops
+    if args.expr:
+        expressions = dict(config.expressions)
+        for text in args.expr:
+            name, expression = parse_expr_flag(text)
+            expressions[name] = expression
+        updates["expressions"] = expressions
+        if not args.ops and not (args.config and "operations" in load_toml(args.config).get(
+            "campaign", {}
+        )):
+            # `--expr` alone sweeps just the expressions, not all six built-ins as well.
+            updates["operations"] = tuple(expressions)
+    if args.trials is not None:
+        updates["trials"] = args.trials
+    if args.timeout is not None:
+        updates["timeout"] = args.timeout
+    if args.sampler:
+        updates["sampler"] = args.sampler
+    if args.pruner:
+        updates["pruner"] = args.pruner
+    config = replace(config, **updates)
+    if args.seed is not None:
+        config = with_seed(config, args.seed)
+    config.validate()
+    return config
+
+
+def _training_runtime(workers: int) -> Any:
+    """TensorFlow's threads for one of `workers` workers here, and the trainer to pass in."""
+    from sweep.nets._runtime import configure_tensorflow
+    from sweep.search.workers import threads_per_worker
+
+    configure_tensorflow(threads_per_worker(workers))
+    from sweep.nets.training import KerasTrainer
+
+    return KerasTrainer()
+
+
+def _publisher() -> Any:
+    from sweep.publishing.notes import default_artifact_dir, publisher
+
+    # Shared with the dashboard (`sweep dashboard --artifacts`, the compose volume).
+    return publisher(default_artifact_dir())
+
+
+def _cmd_run(args: argparse.Namespace, url: str, campaign: str) -> int:
+    config = _build_config(args, campaign)
+    trainer = _training_runtime(args.workers)
+    from sweep.search.campaign import Campaign
+    from sweep.search.workers import install_signal_handlers
+
+    install_signal_handlers()
+    with Campaign(config, url, trainer, on_promoted=_publisher()) as prepared:
+        return _run_prepared(args, url, config, prepared)
+
+
+def _run_prepared(args: argparse.Namespace, url: str, config: Any, prepared: Any) -> int:
+    from storage import mask_url
+    from sweep.search.workers import run_local_workers
+
+    ops = ", ".join(op.name for op in prepared.operations)
+    budget = []
+    if config.trials is not None:
+        budget.append(f"{config.trials} trials")
+    if config.timeout is not None:
+        budget.append(f"{config.timeout:g} s")
+    print(
+        f"campaign {config.name!r} on {mask_url(url)}: {ops}; budget per operation: "
+        f"{' or '.join(budget)}; {args.workers} worker(s)",
+        file=sys.stderr,
+    )
+    from sweep.cli.display import ProgressReporter, print_best_table
+
+    with ProgressReporter() as reporter:
+        if args.workers == 1:
+            prepared.run(reporter)
+        else:
+            run_local_workers(prepared, args.workers, reporter)
+    print_best_table(prepared.best(), prepared.operations)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
+    from sweep.search.workers import (
+        exit_with_parent,
+        install_signal_handlers,
+        pin_to_assigned_core,
+        workers_from_environment,
+    )
+
+    trainer = _training_runtime(workers_from_environment())
+    pin_to_assigned_core()
+    install_signal_handlers()
+    exit_with_parent()
+    fallback = None
+    if args.config:
+        args.ops = args.trials = args.timeout = args.seed = args.sampler = args.pruner = None
+        args.expr = []
+        fallback = _build_config(args, campaign)
+    from sweep.cli.display import ProgressReporter, QuietReporter
+    from sweep.search.campaign import Campaign
+
+    name = fallback.name if fallback is not None else campaign
+    reporter = QuietReporter() if args.quiet else ProgressReporter(live=False)
+    with (
+        Campaign.join(url, name, trainer, fallback, on_promoted=_publisher()) as prepared,
+        reporter,
+    ):
+        entries = prepared.run(reporter)
+    if not args.quiet:
+        print(
+            f"worker done: campaign {name!r}, {len(entries)} operation(s) with a model",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_best(args: argparse.Namespace, url: str, campaign: str) -> int:
+    from storage import mask_url
+    from sweep.publishing.models import best_models
+    from sweep.publishing.summary import json_rows
+
+    entries = best_models(storage=url, campaign=campaign)
+    if args.json:
+        print(json.dumps(json_rows(entries), indent=2, default=str))
+        return 0
+    if not entries:
+        raise ConfigError(
+            f"no models yet in campaign {campaign!r} on {mask_url(url)}; run `sweep run` first"
+        )
+    from sweep.cli.display import print_best_table
+
+    print_best_table(entries, None)
+    return 0
+
+
+def _cmd_pull(args: argparse.Namespace, url: str, campaign: str) -> int:
+    _training_runtime(1)
+    from sweep.publishing.models import pull_model
+
+    entry, path = pull_model(
+        args.operation, args.output, storage=url, campaign=campaign, version=args.version,
+        force=args.force,
+    )
+    print(
+        f"wrote {path} ({entry.size_bytes} bytes, sha256 {entry.sha256[:12]}…): "
+        f"{entry.operation} version {entry.version}, trial {entry.trial_number}"
+    )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace, url: str, campaign: str) -> int:
+    _training_runtime(1)
+    from sweep.publishing.models import predict
+
+    result = predict(args.operation, args.a, args.b, storage=url, campaign=campaign)
+    inputs = ", ".join(f"{v:g}" for v in result.inputs)
+    answer = f"{result.answer:.0f}" if result.integer_valued else f"{result.answer:.9g}"
+    print(
+        f"{result.operation}({inputs}) = {answer}    "
+        f"[network output {result.output:.9g}; exact {result.exact:.9g}]"
+    )
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace, url: str, campaign: str) -> int:
+    from storage import mask_url
+    from sweep.cli.display import print_history
+    from sweep.publishing.models import model_history
+
+    entries = model_history(args.operation, storage=url, campaign=campaign)
+    if not entries:
+        what = f"operation {args.operation!r}" if args.operation else f"campaign {campaign!r}"
+        raise ConfigError(f"no models yet for {what} on {mask_url(url)}")
+    print_history(entries)
+    return 0
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535; 0 picks one)")
+    return value
+
+
+def _cmd_dashboard(args: argparse.Namespace, url: str, campaign: str) -> int:
+    import signal
+    from pathlib import Path
+
+    from storage import mask_url
+    from sweep.publishing.dashboard import open_dashboard
+    from sweep.publishing.notes import default_artifact_dir
+
+    artifacts: Path | None = Path(args.artifacts) if args.artifacts else default_artifact_dir()
+    if not args.artifacts and not (artifacts and artifacts.is_dir()):
+        artifacts = None  # The default folder is optional; an explicit one must exist.
+    server = open_dashboard(url, host=args.host, port=args.port, artifact_dir=artifacts)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (docker stop) ends like Ctrl-C, not mid-response.
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Even if started with it ignored.
+    shown = f"; artifacts from {artifacts}" if artifacts else ""
+    print(f"optuna-dashboard on {mask_url(url)}{shown}", flush=True)
+    print(f"open {server.url}  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("dashboard stopped", file=sys.stderr)
+    finally:
+        server.close()
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, url: str, campaign: str) -> int:
+    _training_runtime(1)
+    from sweep.publishing.report import build_report
+
+    path = build_report(url, campaign, args.output)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

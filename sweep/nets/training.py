@@ -1,0 +1,340 @@
+"""ModelSpec -> Keras model, its training, and `KerasTrainer`, the search's way in. No Optuna.
+
+Two models share one set of layers: the *training* model maps raw inputs to the normalised
+target (so the loss sees values of order 1, the fix the original question needed), and the
+*exported* model appends the target's inverse, mapping raw inputs to raw results.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+
+# isort: off
+from sweep.nets.layers import Denormalize, Normalize  # first: it starts TensorFlow quietly
+import keras
+import tensorflow as tf
+
+# isort: on
+from sweep.errors import TrialFailure
+from sweep.nets import EpochCallback
+from sweep.nets.normalization import NormalizationParams, fit_normalization, normalize
+from sweep.nets.saving import load_model_bytes, serialize_model
+from sweep.nets.spec import ModelSpec
+
+# One epoch of training: a shuffle order in; the mean batch loss and the raw validation
+# predictions out.
+EpochFunction = Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
+
+
+@dataclass
+class BuiltModel:
+    training: keras.Model
+    exported: keras.Model
+    features: keras.Model
+    output_layer: keras.layers.Dense
+    input_params: NormalizationParams
+    target_params: NormalizationParams
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """A trained exported model and how training went (`sweep.nets.TrainedModel`)."""
+
+    model: keras.Model
+    epochs_run: int
+    train_seconds: float
+    refitted: bool
+    stopped_reason: str | None
+
+    def predict(self, x: npt.ArrayLike) -> np.ndarray:
+        return predict(self.model, np.asarray(x))
+
+    def to_bytes(self) -> bytes:
+        return serialize_model(self.model)
+
+
+@dataclass(frozen=True)
+class KerasPredictor:
+    """A loaded Keras model behind the `sweep.nets.ExportableModel` interface."""
+
+    model: keras.Model
+
+    def predict(self, x: npt.ArrayLike) -> np.ndarray:
+        return predict(self.model, np.asarray(x))
+
+    def to_bytes(self) -> bytes:
+        return serialize_model(self.model)
+
+
+class KerasTrainer:
+    """`sweep.nets.Trainer` with Keras 3 and TensorFlow: what a real sweep trains with."""
+
+    def train(
+        self,
+        spec: ModelSpec,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        *,
+        on_epoch: EpochCallback | None = None,
+        max_seconds: float = 300.0,
+        seed: int = 0,
+    ) -> TrainingResult:
+        return train(
+            spec, x_train, y_train, x_val, y_val,
+            on_epoch=on_epoch, max_seconds=max_seconds, seed=seed,
+        )
+
+    def load(self, data: bytes, *, label: str) -> KerasPredictor:
+        return KerasPredictor(load_model_bytes(data, label=label))
+
+    def versions(self) -> dict[str, str]:
+        return {"keras": keras.__version__, "tensorflow": tf.__version__}
+
+
+def build(
+    spec: ModelSpec,
+    arity: int,
+    input_params: NormalizationParams,
+    target_params: NormalizationParams,
+    name: str = "arithmetic",
+) -> BuiltModel:
+    """Build the training and exported models for `spec` with fitted normalisations."""
+    dtype = spec.precision
+    inputs = keras.Input(shape=(arity,), dtype=dtype, name="operands")
+    x = Normalize.from_params(input_params, name="input_normalization", dtype=dtype)(inputs)
+    for index, width in enumerate(spec.hidden_layers):
+        x = keras.layers.Dense(
+            width, activation=spec.activation, name=f"hidden_{index}", dtype=dtype
+        )(x)
+    features = keras.Model(inputs, x, name=f"{name}_features")
+    output_layer = keras.layers.Dense(1, name="output", dtype=dtype)
+    normalized = output_layer(x)
+    training = keras.Model(inputs, normalized, name=f"{name}_training")
+    result = Denormalize.from_params(target_params, name="target_inverse", dtype=dtype)(
+        normalized
+    )
+    exported = keras.Model(inputs, result, name=name)
+    return BuiltModel(training, exported, features, output_layer, input_params, target_params)
+
+
+def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Raw inputs -> raw predictions as float64, without Keras' per-call predict overhead."""
+    out = model(np.asarray(x, dtype=model.inputs[0].dtype), training=False)
+    return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64).reshape(-1)
+
+
+def _loss(name: str) -> keras.losses.Loss:
+    if name == "mse":
+        return keras.losses.MeanSquaredError()
+    if name == "mae":
+        return keras.losses.MeanAbsoluteError()
+    if name == "huber":
+        return keras.losses.Huber()
+    raise ValueError(f"unknown loss {name!r}")
+
+
+# Keras 3's Adam defaults, which `fit` used before this loop replaced it.
+ADAM_BETA_1 = 0.9
+ADAM_BETA_2 = 0.999
+ADAM_EPSILON = 1e-7
+# The cosine schedule decays to this fraction of the initial rate by the last step: Adam's
+# noise floor shrinks with the step size, which is what lets a linear model reach exact
+# integer answers.
+COSINE_FLOOR = 1e-3
+
+AdamStep = Callable[[list[tf.Tensor]], None]
+
+
+def make_adam(
+    spec: ModelSpec, weights: Sequence[keras.Variable | tf.Variable], total_steps: int
+) -> AdamStep:
+    """Keras 3's Adam update rule, and its cosine schedule, in plain TensorFlow.
+
+    Why not `keras.optimizers.Adam`: applied inside a fresh `tf.function` per model, it keeps
+    about 3 MiB per trained model alive for the life of the process (gc and clear_session do
+    not free it), so a worker that runs 1000 trials grew by ~3 GB. These few variables and ops
+    free with the model. Same arithmetic (tests/sweep/nets/test_training.py: eagerly bit for
+    bit; in a graph the cosine rate may round one float32 ulp apart): the rate for step t is
+    read before the step counter moves, bias correction folded into the step size, epsilon
+    outside the square root.
+    """
+    dtype = tf.as_dtype(spec.precision)
+    first = [tf.Variable(tf.zeros_like(w), trainable=False) for w in weights]
+    second = [tf.Variable(tf.zeros_like(w), trainable=False) for w in weights]
+    iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
+    decay_steps = tf.constant(max(total_steps, 1), tf.float32)
+    cosine = spec.lr_schedule == "cosine"
+    # Keras turns the Python betas into float32 tensors before casting them to the weights'
+    # type; the bias correction follows suit so that float64 runs take Keras' very steps.
+    beta_1 = tf.cast(tf.constant(ADAM_BETA_1, tf.float32), dtype)
+    beta_2 = tf.cast(tf.constant(ADAM_BETA_2, tf.float32), dtype)
+
+    def rate() -> tf.Tensor:
+        initial = tf.constant(spec.learning_rate, tf.float32)
+        if not cosine:
+            return tf.cast(initial, dtype)
+        # keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha), computed as it does.
+        done = tf.minimum(tf.cast(iterations, tf.float32), decay_steps) / decay_steps
+        decayed = (1 - COSINE_FLOOR) * (0.5 * (1.0 + tf.cos(math.pi * done))) + COSINE_FLOOR
+        return tf.cast(initial * decayed, dtype)
+
+    def step(gradients: list[tf.Tensor]) -> None:
+        learning_rate = rate()
+        local_step = tf.cast(iterations + 1, dtype)
+        alpha = (
+            learning_rate
+            * tf.sqrt(1 - tf.pow(beta_2, local_step))
+            / (1 - tf.pow(beta_1, local_step))
+        )
+        for weight, gradient, m, v in zip(weights, gradients, first, second, strict=True):
+            gradient = tf.cast(gradient, dtype)
+            m.assign_add((gradient - m) * (1 - ADAM_BETA_1))
+            v.assign_add((tf.square(gradient) - v) * (1 - ADAM_BETA_2))
+            weight.assign_sub((m * alpha) / (tf.sqrt(v) + ADAM_EPSILON))
+        iterations.assign_add(1)
+
+    return step
+
+
+def make_epoch_function(
+    built: BuiltModel, spec: ModelSpec, x: np.ndarray, y: np.ndarray, x_val: np.ndarray
+) -> EpochFunction:
+    """One graph call per epoch: every step, then the raw validation predictions.
+
+    Why not `Model.fit`: for networks this small the framework around the arithmetic is the
+    cost. `fit` hands each epoch to tf.data and its threads and returns to Python every
+    `steps_per_execution` steps; here the data are constants in the graph and an epoch is one
+    call: 2-12x the steps per second of `fit`'s best setting (BENCHMARKS.md, section 2), 2-5x
+    faster per trial with tracing, and one thread does all the work, so two workers on two
+    cores no longer slow each other down. Same mathematics as `fit`: Adam (`make_adam`) on
+    the mean batch loss over a fresh shuffle per epoch, the last batch possibly short.
+    """
+    model = built.training
+    exported = built.exported
+    weights = model.trainable_variables
+    steps = math.ceil(len(x) / spec.batch_size)
+    adam = make_adam(spec, weights, steps * spec.epochs)
+    loss_fn = _loss(spec.loss)
+    batch, rows = spec.batch_size, len(x)
+    x_all = tf.constant(x)
+    y_all = tf.constant(y.reshape(-1, 1))
+    x_check = tf.constant(np.asarray(x_val, dtype=spec.precision))
+
+    def epoch(order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        total = tf.zeros((), dtype=tf.float64)
+        for step in tf.range(steps):
+            rows_of_step = order[step * batch : tf.minimum((step + 1) * batch, rows)]
+            with tf.GradientTape() as tape:
+                predicted = model(tf.gather(x_all, rows_of_step), training=True)
+                loss = loss_fn(tf.gather(y_all, rows_of_step), predicted)
+            adam(tape.gradient(loss, weights))
+            total += tf.cast(loss, tf.float64)
+        return total / steps, exported(x_check, training=False)
+
+    return cast(EpochFunction, tf.function(epoch))
+
+
+def train(
+    spec: ModelSpec,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    on_epoch: EpochCallback | None = None,
+    max_seconds: float = 300.0,
+    seed: int = 0,
+) -> TrainingResult:
+    """Fit normalisations on the training data, build, train, optionally refit the output.
+
+    `on_epoch(epoch, raw_validation_predictions)` runs after every epoch and may raise (e.g. to
+    prune). Raises `TrialFailure` when training diverges.
+    """
+    started = time.monotonic()
+    keras.utils.set_random_seed(seed)
+    arity = x_train.shape[1]
+    input_params = fit_normalization(spec.input_normalization, x_train)
+    target_params = fit_normalization(spec.target_normalization, y_train)
+    built = build(spec, arity, input_params, target_params)
+    x = np.asarray(x_train, dtype=spec.precision)
+    y = normalize(target_params, y_train).astype(spec.precision)
+    run_epoch = make_epoch_function(built, spec, x, y, x_val)
+    shuffle = np.random.default_rng(seed)
+    epochs_run = 0
+    stopped_reason: str | None = None
+    for epoch in range(spec.epochs):
+        loss_tensor, predictions = run_epoch(tf.constant(shuffle.permutation(len(x)), tf.int32))
+        epochs_run = epoch + 1
+        loss = float(loss_tensor)
+        if not math.isfinite(loss):
+            raise TrialFailure(f"diverged: training loss became {loss} at epoch {epoch + 1}")
+        if on_epoch is not None:
+            on_epoch(epoch, np.asarray(predictions, dtype=np.float64).reshape(-1))
+        if time.monotonic() > started + max_seconds and epoch + 1 < spec.epochs:
+            stopped_reason = f"time bound reached after {epoch + 1} epochs"
+            break
+    refitted = False
+    if spec.refit_output:
+        # In the log_abs domain a zero target sits at the floor, not on the linear law that
+        # every other row obeys: leave those rows out of the closing fit.
+        keep = y_train != 0 if target_params.transform == "log_abs" else None
+        refitted = _refit_output_layer(built, x, y, x_val, y_val, keep)
+    return TrainingResult(
+        model=built.exported,
+        epochs_run=epochs_run,
+        train_seconds=time.monotonic() - started,
+        refitted=refitted,
+        stopped_reason=stopped_reason,
+    )
+
+
+def _refit_output_layer(
+    built: BuiltModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    keep: np.ndarray | None = None,
+) -> bool:
+    """Solve the last linear layer by float64 least squares; keep it only if validation improves.
+
+    Adam stops near, not at, the optimum; for the last layer the optimum is a linear problem, so
+    a closing solve removes the optimiser's noise floor (exact for a linear model on add).
+    """
+    features = np.asarray(
+        keras.ops.convert_to_numpy(built.features(x, training=False)), dtype=np.float64
+    )
+    target = y.astype(np.float64)
+    if keep is not None:
+        features, target = features[keep], target[keep]
+    if len(features) == 0 or not np.all(np.isfinite(features)):
+        return False
+    design = np.hstack([features, np.ones((len(features), 1))])
+    solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+    if not np.all(np.isfinite(solution)):
+        return False
+    before = built.output_layer.get_weights()
+    error_before = _validation_mae(built.exported, x_val, y_val)
+    dtype = built.output_layer.dtype
+    kernel = solution[:-1].reshape(-1, 1).astype(dtype)
+    bias = solution[-1:].astype(dtype)
+    built.output_layer.set_weights([kernel, bias])
+    if _validation_mae(built.exported, x_val, y_val) <= error_before:
+        return True
+    built.output_layer.set_weights(before)
+    return False
+
+
+def _validation_mae(model: keras.Model, x_val: np.ndarray, y_val: np.ndarray) -> float:
+    with np.errstate(invalid="ignore", over="ignore"):
+        error = float(np.mean(np.abs(predict(model, x_val) - y_val)))
+    return error if math.isfinite(error) else math.inf

@@ -1,0 +1,138 @@
+"""optuna-dashboard itself, served on the sweep's own storage (`sweep dashboard`).
+
+The studies' notes and artifacts it shows are written by `sweep.publishing.notes`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import socketserver
+import warnings
+from pathlib import Path
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import optuna
+
+from sweep.errors import DashboardError
+from sweep.search import SweepStorage, open_existing_storage
+
+__all__ = ["DashboardServer", "open_dashboard", "serve_dashboard"]
+
+
+# --- the dashboard server ---------------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr: the terminal keeps the URL and the stop message."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """A thread per request: the dashboard's page fetches several API routes at once."""
+
+    daemon_threads = True  # Ctrl-C does not wait for a browser's keep-alive connections.
+    block_on_close = False
+    allow_reuse_port = False  # Never share a port another server is listening on.
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # A browser closing a connection early is not worth a traceback.
+
+
+class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+class DashboardServer:
+    """optuna-dashboard bound to a port, not yet serving; `url` is where to point a browser."""
+
+    def __init__(self, server: WSGIServer, storage: SweepStorage, url: str) -> None:
+        self._server = server
+        self._storage = storage
+        self.url = url
+
+    def serve_forever(self) -> None:
+        """Serve until interrupted (KeyboardInterrupt propagates to the caller)."""
+        # optuna-dashboard computes importances per page view; Optuna's "may be inaccurate"
+        # warnings would otherwise bury the URL under a screenful per click.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._server.serve_forever(poll_interval=0.25)
+
+    def close(self) -> None:
+        self._server.server_close()
+        self._storage.remove_session()
+        self._storage.engine.dispose()
+
+
+def open_dashboard(
+    storage_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    artifact_dir: str | os.PathLike[str] | None = None,
+) -> DashboardServer:
+    """Bind optuna-dashboard to `host`:`port` on the sweep's storage; serving starts later.
+
+    Binding first lets the caller report a busy port as one line and print the URL only once
+    it is true. Port 0 picks a free port (see `DashboardServer.url`).
+
+    Raises:
+        DashboardError: The port is taken or not allowed, the host is unknown, the SQLite file
+            or the artifact folder does not exist, or optuna-dashboard is not installed.
+        storage.StorageError: The database cannot be reached.
+    """
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise DashboardError(
+            "optuna-dashboard is not installed; pip install optuna-dashboard (a dependency of "
+            "neural-arithmetic-sweep: reinstall it)"
+        ) from None
+    store = None
+    if artifact_dir is not None:
+        folder = Path(artifact_dir)
+        if not folder.is_dir():
+            raise DashboardError(f"artifact folder {str(folder)!r} does not exist")
+        store = optuna.artifacts.FileSystemArtifactStore(folder)
+    storage = open_existing_storage(storage_url, DashboardError)
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
+    server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
+    try:
+        server = make_server(host, port, app, server_class=server_class,
+                             handler_class=_QuietHandler)
+    except OSError as e:
+        storage.engine.dispose()
+        if e.errno == errno.EADDRINUSE:
+            raise DashboardError(
+                f"port {port} on {host} is already in use; pick another with --port"
+            ) from None
+        reason = e.strerror or str(e) or type(e).__name__
+        raise DashboardError(f"cannot listen on {host}:{port}: {reason}") from None
+    bound_port = server.server_address[1]
+    shown_host = f"[{host}]" if ":" in host else host
+    return DashboardServer(server, storage, f"http://{shown_host}:{bound_port}/dashboard")
+
+
+def serve_dashboard(
+    storage_url: str,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    artifact_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """Run optuna-dashboard on the sweep's storage until Ctrl-C (which returns normally).
+
+    Raises:
+        DashboardError: As `open_dashboard`.
+    """
+    server = open_dashboard(storage_url, host, port, artifact_dir)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+

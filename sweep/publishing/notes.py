@@ -1,0 +1,307 @@
+"""What a person sees in optuna-dashboard for each study: a note on the best model, and the
+model and a plot attached as artifacts.
+
+The note is written with `optuna_dashboard.save_note`, the artifacts in the format of
+`optuna.artifacts.upload_artifact` (file first, then its record:
+`sweep.search.record_artifact`), so a stock ``optuna-dashboard URL --artifact-dir DIR`` shows
+them as well as `sweep dashboard` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mimetypes
+import os
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from storage import ModelEntry
+from sweep import settings
+from sweep.errors import PublishError, SweepError, first_line
+from sweep.nets import ExportableModel, Predictor
+from sweep.problem.data import Dataset, extrapolation_band
+from sweep.problem.metrics import evaluate
+from sweep.publishing.format import format_value as _fmt
+from sweep.publishing.summary import BestRow
+from sweep.search import PromotedModel, find_trial, record_artifact, storage_of
+
+__all__ = [
+    "default_artifact_dir",
+    "extrapolation_plot",
+    "publish_best",
+    "publisher",
+    "study_note",
+]
+
+
+def default_artifact_dir() -> Path:
+    """``$SWEEP_ARTIFACTS``, else ``./sweep-artifacts``: the folder the sweep and the
+    dashboard share (the same volume in docker-compose)."""
+    return settings.current().artifacts
+
+
+# --- study note and artifacts -----------------------------------------------------------------
+
+
+def _code(value: Any) -> str:
+    """Markdown inline code; backticks inside would end it early."""
+    return "`" + str(value).replace("`", "'").replace("|", "/") + "`"
+
+
+def study_note(
+    entry: ModelEntry,
+    dataset: Dataset,
+    artifacts: Mapping[str, str] | None = None,
+) -> str:
+    """The Markdown note for a study: what won, how, and how well, from the registry entry."""
+    row = BestRow.from_entry(entry)
+    p = row.params
+    spec = dataset.spec
+    band = extrapolation_band(spec.low, spec.high)
+    op = dataset.operation
+    variables = "a" if op.arity == 1 else "a, b"
+    parameters = p.get("parameters")
+    rows = [
+        ("operation", f"{_code(op.name)}: {_code(op.description)}"),
+        ("architecture", f"{_code(row.architecture)}"
+         + (f" ({parameters:,} parameters)" if isinstance(parameters, int) else "")),
+        ("normalisation (input / target)",
+         f"{_code(p.get('input_normalization', '?'))} / "
+         f"{_code(p.get('target_normalization', '?'))}"),
+        ("learning rate", f"{_fmt(row.learning_rate, 3)} ({_fmt(p.get('lr_schedule'))})"),
+        ("loss, batch size", f"{_fmt(p.get('loss'))}, {_fmt(p.get('batch_size'))}"),
+        ("registry", f"version {entry.version}, sha256 {_code(entry.sha256[:12])}, "
+         f"{entry.size_bytes:,} bytes"),
+        ("validation objective", _fmt(row.validation_objective, 6)),
+    ]
+    lines = [
+        f"## Best model: trial {entry.trial_number}, registry version {entry.version}",
+        "",
+        "| | |",
+        "|---|---|",
+        *(f"| {key} | {value} |" for key, value in rows),
+        "",
+        "### Errors in original units",
+        "",
+        "| set | MAE | median relative error | max absolute error | hit rate | pairs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, errors in (
+        (
+            f"unseen in-range pairs, {variables} in [{spec.low}, {spec.high})",
+            (row.mae, row.median_relative_error, row.max_absolute_error, row.hit_rate, row.count),
+        ),
+        (
+            f"extrapolation band, {variables} in [{band[0]}, {band[1]})",
+            (
+                row.extrapolation_mae,
+                row.extrapolation_median_relative_error,
+                row.extrapolation_max_absolute_error,
+                row.extrapolation_hit_rate,
+                row.extrapolation_count,
+            ),
+        ),
+    ):
+        lines.append(f"| {label} | " + " | ".join(_fmt(value) for value in errors) + " |")
+    hit = "rounded prediction equals the truth" if op.integer_valued else "relative error ≤ 1e-6"
+    lines += ["", f"A hit: {hit}."]
+    if artifacts:
+        where = ", ".join(_code(name) for name in artifacts)
+        lines += ["", f"Artifacts ({next(iter(artifacts.values()))}): {where}."]
+    lines += [
+        "",
+        f"_Written by `sweep` at {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC; "
+        "`sweep pull` fetches this model._",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _frozen_trial(study: optuna.Study, trial_number: int) -> FrozenTrial:
+    trial = find_trial(study, trial_number)
+    if trial is None:
+        raise PublishError(f"study {study.study_name!r} has no trial {trial_number}")
+    return trial
+
+
+def _writable_folder(folder: Path) -> Path:
+    """Create the artifact folder if needed and prove it takes a file.
+
+    Checked first, so an unwritable folder costs one clear warning and no half-done work.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sweep-probe-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise PublishError(f"artifact folder {str(folder)!r} is not writable: {reason}") from None
+    return folder
+
+
+def publish_best(
+    study: optuna.Study,
+    trial_number: int,
+    entry: ModelEntry,
+    model: ExportableModel,
+    dataset: Dataset,
+    artifact_dir: str | os.PathLike[str] | None,
+) -> None:
+    """Refresh the study note for a newly promoted model; attach the model and a plot as artifacts.
+
+    Call it right after a promotion, while the trial is still running (inside the objective):
+    Optuna only attaches artifacts to unfinished trials. For a finished trial the artifacts go to
+    the study instead, with the note naming the trial.
+
+    Args:
+        study: The operation's study.
+        trial_number: The promoted trial.
+        entry: The registry entry `promote` returned.
+        model: The promoted model (the plot shows its predictions on the extrapolation band).
+        dataset: The operation's dataset.
+        artifact_dir: The artifact folder shared with the dashboard; None writes the note only.
+
+    Raises:
+        PublishError: The note or the artifacts could not be written (one line; the caller
+            should warn and go on: the model is already in the registry).
+    """
+    artifacts: dict[str, str] = {}
+    target: FrozenTrial | optuna.Study | None = None
+    folder_error: PublishError | None = None
+    folder: Path | None = None
+    if artifact_dir is not None:
+        try:
+            folder = _writable_folder(Path(artifact_dir))
+        except PublishError as e:
+            folder_error = e  # The note is still worth writing; report the folder after it.
+        else:
+            trial = _frozen_trial(study, trial_number)
+            target = study if trial.state.is_finished() else trial
+            where = "on the study" if target is study else f"on trial {trial_number}"
+            stem = f"{study.study_name}-v{entry.version}"
+            artifacts = {f"{stem}.keras": where, f"{stem}-extrapolation.png": where}
+    try:
+        _save_note(study, study_note(entry, dataset, artifacts))
+    except PublishError:
+        raise
+    except Exception as e:  # Storage errors of every kind: publishing is best effort.
+        raise PublishError(f"cannot save the note of {study.study_name!r}: {first_line(e)}") from e
+    if folder_error is not None:
+        raise folder_error
+    if folder is None or target is None:
+        return
+    store = optuna.artifacts.FileSystemArtifactStore(folder)
+    with tempfile.TemporaryDirectory(prefix="sweep-artifacts-") as scratch:
+        model_path = Path(scratch) / f"{study.study_name}-v{entry.version}.keras"
+        plot_path = Path(scratch) / f"{study.study_name}-v{entry.version}-extrapolation.png"
+        try:
+            plot_path.write_bytes(extrapolation_plot(model, dataset, entry))
+            model_path.write_bytes(model.to_bytes())
+        except (SweepError, OSError) as e:
+            raise PublishError(f"cannot prepare the artifacts: {first_line(e)}") from e
+        attached: dict[str, str] = {}
+        try:
+            for path in (model_path, plot_path):
+                _attach_artifact(store, path, target, storage_of(study))
+                attached[path.name] = artifacts[path.name]
+        except Exception as e:
+            if attached != artifacts:  # The note must not promise what is not there.
+                with contextlib.suppress(Exception):
+                    _save_note(study, study_note(entry, dataset, attached))
+            raise PublishError(
+                f"cannot attach artifacts to {study.study_name!r} in {str(folder)!r}: "
+                f"{first_line(e)}"
+            ) from e
+
+
+def _attach_artifact(
+    store: optuna.artifacts.FileSystemArtifactStore,
+    path: Path,
+    target: FrozenTrial | optuna.Study,
+    storage: optuna.storages.BaseStorage,
+) -> None:
+    """`optuna.artifacts.upload_artifact` in the safe order: the whole file, then its record.
+
+    Optuna records an artifact before it writes the file, so a disk that fills up mid-write
+    leaves the dashboard listing half a file. Here a failed write is removed and never recorded.
+    """
+    artifact_id = str(uuid.uuid4())
+    try:
+        with path.open("rb") as handle:
+            store.write(artifact_id, handle)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            store.remove(artifact_id)
+        raise
+    mimetype, encoding = mimetypes.guess_type(path.name)
+    record_artifact(
+        target,
+        storage,
+        artifact_id=artifact_id,
+        filename=path.name,
+        mimetype=mimetype or "application/octet-stream",
+        encoding=encoding,
+    )
+
+
+def _save_note(study: optuna.Study, body: str) -> None:
+    """`optuna_dashboard.save_note`, imported late: the sweep runs without the dashboard extra."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        raise PublishError(
+            "optuna-dashboard is not installed; pip install optuna-dashboard (a dependency of "
+            "neural-arithmetic-sweep: reinstall it)"
+        ) from None
+    save_note(study, body)
+
+
+def extrapolation_plot(model: Predictor, dataset: Dataset, entry: ModelEntry | None) -> bytes:
+    """PNG: the model's predictions against the truth on the extrapolation band.
+
+    Raises:
+        ConfigError: matplotlib is not installed.
+    """
+    from sweep.publishing.plots import prediction_png  # matplotlib only when a plot is drawn
+
+    x, y = dataset.x_extrapolation, dataset.y_extrapolation
+    predictions = model.predict(x)
+    metrics = evaluate(predictions, y, dataset.operation.integer_valued)
+    band = extrapolation_band(dataset.spec.low, dataset.spec.high)
+    op = dataset.operation
+    version = f", registry version {entry.version} (trial {entry.trial_number})" if entry else ""
+    return prediction_png(
+        y,
+        predictions,
+        title=(
+            f"{op.name} ({op.description}) on the extrapolation band [{band[0]}, {band[1]})"
+            f"{version}"
+        ),
+        subtitle=(
+            f"hit rate {metrics.hit_rate:.3g}, median relative error "
+            f"{metrics.median_relative_error:.3g}, MAE {metrics.mae:.4g} ({metrics.count} pairs)"
+        ),
+        integer_valued=op.integer_valued,
+    )
+
+
+def publisher(artifact_dir: str | os.PathLike[str] | None) -> Callable[[PromotedModel], None]:
+    """The campaign's promotion hook: `publish_best` into `artifact_dir`."""
+
+    def publish(promoted: PromotedModel) -> None:
+        publish_best(
+            promoted.study,
+            promoted.trial_number,
+            promoted.entry,
+            promoted.model,
+            promoted.dataset,
+            artifact_dir,
+        )
+
+    return publish

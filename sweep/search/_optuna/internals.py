@@ -1,0 +1,86 @@
+"""Small accessors for Optuna's private attributes, so the rest of the code never spells them.
+
+`study._storage`, `study._study_id`, `FrozenTrial._trial_id` and the ``artifacts:<id>`` system
+attribute that `optuna.artifacts.upload_artifact` writes (and optuna-dashboard reads).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+__all__ = [
+    "ARTIFACT_ATTR_PREFIX",
+    "find_trial",
+    "record_artifact",
+    "storage_of",
+    "study_id",
+    "trial_id",
+    "unwrapped_storage",
+]
+
+ARTIFACT_ATTR_PREFIX = "artifacts:"
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study reads and writes (Optuna wraps RDB storages in a cache)."""
+    storage: optuna.storages.BaseStorage = study._storage
+    return storage
+
+
+def unwrapped_storage(study: optuna.Study) -> Any:
+    """The storage under Optuna's `_CachedStorage`, if it wraps one; else the study's own."""
+    storage: Any = study._storage
+    return getattr(storage, "_backend", storage)
+
+
+def study_id(study: optuna.Study) -> int:
+    return int(study._study_id)
+
+
+def trial_id(trial: FrozenTrial) -> int:
+    return int(trial._trial_id)
+
+
+def find_trial(study: optuna.Study, number: int) -> FrozenTrial | None:
+    """Trial `number` of `study`, read fresh from the storage; None if there is none."""
+    storage = storage_of(study)
+    try:
+        trial = storage.get_trial_id_from_study_id_trial_number(study_id(study), number)
+    except KeyError:
+        return None
+    return storage.get_trial(trial)
+
+
+def record_artifact(
+    target: FrozenTrial | optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    *,
+    artifact_id: str,
+    filename: str,
+    mimetype: str,
+    encoding: str | None,
+) -> None:
+    """Record an artifact whose file is already in the store, in Optuna's own format.
+
+    `optuna.artifacts.upload_artifact` records first and writes the file after, so a disk that
+    fills up mid-write leaves the dashboard listing half a file; the caller here writes the
+    whole file first. The record's format is what `get_all_artifact_meta` and optuna-dashboard
+    read.
+    """
+    meta = json.dumps(
+        {
+            "artifact_id": artifact_id,
+            "filename": filename,
+            "mimetype": mimetype,
+            "encoding": encoding,
+        }
+    )
+    key = f"{ARTIFACT_ATTR_PREFIX}{artifact_id}"
+    if isinstance(target, optuna.Study):
+        storage.set_study_system_attr(study_id(target), key, meta)
+    else:
+        storage.set_trial_system_attr(trial_id(target), key, meta)

@@ -1,0 +1,298 @@
+"""Campaign configuration: defaults in code, a TOML file over them, CLI flags over that.
+
+Everything is validated here, before anything is written: unknown keys, impossible ranges and
+empty choice lists are refused with one line naming the value.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sweep.errors import ConfigError
+from sweep.problem.data import DataSpec
+from sweep.problem.operations import Operation, resolve_operations
+from sweep.search.space import SearchSpace
+
+if TYPE_CHECKING:
+    from storage import ModelRegistry
+
+CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+DEFAULT_CAMPAIGN = "arith"
+SAMPLERS: tuple[str, ...] = ("auto", "tpe", "random", "cmaes", "gp", "nsga2")
+PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
+OBJECTIVES: tuple[str, ...] = ("mae", "median_relative_error")
+SECOND_OBJECTIVES: tuple[str, ...] = ("none", "parameters")
+
+# Settings that decide what a trial *is*: changing them under an existing campaign would mix
+# incomparable trials in one study, so a re-run must match them. The rest are run settings.
+IDENTITY_FIELDS: tuple[str, ...] = (
+    "seed", "data", "space", "overrides", "objective", "second_objective",
+)
+
+
+def study_name(campaign: str, operation: str) -> str:
+    """``<campaign>.<operation>``: what `optuna studies` and optuna-dashboard list."""
+    return f"{campaign}.{operation}"
+
+
+def validate_campaign_name(name: str) -> str:
+    # fullmatch: with match, "$" also matches before a trailing newline ("abc\n" passed).
+    if not isinstance(name, str) or not CAMPAIGN_NAME.fullmatch(name):
+        raise ConfigError(
+            f"invalid campaign name {name!r}; use 1-48 letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """One campaign: which operations, which data, which space, which budget."""
+
+    name: str = DEFAULT_CAMPAIGN
+    operations: tuple[str, ...] = ("all",)
+    expressions: Mapping[str, str] = field(default_factory=dict)
+    seed: int = 0
+    data: DataSpec = field(default_factory=DataSpec)
+    space: SearchSpace = field(default_factory=SearchSpace)
+    overrides: Mapping[str, SearchSpace] = field(default_factory=dict)
+    trials: int | None = 20
+    timeout: float | None = None
+    sampler: str = "auto"
+    pruner: str = "median"
+    objective: str = "mae"
+    second_objective: str = "none"
+    max_trial_seconds: float = 120.0
+    startup_designs: bool = True
+
+    def validate(self) -> None:
+        validate_campaign_name(self.name)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.trials is not None and (
+            isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1
+        ):
+            raise ConfigError(f"trials must be a positive integer, got {self.trials!r}")
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, int | float)
+            or not self.timeout > 0
+        ):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.trials is None and self.timeout is None:
+            raise ConfigError("a sweep needs a budget: set trials, timeout, or both")
+        _check_choice("sampler", self.sampler, SAMPLERS)
+        _check_choice("pruner", self.pruner, PRUNERS)
+        _check_choice("objective", self.objective, OBJECTIVES)
+        _check_choice("second_objective", self.second_objective, SECOND_OBJECTIVES)
+        if not isinstance(self.startup_designs, bool):
+            raise ConfigError(
+                f"startup_designs must be true or false, got {self.startup_designs!r}"
+            )
+        if not (
+            isinstance(self.max_trial_seconds, int | float) and self.max_trial_seconds > 0
+        ) or isinstance(self.max_trial_seconds, bool):
+            raise ConfigError(
+                f"max_trial_seconds must be a positive number, got {self.max_trial_seconds!r}"
+            )
+        self.data.validate()
+        self.space.validate()
+        operations = self.resolved_operations()
+        names = {op.name for op in operations}
+        for op_name in self.overrides:
+            if op_name not in names:
+                raise ConfigError(
+                    f"overrides.{op_name} names an operation this campaign does not sweep; "
+                    f"swept: {', '.join(sorted(names))}"
+                )
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.second_objective != "none"
+
+    def resolved_operations(self) -> list[Operation]:
+        return resolve_operations(self.operations, self.expressions)
+
+    def space_for(self, operation: str) -> SearchSpace:
+        return self.overrides.get(operation, self.space)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, stored with the campaign so a worker needs only its name."""
+        return {
+            "name": self.name,
+            "operations": list(self.operations),
+            "expressions": dict(self.expressions),
+            "seed": self.seed,
+            "data": self.data.to_dict(),
+            "space": self.space.to_dict(),
+            "overrides": {op: space.to_dict() for op, space in self.overrides.items()},
+            "trials": self.trials,
+            "timeout": self.timeout,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "objective": self.objective,
+            "second_objective": self.second_objective,
+            "max_trial_seconds": self.max_trial_seconds,
+            "startup_designs": self.startup_designs,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> CampaignConfig:
+        """Inverse of `to_dict` (a stored campaign, read by every worker and by pull).
+
+        Raises:
+            ConfigError: an invalid value, or a stored form that was damaged or written by an
+                incompatible version (a missing key, a list where a table belongs, ...).
+        """
+        try:
+            return cls._from_dict(raw)
+        except ConfigError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            name = raw.get("name") if isinstance(raw, Mapping) else None
+            what = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
+            raise ConfigError(
+                f"stored campaign {name!r} cannot be read ({what}); it was damaged or written "
+                "by an incompatible version of sweep"
+            ) from None
+
+    @classmethod
+    def _from_dict(cls, raw: Mapping[str, Any]) -> CampaignConfig:
+        base = SearchSpace.from_dict(raw.get("space", {}))
+        config = cls(
+            name=raw["name"],
+            operations=tuple(raw["operations"]),
+            expressions=dict(raw.get("expressions", {})),
+            seed=raw["seed"],
+            data=DataSpec.from_dict(raw["data"]),
+            space=base,
+            overrides={
+                op: SearchSpace.from_dict(value, base)
+                for op, value in raw.get("overrides", {}).items()
+            },
+            trials=raw.get("trials"),
+            timeout=raw.get("timeout"),
+            sampler=raw.get("sampler", "auto"),
+            pruner=raw.get("pruner", "median"),
+            objective=raw.get("objective", "mae"),
+            second_objective=raw.get("second_objective", "none"),
+            max_trial_seconds=raw.get("max_trial_seconds", 120.0),
+            startup_designs=raw.get("startup_designs", True),
+        )
+        config.validate()
+        return config
+
+    def identity_conflicts(self, stored: CampaignConfig) -> list[str]:
+        """Names of the identity settings where `self` differs from the stored campaign."""
+        mine, theirs = self.to_dict(), stored.to_dict()
+        conflicts = [key for key in IDENTITY_FIELDS if mine[key] != theirs[key]]
+        for name, text in self.expressions.items():
+            if name in stored.expressions and stored.expressions[name] != text:
+                conflicts.append(f"expressions.{name}")
+        return conflicts
+
+
+def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} {value!r} is not allowed; choose from {', '.join(allowed)}")
+
+
+_CAMPAIGN_KEYS = {
+    "name", "operations", "seed", "trials", "timeout", "sampler", "pruner", "objective",
+    "second_objective", "max_trial_seconds", "startup_designs",
+}
+_TOP_LEVEL_KEYS = {"campaign", "expressions", "data", "space", "overrides"}
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a campaign file; any read or syntax problem is one ConfigError line."""
+    file = Path(path)
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(file)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(file)!r} is a directory, not a TOML file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {str(file)!r}: {e}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(file)!r} is not valid TOML: {e}") from None
+
+
+def config_from_toml(raw: Mapping[str, Any], base: CampaignConfig | None = None) -> CampaignConfig:
+    """Overlay a parsed TOML document on `base` (the defaults)."""
+    config = base or CampaignConfig()
+    _reject_unknown("", raw, _TOP_LEVEL_KEYS)
+    campaign = _table(raw, "campaign")
+    _reject_unknown("campaign.", campaign, _CAMPAIGN_KEYS)
+    updates: dict[str, Any] = dict(campaign)
+    if "operations" in updates:
+        ops = updates["operations"]
+        if isinstance(ops, str):
+            ops = [part.strip() for part in ops.split(",") if part.strip()]
+        if not isinstance(ops, list) or not ops or not all(isinstance(o, str) for o in ops):
+            raise ConfigError(
+                "campaign.operations must be a non-empty list of names, "
+                f"got {campaign['operations']!r}"
+            )
+        updates["operations"] = tuple(ops)
+    expressions = _table(raw, "expressions")
+    for name, text in expressions.items():
+        if not isinstance(text, str):
+            raise ConfigError(f"expressions.{name} must be a string, got {text!r}")
+    if expressions:
+        updates["expressions"] = {**config.expressions, **expressions}
+    if "data" in raw:
+        data_table = _table(raw, "data")
+        allowed = {f.name for f in fields(DataSpec)} - {"seed"}
+        _reject_unknown("data.", data_table, allowed)
+        updates["data"] = DataSpec.from_dict({**config.data.to_dict(), **data_table})
+    space = SearchSpace.from_dict(_table(raw, "space"), config.space)
+    updates["space"] = space
+    overrides_table = _table(raw, "overrides")
+    overrides: dict[str, SearchSpace] = dict(config.overrides)
+    for op_name, table in overrides_table.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"overrides.{op_name} must be a table of space keys")
+        overrides[op_name] = SearchSpace.from_dict(table, space)
+    updates["overrides"] = overrides
+    try:
+        config = replace(config, **updates)
+    except TypeError as e:  # pragma: no cover - keys were checked above
+        raise ConfigError(str(e)) from None
+    return with_seed(config, config.seed)
+
+
+def with_seed(config: CampaignConfig, seed: int) -> CampaignConfig:
+    """The campaign seed also seeds the data, so one number reproduces everything."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+    return replace(config, seed=seed, data=replace(config.data, seed=seed))
+
+
+def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a TOML table, got {value!r}")
+    return value
+
+
+def _reject_unknown(prefix: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown config key {prefix + str(key)!r}; allowed: {', '.join(sorted(allowed))}"
+            )
+
+
+def load_campaign_config(registry: ModelRegistry, name: str) -> CampaignConfig | None:
+    """The campaign stored under `name`, or None if there is none."""
+    stored = registry.load_campaign(name)
+    return CampaignConfig.from_dict(stored) if stored is not None else None

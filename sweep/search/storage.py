@@ -1,0 +1,87 @@
+"""Opening Optuna's storage the one way every part of the sweep does.
+
+Workers, the dashboard, the report and a user's notebook all get the same `SweepStorage`: our
+engine options (WAL and a busy timeout on SQLite, small bounded pools on servers), buffered
+per-trial writes, and heartbeats so a killed worker's trial is failed and retried.
+"""
+
+from __future__ import annotations
+
+import optuna
+
+from storage import (
+    StorageError,
+    check_reachable,
+    create_engine,
+    enable_sqlite_wal,
+    engine_options,
+    mask_url,
+)
+from storage import normalize_storage_url as _normalize
+from storage.engine import sqlite_path
+from storage.locks import NamedLock
+from sweep import settings
+from sweep.errors import SweepError, first_line
+from sweep.search._optuna import quiet_optuna
+from sweep.search._optuna.storage import DATABASE_ERRORS, SweepStorage, backend_of
+
+__all__ = [
+    "DATABASE_ERRORS",
+    "SweepStorage",
+    "backend_of",
+    "open_existing_storage",
+    "optuna_storage",
+]
+
+# A worker killed mid-trial (SIGKILL, machine loss) stops beating; after the grace period any
+# worker marks its trial FAIL and the retry callback queues a copy.
+MAX_RETRIES_OF_A_STALE_TRIAL = 3
+
+
+def optuna_storage(url: str) -> SweepStorage:
+    """The Optuna storage the sweep's workers use, for `optuna.load_study` and friends.
+
+    ``optuna.load_study(study_name="arith.multiply", storage=sweep.optuna_storage(url))``
+    opens a campaign's study exactly as a worker does. Creates Optuna's tables on a fresh
+    database (serialised across processes: workers starting together would race on CREATE
+    TABLE).
+
+    Raises:
+        storage.InvalidStorageURL: `url` is not a supported storage URL.
+        storage.StorageUnavailable: the database cannot be reached.
+    """
+    url = _normalize(url)
+    quiet_optuna()
+    check_reachable(url)
+    enable_sqlite_wal(url)
+    current = settings.current()
+    engine = create_engine(url)
+    try:
+        with NamedLock(engine, "optuna-schema"):
+            return SweepStorage(
+                url,
+                engine_kwargs=engine_options(url),
+                heartbeat_interval=current.heartbeat_interval,
+                grace_period=current.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_RETRIES_OF_A_STALE_TRIAL
+                ),
+            )
+    finally:
+        engine.dispose()
+
+
+def open_existing_storage(url: str, error: type[SweepError]) -> SweepStorage:
+    """`optuna_storage` for readers (dashboard, report): a missing SQLite file is refused, not
+    created, and a storage Optuna cannot open (e.g. a newer schema) is one `error` line."""
+    url = _normalize(url)
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise error(f"no database at {str(path)!r}; run `sweep run` first or pass --storage")
+    check_reachable(url)
+    try:
+        return optuna_storage(url)
+    except (SweepError, StorageError):
+        raise
+    except Exception as e:  # Optuna's own refusals: a newer schema, an alembic failure, ...
+        raise error(f"cannot open the studies on {mask_url(url)}: {first_line(e)}") from e

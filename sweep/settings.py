@@ -1,0 +1,159 @@
+"""Every ``SWEEP_*`` environment variable, typed and checked, read in one place.
+
+The CLI reads them once per command (`refresh`); library code asks `current()`, which reads them
+on first use. A value that does not parse is a `ConfigError` naming the variable and what it
+accepts, never a silent default: a typo in a deployment should be seen, not guessed around.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from sweep.errors import ConfigError
+
+__all__ = ["VARIABLES", "Settings", "current", "refresh"]
+
+# name -> (Settings field, one-line description for README and --help).
+VARIABLES: dict[str, tuple[str, str]] = {
+    "SWEEP_STORAGE": ("storage", "database URL when --storage is not given"),
+    "SWEEP_CAMPAIGN": ("campaign", "campaign name when --campaign is not given"),
+    "SWEEP_ARTIFACTS": ("artifacts", "artifact folder shared by the sweep and the dashboard"),
+    "SWEEP_DATABASE_PATIENCE": (
+        "database_patience", "seconds a worker rides out a lost database (default 120)"
+    ),
+    "SWEEP_HEARTBEAT_INTERVAL": (
+        "heartbeat_interval", "seconds between a running trial's heartbeats (default 10)"
+    ),
+    "SWEEP_GRACE_PERIOD": (
+        "grace_period", "seconds without a heartbeat before a trial is failed and retried "
+        "(default 30)"
+    ),
+    "SWEEP_PIN_WORKERS": ("pin_workers", "0 leaves `run --workers K` workers unpinned"),
+    "SWEEP_WORKERS": ("workers", "set by `run --workers K` for its workers: K"),
+    "SWEEP_WORKER_CORE": ("worker_core", "set by `run --workers K`: the core of this worker"),
+    "SWEEP_PARENT_PID": ("parent_pid", "set by `run --workers K`: the parent to exit with"),
+    "SWEEP_TF_VERBOSE": ("tf_verbose", "1 shows TensorFlow's start-up messages"),
+}
+
+DEFAULT_ARTIFACT_DIR = "sweep-artifacts"
+_MAX_SECONDS = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The environment's settings; every field has the value the sweep uses."""
+
+    storage: str | None = None
+    campaign: str | None = None
+    artifacts: Path = Path(DEFAULT_ARTIFACT_DIR)
+    database_patience: float = 120.0
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    pin_workers: bool = True
+    workers: int = 1
+    worker_core: int | None = None
+    parent_pid: int | None = None
+    tf_verbose: bool = False
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Parse the ``SWEEP_*`` variables of `environ` (``os.environ`` when None).
+
+        Raises:
+            ConfigError: a variable is set to a value it does not accept.
+        """
+        env = os.environ if environ is None else environ
+
+        def raw(name: str) -> str | None:
+            value = env.get(name)
+            return value.strip() if value is not None and value.strip() else None
+
+        values: dict[str, object] = {}
+        if (storage := env.get("SWEEP_STORAGE")) is not None and storage.strip():
+            values["storage"] = storage
+        if (campaign := env.get("SWEEP_CAMPAIGN")) is not None and campaign.strip():
+            values["campaign"] = campaign  # verbatim: the name check refuses "abc\n"
+        if (artifacts := raw("SWEEP_ARTIFACTS")) is not None:
+            values["artifacts"] = Path(artifacts)
+        if (text := raw("SWEEP_DATABASE_PATIENCE")) is not None:
+            values["database_patience"] = _seconds("SWEEP_DATABASE_PATIENCE", text)
+        for name, key in (
+            ("SWEEP_HEARTBEAT_INTERVAL", "heartbeat_interval"),
+            ("SWEEP_GRACE_PERIOD", "grace_period"),
+        ):
+            if (text := raw(name)) is not None:
+                values[key] = _integer(name, text, minimum=1, maximum=int(_MAX_SECONDS))
+        if (text := raw("SWEEP_PIN_WORKERS")) is not None:
+            values["pin_workers"] = _flag("SWEEP_PIN_WORKERS", text)
+        if (text := raw("SWEEP_WORKERS")) is not None:
+            values["workers"] = _integer("SWEEP_WORKERS", text, minimum=1, maximum=4096)
+        if (text := raw("SWEEP_WORKER_CORE")) is not None:
+            values["worker_core"] = _integer("SWEEP_WORKER_CORE", text, minimum=0, maximum=65535)
+        if (text := raw("SWEEP_PARENT_PID")) is not None:
+            values["parent_pid"] = _integer("SWEEP_PARENT_PID", text, minimum=1, maximum=2**31)
+        if (text := raw("SWEEP_TF_VERBOSE")) is not None:
+            values["tf_verbose"] = _flag("SWEEP_TF_VERBOSE", text)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _show(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 < value <= _MAX_SECONDS:
+        raise ConfigError(
+            f"{name}={_show(text)} is not allowed; give a number of seconds in (0, "
+            f"{_MAX_SECONDS:g}]"
+        )
+    return value
+
+
+def _integer(name: str, text: str, *, minimum: int, maximum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise ConfigError(
+            f"{name}={_show(text)} is not allowed; give an integer from {minimum} to {maximum}"
+        )
+    return value
+
+
+def _flag(name: str, text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={_show(text)} is not allowed; give 1 or 0")
+
+
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    """The settings of this process, read from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Settings.from_environment()
+    return _current
+
+
+def refresh(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the environment again (each CLI command starts here)."""
+    global _current
+    _current = Settings.from_environment(environ)
+    return _current
+
+
+assert {key for key, _ in VARIABLES.values()} == {f.name for f in fields(Settings)}

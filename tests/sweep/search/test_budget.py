@@ -1,0 +1,85 @@
+"""Slot reservation as a unit: what the two reads decide, and that the lock is never leaked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from sweep.search.budget import (
+    AllTaken,
+    BudgetMet,
+    Reserved,
+    TrialCounts,
+    reserve_slot,
+)
+
+
+class RecordingLock:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def acquire(self) -> None:
+        self.events.append("acquire")
+
+    def release(self) -> None:
+        self.events.append("release")
+
+
+def _reads(*counts: tuple[int, int]) -> Callable[[], TrialCounts]:
+    queue = [TrialCounts(counted, reserved, None) for counted, reserved in counts]
+    return lambda: queue.pop(0)
+
+
+def test_a_time_budget_reserves_without_counting_or_locking() -> None:
+    def never() -> TrialCounts:
+        raise AssertionError("a time budget must not count trials")
+
+    lock = RecordingLock()
+    result = reserve_slot(never, None, lambda: lock)
+    assert isinstance(result, Reserved) and lock.events == []
+    result.lock.release()  # releasing the no-op lock is harmless
+
+
+@pytest.mark.parametrize(
+    ("first", "expected"),
+    [((5, 5), BudgetMet), ((3, 5), AllTaken)],
+    ids=["spent", "all-running"],
+)
+def test_a_known_answer_needs_no_lock(first: tuple[int, int], expected: type) -> None:
+    lock = RecordingLock()
+    assert isinstance(reserve_slot(_reads(first), 5, lambda: lock), expected)
+    assert lock.events == []
+
+
+def test_a_free_slot_is_returned_with_its_lock_held() -> None:
+    lock = RecordingLock()
+    result = reserve_slot(_reads((2, 3), (2, 3)), 5, lambda: lock)
+    assert isinstance(result, Reserved) and result.lock is lock
+    assert lock.events == ["acquire"]
+
+
+@pytest.mark.parametrize(
+    ("second", "expected"),
+    [((5, 5), BudgetMet), ((4, 5), AllTaken)],
+    ids=["spent-meanwhile", "taken-meanwhile"],
+)
+def test_the_read_under_the_lock_decides(second: tuple[int, int], expected: type) -> None:
+    lock = RecordingLock()
+    assert isinstance(reserve_slot(_reads((2, 3), second), 5, lambda: lock), expected)
+    assert lock.events == ["acquire", "release"]
+
+
+def test_a_failed_read_under_the_lock_releases_it() -> None:
+    lock = RecordingLock()
+    calls = iter([TrialCounts(0, 0, None)])
+
+    def counts() -> TrialCounts:
+        try:
+            return next(calls)
+        except StopIteration:
+            raise ConnectionError("lost") from None
+
+    with pytest.raises(ConnectionError):
+        reserve_slot(counts, 5, lambda: lock)
+    assert lock.events == ["acquire", "release"]

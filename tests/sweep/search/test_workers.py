@@ -1,0 +1,255 @@
+"""Distributed sweeps with real worker processes on real PostgreSQL, MariaDB and SQLite."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from storage import ModelRegistry
+
+OPS = ("add", "multiply")
+
+
+def _campaign_file(tmp_path: Path, trials: int, epochs: int = 2, examples: int = 600) -> Path:
+    path = tmp_path / "campaign.toml"
+    path.write_text(
+        f"""
+[campaign]
+operations = {list(OPS)!r}
+trials = {trials}
+[data]
+examples = {examples}
+test_examples = 200
+extrapolation_examples = 200
+[space]
+epochs = {epochs}
+layers = {{ low = 0, high = 2 }}
+"""
+    )
+    return path
+
+
+def _env(url: str, **extra: str) -> dict[str, str]:
+    return {**os.environ, "SWEEP_STORAGE": url, "SWEEP_CAMPAIGN": "dist", **extra}
+
+
+def _start_workers(
+    n: int, url: str, config: Path, **extra: str
+) -> list[subprocess.Popen[str]]:
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "sweep", "worker", "--config", str(config)],
+            env=_env(url, SWEEP_WORKERS=str(n), **extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+
+
+def _wait(processes: list[subprocess.Popen[str]], timeout: float = 400) -> list[str]:
+    errors = []
+    try:
+        for process in processes:
+            _, stderr = process.communicate(timeout=timeout)
+            if process.returncode not in (0, -signal.SIGKILL):
+                errors.append(f"exit {process.returncode}: {stderr}")
+            assert "Traceback" not in stderr, stderr
+    finally:
+        for process in processes:  # never leave a worker behind, whatever failed
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert not errors, errors
+    return errors
+
+
+def _studies(url: str) -> dict[str, optuna.Study]:
+    return {
+        op: optuna.load_study(study_name=f"dist.{op}", storage=url) for op in OPS
+    }
+
+
+def _assert_budget_exact(url: str, budget: int) -> None:
+    for op, study in _studies(url).items():
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        counted = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
+        assert counted == budget, (op, states)
+        assert TrialState.RUNNING not in states, (op, states)
+        assert TrialState.WAITING not in states, (op, states)
+
+
+def _assert_registry_holds_true_best(url: str) -> None:
+    with ModelRegistry(url) as registry:
+        for op, study in _studies(url).items():
+            complete = [
+                t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            ]
+            best = registry.best("dist", op)
+            assert best is not None, op
+            assert best.objective_value == pytest.approx(min(t.value for t in complete))
+            versions = [e.version for e in registry.history("dist", op)]
+            assert versions == list(range(1, len(versions) + 1))
+
+
+@pytest.mark.slow
+def test_three_workers_share_one_exact_budget(server_url: str, tmp_path: Path) -> None:
+    """Three workers start at once, race to create the campaign, and fill 5 trials per op."""
+    config = _campaign_file(tmp_path, trials=5)
+    _wait(_start_workers(3, server_url, config))
+    _assert_budget_exact(server_url, 5)
+    _assert_registry_holds_true_best(server_url)
+
+
+@pytest.mark.slow
+def test_local_workers_on_sqlite(tmp_path: Path) -> None:
+    """`sweep run --workers 2` on SQLite: WAL, busy timeout and a file lock keep it exact."""
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    config = _campaign_file(tmp_path, trials=4)
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep", "run", "--workers", "2", "--config", str(config)],
+        env=_env(url), capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "database is locked" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Best model per operation" in result.stdout
+    _assert_budget_exact(url, 4)
+    _assert_registry_holds_true_best(url)
+
+
+def _wait_for_running_trial(url: str, pid: int | None = None, timeout: float = 120) -> None:
+    """Until some trial (of process `pid`, if given) is RUNNING and has started training."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            for study in _studies(url).values():
+                for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    worker = str(trial.user_attrs.get("worker", ""))
+                    if pid is None or worker.endswith(f":{pid}"):
+                        return
+        except KeyError:
+            pass  # studies not created yet
+        time.sleep(0.2)
+    pytest.fail("no trial started")
+
+
+@pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.parametrize("server_url", ["postgresql"], indirect=True)
+def test_a_killed_worker_leaves_nothing_running(server_url: str, tmp_path: Path) -> None:
+    """SIGKILL mid-trial: the heartbeat marks the trial failed, it is retried, budget exact."""
+    config = _campaign_file(tmp_path, trials=4, epochs=300, examples=3000)
+    fast_heartbeat = {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_GRACE_PERIOD": "4"}
+    victim, survivor = _start_workers(2, server_url, config, **fast_heartbeat)
+    try:
+        _wait_for_running_trial(server_url, pid=victim.pid)
+    except BaseException:
+        _wait([victim, survivor], timeout=0.1)
+        raise
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    _wait([survivor])
+    _assert_budget_exact(server_url, 4)
+    failed = [
+        t for s in _studies(server_url).values()
+        for t in s.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    ]
+    assert failed, "the killed worker's trial should have been failed by the heartbeat"
+
+
+@pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.parametrize("server_url", ["postgresql"], indirect=True)
+def test_workers_survive_terminated_connections(server_url: str, tmp_path: Path) -> None:
+    """pg_terminate_backend on every worker connection, repeatedly: the sweep still completes."""
+    config = _campaign_file(tmp_path, trials=5, epochs=150, examples=2000)
+    workers = _start_workers(2, server_url, config)
+    database = sqlalchemy.engine.make_url(server_url).database
+    admin = sqlalchemy.create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test", poolclass=sqlalchemy.NullPool
+    )
+    terminated = 0
+    stop = threading.Event()
+
+    def terminate() -> None:
+        nonlocal terminated
+        while not stop.wait(3.0):
+            with admin.connect() as connection:
+                terminated += len(connection.execute(
+                    sqlalchemy.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": database},
+                ).all())
+
+    _wait_for_running_trial(server_url)
+    thread = threading.Thread(target=terminate, daemon=True)
+    thread.start()
+    try:
+        for worker in workers:
+            _, stderr = worker.communicate(timeout=400)
+            assert worker.returncode == 0, stderr
+    finally:
+        stop.set()
+        thread.join()
+        admin.dispose()
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    assert terminated > 0
+    _assert_budget_exact(server_url, 5)
+
+
+def test_local_workers_get_a_core_each_only_when_they_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sweep import settings
+    from sweep.search.workers import worker_cores
+
+    cores = sorted(os.sched_getaffinity(0))
+    assert worker_cores(1) is None  # one worker keeps every core
+    assert worker_cores(len(cores)) == cores
+    assert worker_cores(len(cores) + 1) is None  # more workers than cores: the OS places them
+    monkeypatch.setenv("SWEEP_PIN_WORKERS", "0")
+    settings.refresh()
+    assert worker_cores(len(cores)) is None
+    monkeypatch.delenv("SWEEP_PIN_WORKERS")
+    settings.refresh()
+
+
+_PINNED = """
+import os, sys
+from sweep.nets._runtime import configure_tensorflow
+from sweep.search.workers import pin_to_assigned_core
+configure_tensorflow(1)
+import tensorflow as tf
+print(pin_to_assigned_core())
+tf.constant(1.0) + 1.0  # TF's thread pools start after pinning: they must inherit it
+masks = {frozenset(os.sched_getaffinity(int(t))) for t in os.listdir("/proc/self/task")}
+print(sorted(sorted(m) for m in masks))
+"""
+
+
+def test_a_pinned_worker_keeps_all_its_threads_on_its_core() -> None:
+    core = max(os.sched_getaffinity(0))
+    env = {**os.environ, "SWEEP_WORKER_CORE": str(core)}
+    done = subprocess.run(
+        [sys.executable, "-c", _PINNED], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-2:] == [str(core), str([[core]])]

@@ -1,0 +1,73 @@
+"""The SWEEP_* settings: typed, refused in one line when they do not parse, all documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sweep.errors import ConfigError
+from sweep.settings import VARIABLES, Settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_unset_means_the_defaults() -> None:
+    assert Settings.from_environment({}) == Settings()
+
+
+def test_values_are_parsed_to_their_types() -> None:
+    parsed = Settings.from_environment(
+        {
+            "SWEEP_STORAGE": "sqlite:///x.db",
+            "SWEEP_CAMPAIGN": "night",
+            "SWEEP_ARTIFACTS": "out",
+            "SWEEP_DATABASE_PATIENCE": "2.5",
+            "SWEEP_HEARTBEAT_INTERVAL": "3",
+            "SWEEP_GRACE_PERIOD": "9",
+            "SWEEP_PIN_WORKERS": "0",
+            "SWEEP_WORKERS": "4",
+            "SWEEP_WORKER_CORE": "1",
+            "SWEEP_PARENT_PID": "1",
+            "SWEEP_TF_VERBOSE": "yes",
+        }
+    )
+    assert parsed == Settings(
+        storage="sqlite:///x.db", campaign="night", artifacts=Path("out"),
+        database_patience=2.5, heartbeat_interval=3, grace_period=9, pin_workers=False,
+        workers=4, worker_core=1, parent_pid=1, tf_verbose=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SWEEP_DATABASE_PATIENCE", "soon"),
+        ("SWEEP_DATABASE_PATIENCE", "inf"),
+        ("SWEEP_DATABASE_PATIENCE", "-1"),
+        ("SWEEP_HEARTBEAT_INTERVAL", "0"),
+        ("SWEEP_GRACE_PERIOD", "1.5"),
+        ("SWEEP_PIN_WORKERS", "maybe"),
+        ("SWEEP_WORKERS", "0"),
+        ("SWEEP_WORKER_CORE", "-3"),
+        ("SWEEP_PARENT_PID", "abc"),
+        ("SWEEP_TF_VERBOSE", "2"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environment({name: value})
+    message = str(caught.value)
+    assert message.startswith(f"{name}=") and "\n" not in message
+
+
+def test_a_huge_value_is_not_echoed_whole() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environment({"SWEEP_WORKERS": "9" * 100_000})
+    assert len(str(caught.value)) < 200
+
+
+def test_the_readme_lists_every_variable() -> None:
+    text = README.read_text()
+    missing = [name for name in VARIABLES if f"`{name}`" not in text]
+    assert not missing, missing
