@@ -28,7 +28,7 @@ import sweep.nets.training
 from benchmarks._common import load_average, log, median
 from storage import ModelRegistry
 from sweep.nets.saving import load_model_bytes
-from sweep.nets.training import predict
+from sweep.nets.training import KerasPredictor, predict
 from sweep.problem.data import Dataset, DataSpec, make_dataset
 from sweep.problem.metrics import evaluate_splits
 from sweep.problem.operations import resolve_operations
@@ -148,7 +148,7 @@ def run_original(dataset: Dataset, budget: float) -> MethodResult:
         keras.utils.set_random_seed(seed)
         model = original_network(dataset.arity)
         model.fit(x, y, epochs=10, batch_size=10, verbose=0)
-        runs.append(_reported(evaluate_splits(lambda x, m=model: predict(m, x), dataset)))
+        runs.append(_reported(evaluate_splits(KerasPredictor(model).predict, dataset)))
         durations.append(time.monotonic() - run_started)
         seed += 1
     metrics = {key: median(run[key] for run in runs) for key in REPORTED}

@@ -8,17 +8,27 @@ from __future__ import annotations
 
 from storage.engine import check_reachable, create_engine, enable_sqlite_wal, engine_options
 from storage.errors import (
+    CampaignConflict,
     ChecksumMismatch,
+    DamagedRegistry,
+    ForeignDatabase,
     IncompatibleSchema,
     InvalidRegistryValue,
     InvalidStorageURL,
     ModelNotFound,
+    PromotionRefused,
     StorageError,
     StorageInternalError,
     StorageUnavailable,
 )
-from storage.models import SCHEMA_VERSION, ensure_schema
-from storage.registry import ModelCandidate, ModelEntry, ModelRegistry
+from storage.models import SCHEMA_VERSION, check_not_foreign, ensure_schema
+from storage.registry import (
+    CampaignMerge,
+    ModelCandidate,
+    ModelEntry,
+    ModelRegistry,
+    PromotionGuard,
+)
 from storage.urls import (
     DEFAULT_STORAGE_URL,
     dialect_of,
@@ -30,7 +40,11 @@ from storage.urls import (
 __all__ = [
     "DEFAULT_STORAGE_URL",
     "SCHEMA_VERSION",
+    "CampaignConflict",
+    "CampaignMerge",
     "ChecksumMismatch",
+    "DamagedRegistry",
+    "ForeignDatabase",
     "IncompatibleSchema",
     "InvalidRegistryValue",
     "InvalidStorageURL",
@@ -38,9 +52,12 @@ __all__ = [
     "ModelEntry",
     "ModelNotFound",
     "ModelRegistry",
+    "PromotionGuard",
+    "PromotionRefused",
     "StorageError",
     "StorageInternalError",
     "StorageUnavailable",
+    "check_not_foreign",
     "check_reachable",
     "create_engine",
     "dialect_of",

@@ -74,9 +74,21 @@ def create_engine(url: str) -> Engine:
         InvalidStorageURL: The URL is not a supported storage URL.
     """
     normalized = normalize_storage_url(url)
-    engine = sqlalchemy.create_engine(normalized, **engine_options(normalized))
+    options = engine_options(normalized)
+    path = sqlite_path(normalized)
+    if path is not None and read_only_sqlite(path):
+        # A database on a read-only mount (or a file we may not write): WAL needs its -shm
+        # file, so open it immutable; reads work, any write fails with one clear line.
+        uri = f"{path.resolve().as_uri()}?mode=ro&immutable=1"
+        options["creator"] = lambda: sqlite3.connect(
+            uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_SECONDS, check_same_thread=False
+        )
+        options.pop("connect_args", None)
+    engine = sqlalchemy.create_engine(normalized, **options)
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_on_connect)
+        read_only = "creator" in options
+        on_connect = _sqlite_on_connect_read_only if read_only else _sqlite_on_connect
+        event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
@@ -93,6 +105,18 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
         _switch_to_wal(cursor)
     finally:
         cursor.close()
+
+
+def read_only_sqlite(path: Path) -> bool:
+    """An existing SQLite file this process cannot write (a read-only mount, its mode)."""
+    if not path.is_file():
+        return False
+    folder = path.parent if str(path.parent) else Path(".")
+    return not (os.access(path, os.W_OK) and os.access(folder, os.W_OK))
+
+
+def _sqlite_on_connect_read_only(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    dbapi_connection.isolation_level = None  # as _sqlite_on_connect; no WAL switch: no writes
 
 
 def _switch_to_wal(cursor: Any) -> None:

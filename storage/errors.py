@@ -36,3 +36,21 @@ class IncompatibleSchema(StorageError):
 
 class InvalidRegistryValue(StorageError, ValueError):
     """A value given to the registry cannot be stored (too long, not JSON, wrong type)."""
+
+
+class PromotionRefused(StorageError):
+    """A promotion's guard said no inside the promotion's transaction (e.g. the trial that
+    trained the model was failed by another worker meanwhile); nothing was written."""
+
+
+class CampaignConflict(StorageError):
+    """A campaign cannot be created or joined as asked (its stored identity differs, or its
+    name differs from an existing one only by case); nothing was written."""
+
+
+class DamagedRegistry(StorageError):
+    """A row of our tables holds a value this code cannot read (edited by hand, or damaged)."""
+
+
+class ForeignDatabase(StorageError):
+    """The database belongs to another application (a SQLite file with other tables)."""

@@ -36,14 +36,16 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from storage._boundary import connect, masked, translated
 from storage.engine import SQLITE_BEGIN_IMMEDIATE
-from storage.errors import IncompatibleSchema, StorageInternalError
+from storage.errors import ForeignDatabase, IncompatibleSchema, StorageInternalError
 from storage.locks import NamedLock
 
 __all__ = [
+    "OPTUNA_TABLES",
     "SCHEMA_VERSION",
     "UTCDateTime",
     "best_table",
     "campaigns_table",
+    "check_not_foreign",
     "ensure_schema",
     "metadata",
     "model_versions_table",
@@ -200,6 +202,42 @@ _SCHEMA_LOCK = "sweep-schema"
 _SCHEMA_LOCK_TIMEOUT_SECONDS = 60
 
 
+# Tables that may share our database: Optuna's (its RDB storage, all versions since 2.x) and
+# SQLite's own bookkeeping.
+OPTUNA_TABLES = frozenset({
+    "studies", "study_directions", "study_user_attributes", "study_system_attributes",
+    "trials", "trial_user_attributes", "trial_system_attributes", "trial_params",
+    "trial_values", "trial_intermediate_values", "trial_heartbeats", "version_info",
+    "alembic_version",
+})
+_SQLITE_TABLES = frozenset({"sqlite_sequence", "sqlite_stat1", "sqlite_stat4"})
+
+
+def check_not_foreign(engine: Engine) -> None:
+    """Refuse to write our tables into another application's SQLite file.
+
+    A server database is routinely shared with other schemas, a SQLite file is not: one that
+    holds tables that are neither ours nor Optuna's belongs to someone else, and is left as
+    it was.
+
+    Raises:
+        ForeignDatabase: the file holds other tables.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    with translated(engine, "reading the tables"), connect(engine) as connection:
+        names = set(inspect(connection).get_table_names())
+    ours = {table.name for table in metadata.sorted_tables}
+    foreign = sorted(names - ours - OPTUNA_TABLES - _SQLITE_TABLES)
+    if foreign:
+        shown = ", ".join(repr(n[:40]) for n in foreign[:3])
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise ForeignDatabase(
+            f"{masked(engine)} holds tables of another application ({shown}{more}); it is "
+            "not a sweep database, and nothing was written to it: pass another --storage"
+        )
+
+
 def ensure_schema(engine: Engine) -> int:
     """Create our missing tables and upgrade them to `SCHEMA_VERSION`; idempotent.
 
@@ -220,6 +258,7 @@ def ensure_schema(engine: Engine) -> int:
     if current == SCHEMA_VERSION:
         return current
     _refuse_newer(current, engine)
+    check_not_foreign(engine)
     for attempt in range(2):
         try:
             with translated(engine, "creating or upgrading the schema"):

@@ -12,30 +12,45 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, Row, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from storage._boundary import connect, masked, translated
 from storage.engine import SQLITE_BEGIN_IMMEDIATE, create_engine, require_sqlite_directory
 from storage.errors import (
+    CampaignConflict,
     ChecksumMismatch,
+    DamagedRegistry,
     InvalidRegistryValue,
     ModelNotFound,
+    PromotionRefused,
     StorageInternalError,
 )
+from storage.locks import NamedLock
 from storage.models import best_table, campaigns_table, ensure_schema, model_versions_table
 from storage.urls import normalize_storage_url
 
-__all__ = ["ModelCandidate", "ModelEntry", "ModelRegistry"]
+__all__ = ["CampaignMerge", "ModelCandidate", "ModelEntry", "ModelRegistry", "PromotionGuard"]
 
 _T = TypeVar("_T")
+
+# Runs inside the promotion's transaction, after the key's lock is taken; returns why the
+# promotion must not happen (e.g. the trial is no longer running), or None to go ahead.
+PromotionGuard = Callable[[Connection], str | None]
+# Given the stored config (None for a new campaign), returns the config to store (None: keep
+# the stored one); raises to refuse. Runs under the campaigns lock, in the same transaction.
+CampaignMerge = Callable[[dict[str, Any] | None], dict[str, Any] | None]
+# Versions are stored as 32-bit integers; anything beyond cannot exist.
+_MAX_VERSION = 2**31 - 1
+_CAMPAIGNS_LOCK = "sweep-campaigns"
 
 _MAX_ATTEMPTS = 6
 # PostgreSQL SQLSTATEs and MySQL error numbers that mean "run the transaction again".
@@ -162,18 +177,24 @@ class ModelRegistry:
 
     # --- promotion ----------------------------------------------------------------------------
 
-    def promote_if_better(self, candidate: ModelCandidate) -> ModelEntry | None:
+    def promote_if_better(
+        self, candidate: ModelCandidate, guard: PromotionGuard | None = None
+    ) -> ModelEntry | None:
         """Store the candidate as a new version and make it the best, if it strictly beats the best.
 
         Atomic across processes and hosts: the comparison and the write happen under a lock on
         the key's ``sweep_best`` row, so concurrent workers never leave a worse model as best,
         never lose or duplicate a version, and never produce two current bests.
 
+        `guard` runs in the same transaction, under the same lock: a promotion it refuses
+        writes nothing, so no other writer can change what it checked before the commit.
+
         Returns:
             The new entry, or None when the candidate is not strictly better than the current
             best or its objective is NaN or infinite (never promoted).
 
         Raises:
+            PromotionRefused: `guard` refused (its reason is the message).
             InvalidRegistryValue: A field is too long, of the wrong type, or not JSON.
             StorageUnavailable: The database cannot be reached.
             StorageInternalError: Any other database error.
@@ -198,9 +219,11 @@ class ModelRegistry:
         }
         key = f"{candidate.campaign}/{candidate.operation}"
         with translated(self._engine, f"promoting a model for {key}"):
-            return self._retrying(lambda: self._promote_once(values))
+            return self._retrying(lambda: self._promote_once(values, guard))
 
-    def _promote_once(self, values: dict[str, Any]) -> ModelEntry | None:
+    def _promote_once(
+        self, values: dict[str, Any], guard: PromotionGuard | None
+    ) -> ModelEntry | None:
         campaign, operation = values["campaign"], values["operation"]
         self._ensure_best_row(campaign, operation)
         with connect(self._writer) as connection, connection.begin():
@@ -215,6 +238,10 @@ class ModelRegistry:
             current = row.objective_value
             if current is not None and not values["objective_value"] < current:
                 return None
+            if guard is not None:
+                refusal = guard(connection)
+                if refusal is not None:
+                    raise PromotionRefused(refusal)
             latest = connection.execute(
                 select(func.max(_mv.c.version)).where(
                     _mv.c.campaign == campaign, _mv.c.operation == operation
@@ -289,11 +316,12 @@ class ModelRegistry:
     def best(self, campaign: str, operation: str) -> ModelEntry | None:
         """The current best of one operation, or None when nothing was promoted yet."""
         with (
+            _reading(f"reading the best model of {campaign}/{operation}"),
             translated(self._engine, f"reading the best model of {campaign}/{operation}"),
             connect(self._engine) as connection,
         ):
             row = connection.execute(
-                select(*_ENTRY_COLUMNS)
+                select(*_ENTRY_COLUMNS, *_BEST_KEY_COLUMNS)
                 .join(_best, _best.c.version_id == _mv.c.id)
                 .where(_best_key(campaign, operation))
             ).first()
@@ -301,11 +329,17 @@ class ModelRegistry:
 
     def best_all(self, campaign: str | None = None) -> list[ModelEntry]:
         """The current best of every operation (of one campaign, or of all), by name."""
-        query = select(*_ENTRY_COLUMNS).join(_best, _best.c.version_id == _mv.c.id)
+        query = select(*_ENTRY_COLUMNS, *_BEST_KEY_COLUMNS).join(
+            _best, _best.c.version_id == _mv.c.id
+        )
         if campaign is not None:
             query = query.where(_best.c.campaign == campaign)
         query = query.order_by(_mv.c.campaign, _mv.c.operation)
-        with translated(self._engine, "reading the best models"), connect(self._engine) as c:
+        with (
+            _reading("reading the best models"),
+            translated(self._engine, "reading the best models"),
+            connect(self._engine) as c,
+        ):
             rows = c.execute(query).all()
         return [_entry(row, is_best=True) for row in rows]
 
@@ -321,6 +355,7 @@ class ModelRegistry:
             query = query.where(_mv.c.operation == operation)
         query = query.order_by(_mv.c.operation, _mv.c.version)
         with (
+            _reading(f"reading the history of {campaign}"),
             translated(self._engine, f"reading the history of {campaign}"),
             connect(self._engine) as connection,
         ):
@@ -340,17 +375,28 @@ class ModelRegistry:
             raise InvalidRegistryValue(
                 f"version must be an int or None, but got {version!r} ({type(version).__name__})."
             )
+        if version is not None and not 1 <= version <= _MAX_VERSION:
+            with connect(self._engine) as connection:
+                existing = connection.execute(
+                    select(_mv.c.version)
+                    .where(_mv.c.campaign == campaign, _mv.c.operation == operation)
+                    .order_by(_mv.c.version)
+                ).scalars()
+                raise ModelNotFound(
+                    _not_found_message(campaign, operation, _shown_version(version), existing)
+                )
         is_best = _best.c.version_id.is_not(None).label("is_best")
         query = select(*_ENTRY_COLUMNS, is_best, _mv.c.model_bytes)
         if version is None:
-            query = query.join(_best, _best.c.version_id == _mv.c.id).where(
-                _best_key(campaign, operation)
-            )
+            query = query.add_columns(*_BEST_KEY_COLUMNS).join(
+                _best, _best.c.version_id == _mv.c.id
+            ).where(_best_key(campaign, operation))
         else:
             query = query.outerjoin(_best, _best.c.version_id == _mv.c.id).where(
                 _mv.c.campaign == campaign, _mv.c.operation == operation, _mv.c.version == version
             )
         with (
+            _reading(f"fetching a model of {campaign}/{operation}"),
             translated(self._engine, f"fetching a model of {campaign}/{operation}"),
             connect(self._engine) as connection,
         ):
@@ -363,6 +409,11 @@ class ModelRegistry:
                 ).scalars()
                 raise ModelNotFound(_not_found_message(campaign, operation, version, existing))
         entry = _entry(row, is_best=bool(row.is_best))
+        if (entry.campaign, entry.operation) != (campaign, operation):
+            raise DamagedRegistry(  # the best row of another key, or a hand-edited row
+                f"the registry's entry for {campaign}/{operation} holds a model of "
+                f"{entry.campaign}/{entry.operation} (version {entry.version}); refusing it"
+            )
         data = bytes(row.model_bytes)
         actual = hashlib.sha256(data).hexdigest()
         if actual != entry.sha256:
@@ -438,10 +489,91 @@ class ModelRegistry:
             ).scalar()
         if config is None:
             return None
-        loaded = json.loads(config)
+        try:
+            loaded = json.loads(config)
+        except (TypeError, ValueError):
+            loaded = None
         if not isinstance(loaded, dict):
-            raise StorageInternalError(
-                f"campaign {name!r} has a config that is not a JSON object in {self.url}."
+            raise DamagedRegistry(
+                f"campaign {name!r} in {self.url} has a stored config that is not a JSON "
+                "object; the row was damaged or edited by hand"
+            )
+        return loaded
+
+    def register_campaign(self, name: str, merge: CampaignMerge) -> dict[str, Any]:
+        """Create or update a campaign in one step: read, decide (`merge`), write, commit.
+
+        Serialised across processes (the campaigns lock, then the row), so two runs starting
+        together on a fresh database cannot both create, or one overwrite what the other
+        checked. A name that differs from a stored one only by case is refused: MySQL and
+        MariaDB compare Optuna's study names case-insensitively, so the two would share studies.
+
+        Returns:
+            The configuration stored when the call returns.
+
+        Raises:
+            CampaignConflict: another campaign's name differs from `name` only by case.
+            Whatever `merge` raises (nothing is written then).
+        """
+        _check_text("campaign", name)
+        with translated(self._engine, f"saving campaign {name!r}"):
+            return self._retrying(lambda: self._register_once(name, merge))
+
+    def _register_once(self, name: str, merge: CampaignMerge) -> dict[str, Any]:
+        lock = NamedLock(self._engine, _CAMPAIGNS_LOCK) if self._dialect != "sqlite" else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            with connect(self._writer) as connection, connection.begin():
+                names = connection.execute(
+                    select(campaigns_table.c.name).where(
+                        func.lower(campaigns_table.c.name) == name.lower()
+                    )
+                ).scalars().all()
+                clash = [str(n) for n in names if n != name]
+                if clash:
+                    raise CampaignConflict(
+                        f"campaign {name!r} differs from the existing campaign {clash[0]!r} "
+                        "only by case; MySQL and MariaDB compare study names without case, so "
+                        "they would share studies: pick another name"
+                    )
+                query = select(campaigns_table.c.config).where(campaigns_table.c.name == name)
+                if self._dialect != "sqlite":
+                    query = query.with_for_update()
+                stored_json = connection.execute(query).scalar()
+                stored = None if stored_json is None else self._parse_campaign(name, stored_json)
+                wanted = merge(stored)
+                if stored is None:
+                    config = wanted if wanted is not None else {}
+                    connection.execute(
+                        campaigns_table.insert().values(
+                            name=name,
+                            config=_dump_json(config, "campaign config"),
+                            created_at=datetime.now(UTC),
+                        )
+                    )
+                    return config
+                if wanted is not None and wanted != stored:
+                    connection.execute(
+                        campaigns_table.update()
+                        .where(campaigns_table.c.name == name)
+                        .values(config=_dump_json(wanted, "campaign config"))
+                    )
+                    return wanted
+                return stored
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _parse_campaign(self, name: str, text: str) -> dict[str, Any]:
+        try:
+            loaded = json.loads(text)
+        except (TypeError, ValueError):
+            loaded = None
+        if not isinstance(loaded, dict):
+            raise DamagedRegistry(
+                f"campaign {name!r} in {self.url} has a stored config that is not a JSON "
+                "object; the row was damaged or edited by hand"
             )
         return loaded
 
@@ -454,27 +586,110 @@ class ModelRegistry:
             return sorted(str(name) for name in names)
 
 
+@contextmanager
+def _reading(what: str) -> Iterator[None]:
+    """Values the driver cannot even convert (a date column holding 'yesterday') are damage
+    in the row, not a bug: one `DamagedRegistry` line naming what was being read."""
+    try:
+        yield
+    except (ValueError, TypeError, OverflowError) as e:
+        if isinstance(e, InvalidRegistryValue):
+            raise
+        raise DamagedRegistry(
+            f"a registry row cannot be read while {what} ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:120]}); the row was damaged or edited by hand"
+        ) from None
+
+
 def _best_key(campaign: str, operation: str) -> ColumnElement[bool]:
     return (_best.c.campaign == campaign) & (_best.c.operation == operation)
 
 
+_BEST_KEY_COLUMNS = (
+    _best.c.campaign.label("best_campaign"),
+    _best.c.operation.label("best_operation"),
+)
+
+
 def _entry(row: Row[*tuple[Any, ...]], *, is_best: bool) -> ModelEntry:
-    return ModelEntry(
-        campaign=row.campaign,
-        operation=row.operation,
-        version=int(row.version),
-        study_name=row.study_name,
-        trial_number=int(row.trial_number),
-        objective_value=float(row.objective_value),
-        metrics=json.loads(row.metrics),
-        params=json.loads(row.params),
-        sha256=row.sha256,
-        size_bytes=int(row.size_bytes),
-        keras_version=row.keras_version,
-        tensorflow_version=row.tensorflow_version,
-        created_at=row.created_at,
-        is_best=is_best,
-    )
+    """A row as an entry; any value this code cannot read is one `DamagedRegistry` line."""
+    where = f"{_shown(row, 'campaign')}/{_shown(row, 'operation')}"
+    mapping = row._mapping
+    if "best_campaign" in mapping and (
+        (mapping["best_campaign"], mapping["best_operation"]) != (row.campaign, row.operation)
+    ):
+        raise DamagedRegistry(
+            f"the registry's best for {mapping['best_campaign']}/{mapping['best_operation']} "
+            f"points at a model of {where}; refusing it (the sweep_best row is damaged)"
+        )
+    field_name = "?"
+    try:
+        values: dict[str, Any] = {}
+        for field_name, convert in _ENTRY_FIELDS:
+            values[field_name] = convert(getattr(row, field_name))
+    except (TypeError, ValueError, OverflowError, AttributeError) as e:
+        raise DamagedRegistry(
+            f"registry entry {where} has an unreadable {field_name} "
+            f"({type(e).__name__}); the row was damaged or edited by hand"
+        ) from None
+    return ModelEntry(**values, is_best=is_best)
+
+
+def _shown(row: Row[*tuple[Any, ...]], name: str) -> str:
+    value = str(getattr(row, name, "?"))
+    return value if len(value) <= 64 else value[:61] + "..."
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise TypeError("not a JSON object")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not text")
+    return value
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError("not a whole number")
+    number = int(value)
+    if isinstance(value, float) and number != value:
+        raise ValueError("not a whole number")
+    return number
+
+
+def _finite(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("not finite")
+    return number
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError("not a timestamp")
+    return value
+
+
+_ENTRY_FIELDS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("campaign", _text),
+    ("operation", _text),
+    ("version", _whole),
+    ("study_name", _text),
+    ("trial_number", _whole),
+    ("objective_value", _finite),
+    ("metrics", _json_object),
+    ("params", _json_object),
+    ("sha256", _text),
+    ("size_bytes", _whole),
+    ("keras_version", _text),
+    ("tensorflow_version", _text),
+    ("created_at", _timestamp),
+)
 
 
 def _is_retryable(error: DBAPIError) -> bool:
@@ -527,8 +742,13 @@ def _dump_json(value: Any, what: str) -> str:
         raise InvalidRegistryValue(f"{what} must be JSON-serialisable, but {e}.") from None
 
 
+def _shown_version(version: int) -> int | str:
+    text = str(version)
+    return version if len(text) <= 20 else text[:17] + "..."
+
+
 def _not_found_message(
-    campaign: str, operation: str, version: int | None, existing: Iterable[Any]
+    campaign: str, operation: str, version: int | str | None, existing: Iterable[Any]
 ) -> str:
     versions = [int(v) for v in existing]
     wanted = "best model" if version is None else f"version {version}"

@@ -107,12 +107,19 @@ def dialect_of(url: str) -> Dialect:
 def mask_url(url: str) -> str:
     """Return the URL with any password replaced by ``***``; never raises.
 
-    Passwords given as query parameters (``?password=...``) are masked too. A string that cannot
-    be parsed is reduced to its scheme, because we cannot tell where its password is.
+    Passwords given as query parameters (``?password=...``) are masked too, and so is a
+    password holding an unescaped ``@`` (everything up to the last ``@`` before the host).
+    A URL without a secret is shown as given (``sqlite:///:memory:`` stays readable). A string
+    that cannot be parsed is reduced to its scheme, because we cannot tell where its password
+    is.
     """
     try:
-        parsed = make_url(url.strip())
-        if any(key.lower() in _SECRET_QUERY_KEYS for key in parsed.query):
+        text = _without_at_password(url.strip())
+        parsed = make_url(text)
+        secret_query = any(key.lower() in _SECRET_QUERY_KEYS for key in parsed.query)
+        if parsed.password is None and not secret_query:
+            return text
+        if secret_query:
             query = {
                 key: (_MASK if key.lower() in _SECRET_QUERY_KEYS else value)
                 for key, value in parsed.query.items()
@@ -130,11 +137,38 @@ def mask_url(url: str) -> str:
     return text  # A bare path has nothing secret in it, and showing it helps.
 
 
+def _authority_split(text: str) -> tuple[str, str, str] | None:
+    """(scheme://, user-info, @host...) when the part before the query holds more than one
+    ``@``: a password with an unescaped ``@`` (the last one ends the user-info)."""
+    if "://" not in text:
+        return None
+    head, rest = text.split("://", 1)
+    main = rest.split("?", 1)[0]
+    if main.count("@") < 2:
+        return None
+    cut = main.rindex("@")
+    return f"{head}://", rest[:cut], rest[cut:]
+
+
+def _without_at_password(text: str) -> str:
+    split = _authority_split(text)
+    if split is None:
+        return text
+    head, userinfo, tail = split
+    user = userinfo.split(":", 1)[0]
+    return f"{head}{user}:{_MASK}{tail}" if ":" in userinfo else f"{head}{_MASK}{tail}"
+
+
 def _parse(url: str) -> URL:
     """Parse with SQLAlchemy, turning its errors into a one-line InvalidStorageURL."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidStorageURL(f"storage URL must be a non-empty string; allowed: {_ALLOWED}.")
     text = url.strip()
+    if _authority_split(text) is not None:
+        raise InvalidStorageURL(
+            f"storage URL {mask_url(text)!r} has an '@' in its user name or password; "
+            "percent-encode it as %40 (e.g. postgresql://USER:my%40secret@HOST/DB)."
+        )
     if "://" not in text:
         raise InvalidStorageURL(
             f"storage URL {mask_url(text)!r} looks like a file path, not a URL; "
@@ -165,6 +199,9 @@ def _classify(parsed: URL, original: str) -> tuple[Dialect, str]:
 def redact_password(text: str, url: str) -> str:
     """Remove the URL's password from a message that might echo it (defence in depth)."""
     secrets: list[str] = []
+    split = _authority_split(url.strip())
+    if split is not None and ":" in split[1]:
+        secrets.append(split[1].split(":", 1)[1])
     try:
         parsed = make_url(url.strip())
         secrets.append(str(parsed.password or ""))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
+from sweep.cli import run
 
-from sweep.cli import main
-
-sys.exit(main())
+run()

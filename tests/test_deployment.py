@@ -412,6 +412,7 @@ def test_worker_command_parses_and_its_config_file_is_mounted() -> None:
 def test_dashboard_command_parses_and_serves_the_published_port() -> None:
     args = parsed_command("dashboard")
     assert args.host == "0.0.0.0", "inside the container it must listen beyond its loopback"
+    assert args.allow_remote and not args.writable, "beyond loopback it must be read-only"
     container_ports = {p.rsplit(":", 1)[1] for p in published_ports(service("dashboard"))}
     assert str(args.port) in container_ports
     mounts = {m.target for m in mounts_of(service("dashboard"))}

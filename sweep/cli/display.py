@@ -1,4 +1,9 @@
-"""Rendering for the CLI (rich): live progress per operation and the results tables."""
+"""Rendering for the CLI (rich): live progress per operation and the results tables.
+
+Everything shown comes from user input or the database (names, expressions, registry
+strings), so it is shown as text, never as rich markup, and with control characters escaped:
+an ANSI or OSC-8 sequence in a stored string must not reach the terminal.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from storage import ModelEntry
+from sweep.cli.text import safe, say
 from sweep.problem.operations import Operation
 from sweep.publishing.format import format_value as _fmt
 from sweep.publishing.summary import BestRow
@@ -75,18 +82,17 @@ class ProgressReporter:
         task = self.tasks[status.operation]
         self.progress.update(task, total=status.finished, completed=status.finished)
         if not self.live:
-            print(
+            say(
                 f"{status.operation}: {status.finished} trials counted, best validation error "
                 f"{_fmt(status.best_value)}",
-                file=sys.stderr,
-                flush=True,
+                err=True,
             )
 
     def warning(self, message: str) -> None:
         if self.live:
-            self.progress.console.print(f"[yellow]warning:[/] {message}")
+            self.progress.console.print(Text.assemble(("warning: ", "yellow"), safe(message)))
         else:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
+            say(f"warning: {message}", err=True)
 
 
 class QuietReporter(ProgressReporter):
@@ -97,6 +103,11 @@ class QuietReporter(ProgressReporter):
 
     def operation_finished(self, status: OperationStatus) -> None:
         pass
+
+
+def _cells(*values: object) -> list[Text]:
+    """Table cells as plain text: a "[bold]" in a stored string is shown, not obeyed."""
+    return [Text(safe(value)) for value in values]
 
 
 def print_best_table(entries: Sequence[ModelEntry], operations: Sequence[Operation] | None) -> None:
@@ -112,10 +123,12 @@ def print_best_table(entries: Sequence[ModelEntry], operations: Sequence[Operati
     for name in names:
         entry = by_op.get(name)
         if entry is None:
-            table.add_row(name, "—", "no model yet (every trial pruned or failed)", *["—"] * 7)
+            table.add_row(
+                *_cells(name, "—", "no model yet (every trial pruned or failed)", *["—"] * 7)
+            )
             continue
         row = BestRow.from_entry(entry)
-        table.add_row(
+        table.add_row(*_cells(
             name,
             str(row.trial),
             row.normalisation,
@@ -126,7 +139,7 @@ def print_best_table(entries: Sequence[ModelEntry], operations: Sequence[Operati
             _fmt(row.hit_rate),
             _fmt(row.extrapolation_hit_rate),
             _fmt(row.extrapolation_median_relative_error),
-        )
+        ))
     _out.print(table)
 
 
@@ -138,7 +151,7 @@ def print_history(entries: Sequence[ModelEntry]) -> None:
     ):
         table.add_column(header)
     for e in entries:
-        table.add_row(
+        table.add_row(*_cells(
             e.operation,
             str(e.version),
             "*" if e.is_best else "",
@@ -149,5 +162,5 @@ def print_history(entries: Sequence[ModelEntry]) -> None:
             str(e.size_bytes),
             e.sha256[:12],
             e.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-        )
+        ))
     _out.print(table)

@@ -12,11 +12,14 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from sweep import settings
+from sweep.cli.text import say
 from sweep.errors import ConfigError, SweepError
 
 DEFAULT_CAMPAIGN = "arith"  # sweep.search.config.DEFAULT_CAMPAIGN (checked in the tests)
@@ -32,26 +35,44 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _int_at_least(minimum: int) -> Any:
+# Echoed values are cut: a 50 MB argument must not come back as a 50 MB error line.
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _int_in(minimum: int, maximum: int) -> Any:
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = int(text) if len(text) <= 40 else None
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is below the minimum {minimum}")
+            value = None
+        if value is None:
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not an integer")
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"{_shown(text)} is out of range; allowed {minimum} to {maximum}"
+            )
         return value
 
     return parse
+
+
+# Local worker processes on one machine: each holds a TensorFlow runtime (~0.8 GiB) and two
+# database connections, so more than this is a typo, not a plan (workers on other hosts are
+# started there with `sweep worker`).
+MAX_LOCAL_WORKERS = 64
+MAX_TRIALS = 10**7
+MAX_SEED = 2**32 - 1
+MAX_VERSION = 2**31 - 1
 
 
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+        raise argparse.ArgumentTypeError(f"{_shown(text)} must be a positive number of seconds")
     return value
 
 
@@ -59,9 +80,9 @@ def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number") from None
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a finite number")
     return value
 
 
@@ -85,10 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run (or resume) a sweep")
     common(run)
     run.add_argument("--ops", help="comma-separated operations, or 'all' (default: all)")
-    run.add_argument("--trials", type=_int_at_least(1), help="counted trials per operation")
+    run.add_argument(
+        "--trials", type=_int_in(1, MAX_TRIALS), help="counted trials per operation"
+    )
     run.add_argument("--timeout", type=_positive_float, help="wall-clock seconds per operation")
     run.add_argument("--config", help="campaign TOML file")
-    run.add_argument("--seed", type=_int_at_least(0), help="seed for data and sampler")
+    run.add_argument("--seed", type=_int_in(0, MAX_SEED), help="seed for data and sampler")
     run.add_argument(
         "--expr", action="append", default=[], metavar="NAME=EXPRESSION",
         help="user-defined operation over a and b, e.g. --expr 'cube=a*a*a' (repeatable)",
@@ -96,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sampler", help="auto, tpe, random, cmaes, gp or nsga2")
     run.add_argument("--pruner", help="median, hyperband or none")
     run.add_argument(
-        "--workers", type=_int_at_least(1), default=1,
-        help="local worker processes sharing this machine's cores (default 1)",
+        "--workers", type=_int_in(1, MAX_LOCAL_WORKERS), default=1,
+        help=f"local worker processes sharing this machine's cores (default 1, at most "
+        f"{MAX_LOCAL_WORKERS})",
     )
 
     worker = commands.add_parser(
@@ -117,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(pull)
     pull.add_argument("operation")
     pull.add_argument("-o", "--output", help="output path (default: OP.keras)")
-    pull.add_argument("--version", type=_int_at_least(1), help="registry version (default: best)")
+    pull.add_argument(
+        "--version", type=_int_in(1, MAX_VERSION), help="registry version (default: best)"
+    )
     pull.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     predict = commands.add_parser("predict", help="run the best model on raw inputs")
@@ -139,6 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.add_argument("--port", type=_port, default=8080, help="port (default: %(default)s)")
     dashboard.add_argument(
+        "--allow-remote", action="store_true",
+        help="allow a --host beyond loopback (anyone who reaches it sees every study); the "
+        "dashboard is then read-only unless --writable is given too",
+    )
+    dashboard.add_argument(
+        "--read-only", action="store_true",
+        help="refuse every request that would change the database (notes, deletions, ...)",
+    )
+    dashboard.add_argument(
+        "--writable", action="store_true",
+        help="with --allow-remote: keep optuna-dashboard's writes (deleting studies, ...)",
+    )
+    dashboard.add_argument(
         "--artifacts", metavar="DIR",
         help="artifact folder (default: $SWEEP_ARTIFACTS, else ./sweep-artifacts if it exists)",
     )
@@ -149,10 +188,32 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "-o", "--output", default="report.html", help="HTML file to write (default: %(default)s)"
     )
+    report.add_argument("--force", action="store_true", help="overwrite an existing file")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `sweep` command; returns its exit code (0, 2 for a user error, 130 when stopped)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C at any moment (argument parsing, a TensorFlow import, a trial) ends here.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt this
+        if not os.environ.get("SWEEP_PARENT_PID"):
+            # (A worker of `run --workers K` stays quiet: its parent says this once.)
+            say(
+                "sweep: interrupted; finished trials and promoted models are kept. "
+                "Run the same command to resume.",
+                err=True,
+            )
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    if not sys.warnoptions:
+        # Library warnings (matplotlib, NumPy, zipfile, Keras) are for developers; a user sees
+        # one line per problem from the sweep itself. `python -W ...` still shows them.
+        warnings.simplefilter("ignore")
     args = build_parser().parse_args(argv)
     from storage import StorageError
 
@@ -180,17 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         }[args.command]
         return handler(args, url, campaign)
     except (SweepError, StorageError) as e:
-        print(f"sweep: error: {e}", file=sys.stderr)
+        say(f"sweep: error: {_one_line(e)}", err=True)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        if not (args.command == "worker" and os.environ.get("SWEEP_PARENT_PID")):
-            # (A worker of `run --workers K` stays quiet: its parent says this once.)
-            print(
-                "sweep: interrupted; finished trials and promoted models are kept. "
-                "Run the same command to resume.",
-                file=sys.stderr,
-            )
-        return EXIT_INTERRUPTED
+
+
+def _one_line(error: BaseException) -> str:
+    """An error as one line of at most 1000 characters (messages quote user values)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 1000 else text[:997] + "..."
 
 
 def _build_config(args: argparse.Namespace, campaign: str) -> Any:
@@ -275,10 +333,10 @@ def _run_prepared(args: argparse.Namespace, url: str, config: Any, prepared: Any
         budget.append(f"{config.trials} trials")
     if config.timeout is not None:
         budget.append(f"{config.timeout:g} s")
-    print(
+    say(
         f"campaign {config.name!r} on {mask_url(url)}: {ops}; budget per operation: "
         f"{' or '.join(budget)}; {args.workers} worker(s)",
-        file=sys.stderr,
+        err=True,
     )
     from sweep.cli.display import ProgressReporter, print_best_table
 
@@ -319,9 +377,9 @@ def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
     ):
         entries = prepared.run(reporter)
     if not args.quiet:
-        print(
+        say(
             f"worker done: campaign {name!r}, {len(entries)} operation(s) with a model",
-            file=sys.stderr,
+            err=True,
         )
     return 0
 
@@ -346,14 +404,13 @@ def _cmd_best(args: argparse.Namespace, url: str, campaign: str) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace, url: str, campaign: str) -> int:
-    _training_runtime(1)
     from sweep.publishing.models import pull_model
 
     entry, path = pull_model(
         args.operation, args.output, storage=url, campaign=campaign, version=args.version,
         force=args.force,
     )
-    print(
+    say(
         f"wrote {path} ({entry.size_bytes} bytes, sha256 {entry.sha256[:12]}…): "
         f"{entry.operation} version {entry.version}, trial {entry.trial_number}"
     )
@@ -361,13 +418,12 @@ def _cmd_pull(args: argparse.Namespace, url: str, campaign: str) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace, url: str, campaign: str) -> int:
-    _training_runtime(1)
     from sweep.publishing.models import predict
 
     result = predict(args.operation, args.a, args.b, storage=url, campaign=campaign)
     inputs = ", ".join(f"{v:g}" for v in result.inputs)
     answer = f"{result.answer:.0f}" if result.integer_valued else f"{result.answer:.9g}"
-    print(
+    say(
         f"{result.operation}({inputs}) = {answer}    "
         f"[network output {result.output:.9g}; exact {result.exact:.9g}]"
     )
@@ -402,13 +458,28 @@ def _cmd_dashboard(args: argparse.Namespace, url: str, campaign: str) -> int:
     from pathlib import Path
 
     from storage import mask_url
-    from sweep.publishing.dashboard import open_dashboard
+    from sweep.publishing.dashboard import is_loopback, open_dashboard
     from sweep.publishing.notes import default_artifact_dir
 
+    local = is_loopback(args.host)
+    if not local and not args.allow_remote:
+        raise ConfigError(
+            f"--host {_shown(args.host)} is reachable from other machines, and "
+            "optuna-dashboard lets anyone who reaches it read every study and delete them; "
+            "pass --allow-remote to mean it (read-only unless --writable too), or bind "
+            "127.0.0.1 and use an SSH tunnel"
+        )
+    if args.writable and not args.allow_remote:
+        raise ConfigError("--writable goes with --allow-remote (a loopback dashboard is writable)")
+    if args.writable and args.read_only:
+        raise ConfigError("--read-only and --writable contradict each other; pick one")
+    read_only = args.read_only or (not local and not args.writable)
     artifacts: Path | None = Path(args.artifacts) if args.artifacts else default_artifact_dir()
     if not args.artifacts and not (artifacts and artifacts.is_dir()):
         artifacts = None  # The default folder is optional; an explicit one must exist.
-    server = open_dashboard(url, host=args.host, port=args.port, artifact_dir=artifacts)
+    server = open_dashboard(
+        url, host=args.host, port=args.port, artifact_dir=artifacts, read_only=read_only
+    )
 
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM (docker stop) ends like Ctrl-C, not mid-response.
@@ -416,23 +487,29 @@ def _cmd_dashboard(args: argparse.Namespace, url: str, campaign: str) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Even if started with it ignored.
     shown = f"; artifacts from {artifacts}" if artifacts else ""
-    print(f"optuna-dashboard on {mask_url(url)}{shown}", flush=True)
-    print(f"open {server.url}  (Ctrl-C to stop)", flush=True)
+    mode = "; read-only" if read_only else ""
+    say(f"optuna-dashboard on {mask_url(url)}{shown}{mode}")
+    if not local:
+        say(
+            f"warning: the dashboard is reachable from other machines on {args.host}"
+            f"{' (read-only)' if read_only else ', and anyone who reaches it can change it'}",
+            err=True,
+        )
+    say(f"open {server.url}  (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        print("dashboard stopped", file=sys.stderr)
+        say("dashboard stopped", err=True)
     finally:
         server.close()
     return 0
 
 
 def _cmd_report(args: argparse.Namespace, url: str, campaign: str) -> int:
-    _training_runtime(1)
     from sweep.publishing.report import build_report
 
-    path = build_report(url, campaign, args.output)
-    print(f"wrote {path}")
+    path = build_report(url, campaign, args.output, force=args.force)
+    say(f"wrote {path}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ EXPRESSION_GRAMMAR = (
 )
 
 _VARIABLES = ("a", "b")
+# C0 and C1 controls but the tab (newlines too: an expression is one line), DEL, and the
+# Unicode bidirectional overrides.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 
@@ -277,6 +281,13 @@ def parse_expression(text: str) -> ParsedExpression:
             f"expression must be text, got {type(text).__name__}; {EXPRESSION_GRAMMAR}"
         )
     stripped = text.strip()
+    control = _CONTROL.search(stripped)
+    if control is not None:
+        # Stored expressions are shown in tables, notes and errors: no terminal escapes.
+        raise ExpressionError(
+            f"expression {show(stripped)} contains the control character "
+            f"{control.group()!r} at column {control.start() + 1}; {EXPRESSION_GRAMMAR}"
+        )
     if not stripped:
         raise ExpressionError(
             f"expression is empty; write one over a and b such as 'a*b+a' ({EXPRESSION_GRAMMAR})"

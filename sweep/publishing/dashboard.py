@@ -6,6 +6,7 @@ The studies' notes and artifacts it shows are written by `sweep.publishing.notes
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import socketserver
@@ -17,9 +18,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 
 from sweep.errors import DashboardError
-from sweep.search import SweepStorage, open_existing_storage
+from sweep.search import open_existing_storage
 
-__all__ = ["DashboardServer", "open_dashboard", "serve_dashboard"]
+__all__ = ["DashboardServer", "is_loopback", "open_dashboard", "serve_dashboard"]
 
 
 # --- the dashboard server ---------------------------------------------------------------------
@@ -50,7 +51,9 @@ class _ThreadingWSGIServerV6(_ThreadingWSGIServer):
 class DashboardServer:
     """optuna-dashboard bound to a port, not yet serving; `url` is where to point a browser."""
 
-    def __init__(self, server: WSGIServer, storage: SweepStorage, url: str) -> None:
+    def __init__(
+        self, server: WSGIServer, storage: optuna.storages.RDBStorage, url: str
+    ) -> None:
         self._server = server
         self._storage = storage
         self.url = url
@@ -69,16 +72,55 @@ class DashboardServer:
         self._storage.engine.dispose()
 
 
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+_REFUSED = b'{"error": "this dashboard is read-only (sweep dashboard --read-only)"}'
+
+
+def _read_only(app: Any) -> Any:
+    """WSGI middleware: a request that could change the database gets 403 and a JSON line."""
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        if str(environ.get("REQUEST_METHOD", "GET")).upper() in _READS:
+            return app(environ, start_response)
+        start_response(
+            "403 Forbidden",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(_REFUSED)))],
+        )
+        return [_REFUSED]
+
+    return guarded
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the dashboard on this machine (every address it resolves
+    to is a loopback address)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0] for info in infos}
+    try:
+        return bool(addresses) and all(
+            ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses
+        )
+    except ValueError:
+        return False
+
+
 def open_dashboard(
     storage_url: str,
     host: str = "127.0.0.1",
     port: int = 8080,
     artifact_dir: str | os.PathLike[str] | None = None,
+    *,
+    read_only: bool = False,
 ) -> DashboardServer:
     """Bind optuna-dashboard to `host`:`port` on the sweep's storage; serving starts later.
 
     Binding first lets the caller report a busy port as one line and print the URL only once
-    it is true. Port 0 picks a free port (see `DashboardServer.url`).
+    it is true. Port 0 picks a free port (see `DashboardServer.url`). `read_only` refuses
+    every request but GET and HEAD (optuna-dashboard changes the database only through POST,
+    PUT and DELETE: notes, renames, deleting studies, telling trials).
 
     Raises:
         DashboardError: The port is taken or not allowed, the host is unknown, the SQLite file
@@ -100,6 +142,8 @@ def open_dashboard(
         store = optuna.artifacts.FileSystemArtifactStore(folder)
     storage = open_existing_storage(storage_url, DashboardError)
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
+    if read_only:
+        app = _read_only(app)
     server_class = _ThreadingWSGIServerV6 if ":" in host else _ThreadingWSGIServer
     try:
         server = make_server(host, port, app, server_class=server_class,

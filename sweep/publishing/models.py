@@ -7,7 +7,6 @@ best`, `sweep models`) reads SQL and never starts TensorFlow.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ from sweep.problem.operations import (
     is_operation_name,
     make_operation,
 )
+from sweep.publishing.outputs import check_output_path, write_atomically
 from sweep.search.config import DEFAULT_CAMPAIGN, CampaignConfig, validate_campaign_name
 
 if TYPE_CHECKING:
@@ -167,53 +167,14 @@ def pull_model(
         # Path() would drop the slash and write a file where the user named a folder.
         raise ConfigError(f"output path {os.fspath(output)!r} names a folder, not a .keras file")
     path = Path(output) if output is not None else Path(f"{operation}.keras")
-    check_output_path(path, force=force)
+    check_output_path(path, force=force, suffix=".keras", storage_url=storage_url(storage))
     entry, data = fetch_model(operation, storage=storage, campaign=campaign, version=version)
     # Load before writing: a file we hand out must be one that loads in safe mode.
     from sweep.nets.saving import load_model_bytes
 
     load_model_bytes(data, label=f"{operation} version {entry.version}")
-    write_file(path, data, force=force)
+    write_atomically(path, data, force=force)
     return entry, path
-
-
-def check_output_path(path: Path, *, force: bool) -> None:
-    if path.suffix != ".keras":
-        raise ConfigError(f"output path {str(path)!r} must end in .keras (Keras loads by suffix)")
-    if path.is_symlink():
-        raise ConfigError(
-            f"output path {str(path)!r} is a symbolic link; refusing to write through it"
-        )
-    if path.is_dir():
-        raise ConfigError(f"output path {str(path)!r} is a directory")
-    if not path.parent.is_dir():
-        raise ConfigError(f"output folder {str(path.parent)!r} does not exist")
-    if path.exists() and not force:
-        raise ConfigError(f"output path {str(path)!r} exists; pass --force to overwrite it")
-
-
-def write_file(path: Path, data: bytes, *, force: bool) -> None:
-    """Atomic write: a crash leaves the old file or none, never half a model."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if force:
-            os.replace(temp, path)
-        else:
-            os.link(temp, path)  # fails if `path` appeared meanwhile: never overwrite
-            os.unlink(temp)
-    except FileExistsError:
-        os.unlink(temp)
-        raise ConfigError(
-            f"output path {str(path)!r} exists; pass --force to overwrite it"
-        ) from None
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
 
 
 def model_history(

@@ -11,7 +11,6 @@ import base64
 import html
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from sweep.nets import SCHEMES
 from sweep.problem.data import Dataset, DataSpec, extrapolation_band, make_dataset
 from sweep.problem.operations import BUILTIN_OPERATIONS, Operation, make_operation
 from sweep.publishing.format import format_value as _fmt
+from sweep.publishing.outputs import check_output_path, write_atomically
 from sweep.publishing.plots import HistoryPoint, history_png, importance_png, normalisation_png
 from sweep.publishing.summary import BestRow
 from sweep.search import CampaignConfig, load_campaign_config, open_existing_storage, study_name
@@ -51,17 +51,22 @@ class _Section:
     problems: list[str] = field(default_factory=list)
 
 
-def build_report(storage_url: str, campaign: str, output: str | os.PathLike[str]) -> Path:
-    """Write the campaign's HTML report to `output` (replacing an older report) and return it.
+def build_report(
+    storage_url: str, campaign: str, output: str | os.PathLike[str], *, force: bool = False
+) -> Path:
+    """Write the campaign's HTML report to `output` and return it (an existing file only with
+    `force`; never the database itself).
 
     Raises:
-        ReportError: `output` is a directory, a symbolic link or in a missing folder; the SQLite
-            file does not exist; the campaign has neither studies nor models.
+        ConfigError: `output` is not a path the report may be written to (see
+            `sweep.publishing.outputs`). OutputError: the file system refused the write.
+        ReportError: the SQLite file does not exist; the campaign has neither studies nor
+            models.
         storage.StorageError: The database cannot be reached or read.
     """
     path = Path(output)
-    _check_output(path)
     url = normalize_storage_url(storage_url)
+    check_output_path(path, force=force, storage_url=url)
     storage = open_existing_storage(url, ReportError)
     password = make_url(url).password
     escape = _escaper(str(password) if password else None)
@@ -81,7 +86,8 @@ def build_report(storage_url: str, campaign: str, output: str | os.PathLike[str]
         storage.remove_session()
         storage.engine.dispose()
     document = _page(campaign, mask_url(url), sections, body, escape)
-    _write_atomically(path, document)
+    check_output_path(path, force=force, storage_url=url)  # again: building took a while
+    write_atomically(path, document.encode("utf-8"), force=force)
     return path
 
 
@@ -540,33 +546,3 @@ def _page(
         "</html>",
         "",
     ])
-
-
-# --- output -----------------------------------------------------------------------------------
-
-
-def _check_output(path: Path) -> None:
-    if path.is_symlink():
-        raise ReportError(f"output path {str(path)!r} is a symbolic link; refusing to write "
-                          "through it")
-    if path.is_dir():
-        raise ReportError(f"output path {str(path)!r} is a directory")
-    parent = path.parent
-    if not parent.is_dir():
-        raise ReportError(f"output folder {str(parent)!r} does not exist")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Temp file + rename: a reader never sees half a report, and a symlink planted meanwhile
-    is replaced, not followed."""
-    _check_output(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temp, 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise

@@ -36,6 +36,7 @@ from sweep.nets import TrainedModel, Trainer
 from sweep.problem.data import Dataset, make_dataset
 from sweep.problem.operations import Operation
 from sweep.search._optuna import quiet_optuna
+from sweep.search._optuna.internals import still_running
 from sweep.search._signals import deferred_interrupts, interrupting_signal, raise_if_interrupted
 from sweep.search.budget import (
     AllTaken,
@@ -120,7 +121,15 @@ class Campaign:
         self._status: dict[str, OperationStatus] = {}
         self._storage: SweepStorage | None = None
         self._lock_engine: Any = None
-        self.registry = ModelRegistry(url)
+        # Optuna's storage first: a database Optuna refuses (a newer schema, another
+        # application's SQLite file, a full disk) must be refused before our tables or the
+        # campaign row are written into it.
+        self._storage = optuna_storage(url)
+        try:
+            self.registry = ModelRegistry(url)
+        except BaseException:
+            self._close_storage()
+            raise
         try:
             self._open(update_settings)
         except BaseException:
@@ -142,11 +151,23 @@ class Campaign:
                     f"campaign {config.name!r} already exists with a different "
                     f"{', '.join(conflicts)}; use --campaign NEW_NAME for a new campaign"
                 )
-        self._storage = optuna_storage(self.url)
         self._lock_engine = create_engine(self.url)
-        merged = self._merged_config(stored).to_dict()
-        if not self.registry.save_campaign(config.name, merged) and update_settings:
-            self.registry.update_campaign(config.name, merged)
+
+        def merge(raw: dict[str, Any] | None) -> dict[str, Any] | None:
+            """Decided in the registry's transaction: another run may have created the
+            campaign since it was read above."""
+            if raw is None:
+                return config.to_dict()
+            current = CampaignConfig.from_dict(raw)
+            conflicts = config.identity_conflicts(current)
+            if conflicts:
+                raise ConfigError(
+                    f"campaign {config.name!r} already exists with a different "
+                    f"{', '.join(conflicts)}; use --campaign NEW_NAME for a new campaign"
+                )
+            return self._merged_config(current).to_dict() if update_settings else None
+
+        self.registry.register_campaign(config.name, merge)
         self.studies = {op.name: self._study(op) for op in self.operations}
 
     @property
@@ -160,6 +181,9 @@ class Campaign:
         if self._lock_engine is not None:
             self._lock_engine.dispose()
             self._lock_engine = None
+        self._close_storage()
+
+    def _close_storage(self) -> None:
         if self._storage is not None:
             self._storage.remove_session()
             self._storage.engine.dispose()
@@ -381,6 +405,7 @@ class Campaign:
         def on_model(trial: optuna.Trial, model: TrainedModel, metrics: dict[str, float]) -> None:
             try:
                 entry = self._promoter.promote(
+                    guard=still_running(trial),
                     dataset=dataset,
                     study_name=study.study_name,
                     trial_number=trial.number,
@@ -393,8 +418,10 @@ class Campaign:
                     },
                 )
             except (SweepError, StorageError, OSError) as e:
-                trial.set_user_attr("promotion_error", str(e))
                 reporter.warning(f"{operation.name} trial {trial.number}: not promoted: {e}")
+                # The trial may be finished already (a refused promotion says so).
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr("promotion_error", str(e))
                 return
             if entry is None:
                 return

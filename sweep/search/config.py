@@ -6,7 +6,10 @@ empty choice lists are refused with one line naming the value.
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -43,8 +46,9 @@ def study_name(campaign: str, operation: str) -> str:
 def validate_campaign_name(name: str) -> str:
     # fullmatch: with match, "$" also matches before a trailing newline ("abc\n" passed).
     if not isinstance(name, str) or not CAMPAIGN_NAME.fullmatch(name):
+        shown = name if not isinstance(name, str) or len(name) <= 60 else name[:57] + "..."
         raise ConfigError(
-            f"invalid campaign name {name!r}; use 1-48 letters, digits, '_' or '-', "
+            f"invalid campaign name {shown!r}; use 1-48 letters, digits, '_' or '-', "
             "starting with a letter or digit"
         )
     return name
@@ -81,6 +85,7 @@ class CampaignConfig:
         if self.timeout is not None and (
             isinstance(self.timeout, bool)
             or not isinstance(self.timeout, int | float)
+            or not math.isfinite(self.timeout)
             or not self.timeout > 0
         ):
             raise ConfigError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
@@ -95,7 +100,9 @@ class CampaignConfig:
                 f"startup_designs must be true or false, got {self.startup_designs!r}"
             )
         if not (
-            isinstance(self.max_trial_seconds, int | float) and self.max_trial_seconds > 0
+            isinstance(self.max_trial_seconds, int | float)
+            and math.isfinite(self.max_trial_seconds)
+            and self.max_trial_seconds > 0
         ) or isinstance(self.max_trial_seconds, bool):
             raise ConfigError(
                 f"max_trial_seconds must be a positive number, got {self.max_trial_seconds!r}"
@@ -209,21 +216,66 @@ _CAMPAIGN_KEYS = {
 _TOP_LEVEL_KEYS = {"campaign", "expressions", "data", "space", "overrides"}
 
 
+# A campaign file is a few dozen lines; a megabyte is a mistake (or an attack), not a config.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a campaign file; any read or syntax problem is one ConfigError line."""
+    """Read a campaign file; any read or syntax problem is one ConfigError line.
+
+    Only a regular file of at most `MAX_CONFIG_BYTES` is read: a FIFO would block, and
+    ``/dev/zero`` or a huge file would fill the memory.
+    """
     file = Path(path)
+    text = str(file)
+    shown = repr(text if len(text) <= 200 else text[:197] + "...")
     try:
-        text = file.read_bytes().decode("utf-8")
+        # O_NONBLOCK: opening a FIFO without a writer must not hang (it is refused below).
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(file)!r} does not exist") from None
+        raise ConfigError(f"config file {shown} does not exist") from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {str(file)!r} is a directory, not a TOML file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read config file {str(file)!r}: {e}") from None
+        raise ConfigError(f"config file {shown} is a directory, not a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {shown}: {e.strerror}") from None
     try:
-        return tomllib.loads(text)
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"config file {shown} is a directory, not a TOML file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(
+                f"config file {shown} is not a regular file (a FIFO, device or socket)"
+            )
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"config file {shown} is {info.st_size:,} bytes; a campaign file may be at "
+                f"most {MAX_CONFIG_BYTES:,}"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 1 << 16):
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:  # it grew while we read it
+                raise ConfigError(
+                    f"config file {shown} is over {MAX_CONFIG_BYTES:,} bytes, the limit"
+                )
+            chunks.append(chunk)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {shown}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        decoded = b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {shown} is not UTF-8 text: {e.reason} at byte {e.start}"
+        ) from None
+    try:
+        return tomllib.loads(decoded)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {str(file)!r} is not valid TOML: {e}") from None
+        raise ConfigError(f"config file {shown} is not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {shown} nests arrays or tables too deeply") from None
 
 
 def config_from_toml(raw: Mapping[str, Any], base: CampaignConfig | None = None) -> CampaignConfig:

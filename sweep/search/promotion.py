@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from storage import ModelCandidate, ModelEntry, ModelRegistry
+from storage import ModelCandidate, ModelEntry, ModelRegistry, PromotionGuard
 from sweep.errors import SweepError
 from sweep.nets import TrainedModel, Trainer
 from sweep.problem.data import Dataset
@@ -44,10 +44,14 @@ class Promoter:
         model: TrainedModel,
         metrics: dict[str, float],
         params: dict[str, Any],
+        guard: PromotionGuard | None = None,
     ) -> ModelEntry | None:
         """Promote `model` if it beats the registry's best for its operation; None otherwise.
 
+        `guard` is checked in the registry's transaction (the trial must still be running).
+
         Raises:
+            storage.PromotionRefused: `guard` refused.
             SweepError: the saved model does not load back, or answers differently.
             storage.StorageError: the registry refused or lost the write.
         """
@@ -81,4 +85,4 @@ class Promoter:
             keras_version=versions.get("keras", ""),
             tensorflow_version=versions.get("tensorflow", ""),
         )
-        return self.registry.promote_if_better(candidate)
+        return self.registry.promote_if_better(candidate, guard)

@@ -11,6 +11,8 @@ import optuna
 
 from storage import (
     StorageError,
+    StorageInternalError,
+    check_not_foreign,
     check_reachable,
     create_engine,
     enable_sqlite_wal,
@@ -18,10 +20,10 @@ from storage import (
     mask_url,
 )
 from storage import normalize_storage_url as _normalize
-from storage.engine import sqlite_path
+from storage.engine import short_reason, sqlite_path
 from storage.locks import NamedLock
 from sweep import settings
-from sweep.errors import SweepError, first_line
+from sweep.errors import SweepError
 from sweep.search._optuna import quiet_optuna
 from sweep.search._optuna.storage import DATABASE_ERRORS, SweepStorage, backend_of
 
@@ -57,31 +59,44 @@ def optuna_storage(url: str) -> SweepStorage:
     current = settings.current()
     engine = create_engine(url)
     try:
+        check_not_foreign(engine)
         with NamedLock(engine, "optuna-schema"):
-            return SweepStorage(
-                url,
-                engine_kwargs=engine_options(url),
-                heartbeat_interval=current.heartbeat_interval,
-                grace_period=current.grace_period,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRIES_OF_A_STALE_TRIAL
-                ),
-            )
+            try:
+                return SweepStorage(
+                    url,
+                    engine_kwargs=engine_options(url),
+                    heartbeat_interval=current.heartbeat_interval,
+                    grace_period=current.grace_period,
+                    heartbeat_stale_trial_callback=(
+                        optuna.storages.RetryHeartbeatStaleTrialCallback(
+                            max_retry=MAX_RETRIES_OF_A_STALE_TRIAL
+                        )
+                    ),
+                )
+            except (SweepError, StorageError):
+                raise
+            except Exception as e:  # a full disk, a newer Optuna schema, a refused CREATE
+                raise StorageInternalError(
+                    f"cannot open Optuna's tables on {mask_url(url)}: {short_reason(e, url)}"
+                ) from e
     finally:
         engine.dispose()
 
 
-def open_existing_storage(url: str, error: type[SweepError]) -> SweepStorage:
-    """`optuna_storage` for readers (dashboard, report): a missing SQLite file is refused, not
-    created, and a storage Optuna cannot open (e.g. a newer schema) is one `error` line."""
+def open_existing_storage(url: str, error: type[SweepError]) -> optuna.storages.RDBStorage:
+    """Optuna's storage for the dashboard and the report: the same engine options, but every
+    write at once (the dashboard's notes and attributes are its users' own, and no trial runs
+    here to flush a buffer). A missing SQLite file is refused, not created, and a storage
+    Optuna cannot open (e.g. a newer schema) is one `error` line."""
     url = _normalize(url)
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         raise error(f"no database at {str(path)!r}; run `sweep run` first or pass --storage")
     check_reachable(url)
+    quiet_optuna()
     try:
-        return optuna_storage(url)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
     except (SweepError, StorageError):
         raise
     except Exception as e:  # Optuna's own refusals: a newer schema, an alembic failure, ...
-        raise error(f"cannot open the studies on {mask_url(url)}: {first_line(e)}") from e
+        raise error(f"cannot open the studies on {mask_url(url)}: {short_reason(e, url)}") from e

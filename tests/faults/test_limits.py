@@ -23,8 +23,8 @@ CASES: list[tuple[list[str], str, list[str]]] = [
     ([], "[space]\nlayers = 17\n", ["space.layers.low = 17", "out of bounds"]),
     ([], "[space]\nmax_parameters = 0\n", ["max_parameters", "got 0"]),
     # Budgets.
-    (["--trials", "0"], "", ["--trials", "0 is below the minimum 1"]),
-    (["--trials", "-1"], "", ["--trials", "-1 is below the minimum 1"]),
+    (["--trials", "0"], "", ["--trials", "'0' is out of range; allowed 1 to"]),
+    (["--trials", "-1"], "", ["--trials", "'-1' is out of range; allowed 1 to"]),
     (["--trials", "many"], "", ["--trials", "'many' is not an integer"]),
     ([], "[campaign]\ntrials = 0\n", ["trials must be a positive integer, got 0"]),
     ([], "[campaign]\ntrials = -5\n", ["trials must be a positive integer, got -5"]),
@@ -36,7 +36,7 @@ CASES: list[tuple[list[str], str, list[str]]] = [
     (["--timeout", "inf"], "", ["--timeout", "'inf' must be a positive number of seconds"]),
     ([], "[campaign]\ntimeout = 0\n", ["timeout must be a positive number of seconds, got 0"]),
     ([], "[campaign]\ntimeout = nan\n", ["timeout must be a positive number of seconds, got nan"]),
-    (["--workers", "0"], "", ["--workers", "0 is below the minimum 1"]),
+    (["--workers", "0"], "", ["--workers", "'0' is out of range; allowed 1 to 64"]),
     ([], "[campaign]\nmax_trial_seconds = 0\n", ["max_trial_seconds", "got 0"]),
     # Data.
     ([], "[data]\nexamples = 9\n", ["examples must be at least 10, got 9"]),

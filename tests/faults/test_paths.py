@@ -16,7 +16,7 @@ from storage import ModelCandidate, ModelRegistry
 from sweep.cli import main
 from sweep.errors import ConfigError
 from sweep.nets.saving import serialize_model
-from sweep.publishing.models import write_file
+from sweep.publishing.outputs import write_atomically
 
 BAD_OPERATION_NAMES = ["../x", "a/b", "..", "x\ny", "x\x00y", "x\ry", "x\x1b[2Jy", "x\\y", "/x"]
 BAD_CAMPAIGN_NAMES = [
@@ -204,19 +204,19 @@ def test_pull_never_overwrites_and_never_follows(
 
 
 def test_the_atomic_write_never_overwrites_or_follows_even_in_a_race(tmp_path: Path) -> None:
-    """`write_file` is the last step of a pull; a file or symlink that appears after the
+    """`write_atomically` is the last step of a pull; a file or symlink that appears after the
     checks is still safe: without --force the write fails, with it the link itself is replaced."""
     path = tmp_path / "m.keras"
     path.write_bytes(b"appeared meanwhile")
     with pytest.raises(ConfigError, match="exists"):
-        write_file(path, b"new", force=False)
+        write_atomically(path, b"new", force=False)
     assert path.read_bytes() == b"appeared meanwhile"
 
     target = tmp_path / "elsewhere"
     target.write_bytes(b"keep me")
     path.unlink()
     path.symlink_to(target)
-    write_file(path, b"new", force=True)
+    write_atomically(path, b"new", force=True)
     assert not path.is_symlink() and path.read_bytes() == b"new"
     assert target.read_bytes() == b"keep me"
     assert sorted(os.listdir(tmp_path)) == ["elsewhere", "m.keras"]  # no temp file left

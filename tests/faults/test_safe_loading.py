@@ -107,7 +107,7 @@ def test_hostile_registry_entries_are_refused_by_pull_predict_and_load(
         "multiply": (_lambda_model(), "in safe mode: Requested the deserialization of a `Lambda`"),
         "add": (_unregistered_model(), "in safe mode: Could not locate class '_Unregistered'."),
         "subtract": (_callable_in_config(marker), "in safe mode: Could not locate class 'system'."),
-        "square": (b"MZ\x90\x00 anything but a zip", "is not a .keras archive"),
+        "square": (b"MZ\x90\x00 anything but a zip", "is not a readable .keras archive"),
     }
     for operation, (data, _) in crafted.items():
         _store(storage_url, operation, data)

@@ -7,15 +7,20 @@ attribute that `optuna.artifacts.upload_artifact` writes (and optuna-dashboard r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 __all__ = [
     "ARTIFACT_ATTR_PREFIX",
     "find_trial",
     "record_artifact",
+    "still_running",
     "storage_of",
     "study_id",
     "trial_id",
@@ -84,3 +89,32 @@ def record_artifact(
         storage.set_study_system_attr(study_id(target), key, meta)
     else:
         storage.set_trial_system_attr(trial_id(target), key, meta)
+
+
+def still_running(trial: optuna.Trial) -> Callable[[Connection], str | None]:
+    """A promotion guard: the trial must still be RUNNING when the promotion commits.
+
+    Read in the promotion's own transaction with a share lock on Optuna's trial row, so a
+    worker that fails the trial as stale meanwhile (its UPDATE needs that row) waits for the
+    commit; a trial already failed (its worker was stopped, the retry runs elsewhere) is
+    refused. Optuna's own table definition, so the column types are Optuna's.
+    """
+    table = models.TrialModel.__table__
+    trial_id, number = trial._trial_id, trial.number
+
+    def guard(connection: Connection) -> str | None:
+        query = select(table.c.state).where(table.c.trial_id == trial_id)
+        if connection.dialect.name != "sqlite":  # SQLite's write lock is held already
+            query = query.with_for_update(read=True)
+        state = connection.execute(query).scalar()
+        if state is None:
+            return f"trial {number} no longer exists"
+        state = state if isinstance(state, TrialState) else TrialState[str(state)]
+        if state != TrialState.RUNNING:
+            return (
+                f"trial {number} is {state.name} (finished by another worker, e.g. failed "
+                "as stale while this one was stopped); its model is not promoted"
+            )
+        return None
+
+    return guard

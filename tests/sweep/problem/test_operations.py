@@ -185,7 +185,7 @@ def test_valid_expressions_parse_and_evaluate(
         ("1e400 * a", "too large"),
         ("None", "constant"),
         ("...", "constant"),
-        ("a\x00", "null bytes"),
+        ("a\x00", "control character"),
         ("a +", "syntax"),
         ("(" * 120 + "a", "syntax"),
         ("(" * 99 + "c" + ")" * 99, "name 'c'"),
