@@ -48,6 +48,7 @@ from sweep.nets.portable import (
 
 __all__ = [
     "ONNX_OPSET",
+    "GraphPredictor",
     "default_probe",
     "export_onnx",
     "export_savedmodel",
@@ -103,6 +104,19 @@ def savedmodel_answers(directory: Path, x: npt.ArrayLike) -> npt.NDArray[np.floa
     dtype = function.structured_input_signature[1][INPUT_NAME].dtype
     out = function(**{INPUT_NAME: tf.constant(np.asarray(x), dtype=dtype)})[OUTPUT_NAME]
     return np.asarray(out.numpy(), dtype=np.float64).reshape(-1)
+
+
+class GraphPredictor:
+    """The model's serving function as one traced TensorFlow graph: the SavedModel's answers
+    (same graph, same optimiser), about 1 ms a call instead of Keras' 15 ms eager call."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self._function = tf.function(_serving(model), input_signature=_signature(model))
+        self._dtype = model_dtype(model)
+
+    def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        out = self._function(tf.constant(np.asarray(x), dtype=self._dtype))[OUTPUT_NAME]
+        return np.asarray(out.numpy(), dtype=np.float64).reshape(-1)
 
 
 def default_probe(arity: int) -> npt.NDArray[np.float64]:
