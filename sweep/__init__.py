@@ -8,9 +8,9 @@ after ``import sweep.nets.layers`` (which registers the normalisation layers).
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
+from sweep._version import __version__ as __version__
 from sweep.errors import (
     ConfigError,
     ExpressionError,
@@ -19,11 +19,6 @@ from sweep.errors import (
     SweepError,
     TrialFailure,
 )
-
-try:
-    __version__ = importlib.metadata.version("neural-arithmetic-sweep")
-except importlib.metadata.PackageNotFoundError:  # a checkout on sys.path, not installed
-    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from sweep.api import load_best_model, optuna_storage, predict, pull_model, run_campaign

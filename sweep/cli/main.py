@@ -66,7 +66,7 @@ def _number(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sweep import __version__
+    from sweep._version import __version__
 
     parser = _Parser(
         prog="sweep",
@@ -508,9 +508,9 @@ def _cmd_serve(args: argparse.Namespace, url: str, campaign: str) -> int:
     import logging
 
     from storage import mask_url
+    from sweep.nets.portable import require_modules
     from sweep.publishing.models import check_operation_name
     from sweep.publishing.serve import SERVE_EXTRA, SERVER_MODULES, ModelStore, choose_backend
-    from sweep.nets.portable import require_modules
 
     for name in args.operations:
         check_operation_name(name)
@@ -543,7 +543,17 @@ def _cmd_serve(args: argparse.Namespace, url: str, campaign: str) -> int:
             file=sys.stderr, flush=True,
         )
 
-    serve(store, host=args.host, port=args.port, on_listening=listening)
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (docker stop) ends like Ctrl-C, after uvicorn's drain
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(store, host=args.host, port=args.port, on_listening=listening)
     print("sweep serve: stopped", file=sys.stderr)
     return 0
 

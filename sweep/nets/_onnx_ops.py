@@ -39,7 +39,8 @@ _SELU_SCALE_ALPHA = 1.7580993408473768599402175208123
 
 
 class _Builder:
-    """Adds ONNX nodes of the replaced node's type to a tf2onnx graph, then replaces one node with the last."""
+    """Adds ONNX nodes (of the replaced node's type) to a tf2onnx graph, then replaces the
+    node with the last one."""
 
     def __init__(self, ctx: Any, node: Any) -> None:
         from onnx import TensorProto
@@ -48,7 +49,8 @@ class _Builder:
         self.node = node
         # Constants take the node's own type: double for float64 models (float32 ones stay so).
         double = ctx.get_dtype(node.output[0]) == TensorProto.DOUBLE
-        self.dtype: type[np.floating[Any]] = np.float64 if double else np.float32
+        self.dtype: type[np.floating[Any]]
+        self.dtype = np.float64 if double else np.float32
 
     def const(self, value: float) -> str:
         from tf2onnx import utils

@@ -205,7 +205,7 @@ def export_onnx(
                 f"the ONNX conversion computes in float32 ({', '.join(narrowed[:3])}); "
                 "refusing to narrow a float64 model"
             )
-    from sweep import __version__
+    from sweep._version import __version__
 
     entries = {"producer": f"neural-arithmetic-sweep {__version__}", **(metadata or {})}
     onnx.helper.set_model_props(proto, dict(entries))

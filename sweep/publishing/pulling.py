@@ -216,9 +216,9 @@ def _write_savedmodel(
         os.umask(umask)
         temp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide it from a TF Serving user
         version_dir = temp / str(entry.version)
-        export_savedmodel(model, version_dir)  # type: ignore[arg-type]
+        export_savedmodel(model, version_dir)
         comparison = check_answers(
-            predict(model, probe),  # type: ignore[arg-type]
+            predict(model, probe),
             savedmodel_answers(version_dir, probe),
             integer_valued=op.integer_valued,
             label=f"the SavedModel of {entry.operation} version {entry.version}",

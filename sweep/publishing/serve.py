@@ -46,8 +46,8 @@ __all__ = [
     "MAX_INSTANCES",
     "SERVE_EXTRA",
     "ModelStore",
-    "create_app",
     "choose_backend",
+    "create_app",
     "serve",
 ]
 
