@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from _isolated import run_isolated
 
 SAVEDMODEL_SCRIPT = """

@@ -62,6 +62,7 @@ CONVERT_TIMEOUT = 600.0
 BACKENDS = ("auto", "onnxruntime", "tensorflow")
 SERVE_EXTRA = 'pip install "neural-arithmetic-sweep[serve]"'
 SERVER_MODULES = ("uvicorn", "starlette", "orjson")
+_EXACT_INTEGER = 2**53
 
 
 class Predictor(Protocol):
@@ -372,17 +373,22 @@ def parse_instances(body: bytes, op: Operation) -> npt.NDArray[np.float64]:
         raise _HTTPError(
             413, f"{len(instances)} instances in one request; the limit is {MAX_INSTANCES}"
         )
-    number = (int, float)
     for index, row in enumerate(instances):
-        if op.arity == 1 and type(row) in number:
-            continue
+        if op.arity == 1 and type(row) in (int, float):
+            row = [row]
         if type(row) is not list or len(row) != op.arity:
             raise _HTTPError(
                 400, f"instance {index + 1}: {op.name} takes {op.arity} number(s) per instance "
                 f"({shape}), got {_short(row)}"
             )
         for value in row:
-            if type(value) not in number:  # bool is a subclass of int: compare types exactly
+            kind = type(value)
+            if kind is int and abs(value) > _EXACT_INTEGER:
+                # Exact in JSON, but float64 would round it to another number: refuse it here.
+                raise _HTTPError(400, f"instance {index + 1}: {value} is beyond what a float64 "
+                                 f"model can represent exactly (the limit is |x| <= 2**53 = "
+                                 f"{_EXACT_INTEGER})")
+            if kind is not int and kind is not float:  # bool subclasses int: compare exactly
                 raise _HTTPError(400, f"instance {index + 1}: {_short(value)} is not a number")
     x = np.asarray(instances, dtype=np.float64).reshape(len(instances), op.arity)
     try:
@@ -510,7 +516,11 @@ def create_app(store: ModelStore) -> Any:
         target: str = request.path_params["target"]
         version: str | None = request.path_params.get("version")
         try:
-            name, colon, method = target.partition(":")
+            if version is None:
+                name, colon, method = target.partition(":")
+            else:  # /v1/models/OP/versions/N:predict
+                name = target
+                version, colon, method = version.partition(":")
             if colon:
                 if method != "predict":
                     raise _HTTPError(404, f"unknown method {method!r}; use :predict")
