@@ -49,7 +49,15 @@ ONNX_MODULES = ("tf2onnx", "onnx", "onnxruntime")
 
 def missing_modules(names: tuple[str, ...]) -> list[str]:
     """Which of these importable names are not installed (without importing them)."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken install, or a name blocked in sys.modules
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 def require_modules(names: tuple[str, ...], purpose: str, install: str) -> None:

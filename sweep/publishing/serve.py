@@ -18,6 +18,7 @@ only. Nothing from the storage URL reaches a response or a log line unmasked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from storage import ModelEntry, ModelRegistry, StorageError
+from storage import ChecksumMismatch, ModelEntry, ModelNotFound, ModelRegistry, StorageError
 from sweep.errors import ConfigError, ServeError, SweepError, first_line
 from sweep.nets.portable import ONNX_EXTRA, ONNX_MODULES, OnnxPredictor, missing_modules
 from sweep.problem.operations import BUILTIN_OPERATIONS, Operation
@@ -131,6 +132,7 @@ class ModelStore:
         self._child: subprocess.Popen[bytes] | None = None
         self.ready = threading.Event()
         self._registry_ok = True
+        self._registry: ModelRegistry | None = None
         with ModelRegistry(url) as registry:
             stored = registry.load_campaign(campaign)
             if stored:
@@ -166,6 +168,8 @@ class ModelStore:
             child.kill()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._registry is not None:
+            self._registry.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -176,17 +180,33 @@ class ModelStore:
             self.ready.set()
             self._stop.wait(self.poll_seconds)
 
+    def _open_registry(self) -> ModelRegistry:
+        if self._registry is None:
+            self._registry = ModelRegistry(self.url)
+        return self._registry
+
     def refresh(self) -> None:
         """One poll: load every wanted operation whose best version is not the one served."""
+        fetched: list[tuple[ModelEntry, bytes]] = []
         try:
-            with ModelRegistry(self.url) as registry:
-                bests = {e.operation: e for e in registry.best_all(self.campaign)}
-                due = [
-                    e for name, e in bests.items()
-                    if self._is_due(name, e)
-                ]
-                fetched = [(e, registry.fetch(e.campaign, e.operation, e.version)[1]) for e in due]
+            registry = self._open_registry()
+            bests = {e.operation: e for e in registry.best_all(self.campaign)}
+            for name in bests:
+                if name not in self._known and self._wanted is None:
+                    with contextlib.suppress(ConfigError):  # promoted before its campaign?
+                        self._known[name] = resolve_operation(registry, self.campaign, name)
+            for entry in [e for name, e in bests.items() if self._is_due(name, e)]:
+                try:
+                    fetched.append(
+                        (entry, registry.fetch(entry.campaign, entry.operation, entry.version)[1])
+                    )
+                except (ChecksumMismatch, ModelNotFound) as e:
+                    # This version is damaged (or went away): keep serving the one we have.
+                    self._refuse(entry, first_line(e))
         except (StorageError, SweepError) as e:
+            if self._registry is not None:
+                self._registry.close()
+                self._registry = None
             if self._registry_ok:
                 versions = ", ".join(f"{k} v{v}" for k, v in self.versions().items()) or "none"
                 log.warning(
@@ -204,6 +224,19 @@ class ModelStore:
                 self._status[name] = _Status(state="", error="no model promoted yet")
         if fetched:
             self._load(fetched)
+
+    def _refuse(self, entry: ModelEntry, reason: str) -> None:
+        """Record that `entry` cannot be served (not retried until a new version comes)."""
+        name = entry.operation
+        label = f"{name} version {entry.version}"
+        self._status[name] = _Status(
+            state="AVAILABLE" if name in self._served else "",
+            error=f"{label} cannot be served: {reason}",
+            failed=(entry.version, entry.sha256),
+        )
+        still = self._served.get(name)
+        keeps = f"; still serving version {still.entry.version}" if still else ""
+        log.warning("%s cannot be served: %s%s", label, reason, keeps)
 
     def _is_due(self, name: str, entry: ModelEntry) -> bool:
         if self._wanted is not None and name not in self._wanted:
@@ -232,14 +265,7 @@ class ModelStore:
             name = entry.operation
             label = f"{name} version {entry.version}"
             if isinstance(result, str):
-                self._status[name] = _Status(
-                    state="AVAILABLE" if name in self._served else "",
-                    error=f"{label} cannot be served: {result}",
-                    failed=(entry.version, entry.sha256),
-                )
-                still = self._served.get(name)
-                keeps = f"; still serving version {still.entry.version}" if still else ""
-                log.warning("%s cannot be served: %s%s", label, result, keeps)
+                self._refuse(entry, result)
                 continue
             served = Served(self._known[name], entry, result, self.backend, seconds)
             with self._lock:
@@ -331,8 +357,7 @@ class ModelStore:
     def _data_spec(self) -> Any:
         from sweep.problem.data import DataSpec
 
-        with ModelRegistry(self.url) as registry:
-            stored = registry.load_campaign(self.campaign)
+        stored = self._open_registry().load_campaign(self.campaign)
         return CampaignConfig.from_dict(stored).data if stored else DataSpec()
 
 
@@ -456,8 +481,6 @@ def _model_status(store: ModelStore, name: str) -> dict[str, Any]:
 
 def create_app(store: ModelStore) -> Any:
     """The Starlette app over `store` (which the app starts and stops with its lifespan)."""
-    import contextlib
-
     import orjson
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException

@@ -243,3 +243,25 @@ def test_a_promotion_during_serving_is_picked_up_without_a_restart(server: Serve
         assert predictions == [expected], (version, pair, predictions)
     assert server.process.poll() is None
     assert "serving add version 2" in server.logged()
+
+
+def test_without_onnxruntime_the_models_run_under_tensorflow(tmp_path: Path) -> None:
+    """`--backend tensorflow` (what `auto` picks without the onnx extra): the SavedModel's
+    graph in-process, same REST shape, and a warning that the latency target is not met."""
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    promote(url, "add", exact_add(), 1.0)
+    promote(url, "multiply", exact_multiply(), 1.0)
+    running = start_server(url, tmp_path, "--backend", "tensorflow")
+    try:
+        x = probe_inputs(BUILTIN_OPERATIONS["multiply"], DataSpec())
+        for op in ("add", "multiply"):
+            response = _post(running.base, op, x.tolist())
+            assert response.status_code == 200 and response.headers["X-Model-Version"] == "1"
+            served = np.asarray(response.json()["predictions"])
+            reference = predict(load_best_model(op, storage=url), x)
+            assert np.array_equal(served, reference), op
+        status = httpx.get(f"{running.base}/v1/models/add").json()
+        assert status["backend"] == "tensorflow"
+    finally:
+        assert running.stop() == 0, running.logged()
+    assert "not the 5 ms target" in running.logged()
