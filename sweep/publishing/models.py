@@ -136,6 +136,8 @@ def load_best_models(
         model_history(operation, storage=storage, campaign=campaign),
         key=lambda e: (e.objective_value, -e.version),
     )
+    if not ranked:
+        fetch_model(operation, storage=storage, campaign=campaign)  # raises ModelNotFound
     return [
         load_best_model(operation, storage=storage, campaign=campaign, version=e.version)
         for e in ranked[:top_k]

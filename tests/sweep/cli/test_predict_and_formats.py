@@ -103,3 +103,29 @@ def test_best_and_models_speak_json(url: str, capsys: pytest.CaptureFixture[str]
     (row,) = json.loads(out)
     assert code == 0 and row["version"] == 1 and row["is_best"] is True
     assert len(row["sha256"]) == 64 and "metrics" in row and "created_at" in row
+
+
+def test_the_public_api_hands_out_the_best_few_models_with_one_keyword(url: str) -> None:
+    import inspect
+
+    import numpy as np
+
+    import sweep
+    from sweep.nets.training import predict
+
+    promote(url, "add", exact_add(bias=0.5), 0.5)  # version 2, better: ranked first
+    models = sweep.load_best_models("add", top_k=5, storage=url)
+    assert len(models) == 2
+    assert predict(models[0], np.array([[2.0, 3.0]])).tolist() == [5.5]
+    assert predict(models[1], np.array([[2.0, 3.0]])).tolist() == [5.0]
+    assert len(sweep.load_best_models("add", top_k=1, storage=url)) == 1
+    with pytest.raises(sweep.ConfigError, match="top_k"):
+        sweep.load_best_models("add", top_k=0, storage=url)
+    batch = sweep.predict_many("add", [[1, 2], [3, 4]], storage=url)
+    assert batch.version == 2 and batch.answers.tolist() == [4.0, 8.0]
+    assert [e.operation for e in sweep.best_models(storage=url)] == ["add", "multiply"]
+    assert [e.version for e in sweep.model_history("add", storage=url)] == [1, 2]
+    for name in sweep.__all__:
+        value = getattr(sweep, name)
+        if inspect.isfunction(value):
+            assert "storage" in inspect.signature(value).parameters, name
