@@ -217,7 +217,7 @@ class ModelStore:
                 self._status.setdefault(name, _Status(state="", error="registry unreachable"))
             return
         if not self._registry_ok:
-            log.warning("the registry answers again")
+            log.info("the registry answers again")
         self._registry_ok = True
         for name in self._wanted or ():
             if name not in bests and name not in self._served:
@@ -252,9 +252,8 @@ class ModelStore:
 
     def _load(self, fetched: list[tuple[ModelEntry, bytes]]) -> None:
         for entry, _ in fetched:
-            status = self._status.setdefault(entry.operation, _Status())
             if entry.operation not in self._served:
-                status.state = "LOADING"
+                self._status[entry.operation] = _Status(state="LOADING")
         started = time.monotonic()
         if self.backend == "onnxruntime":
             results = self._convert(fetched)
@@ -271,7 +270,7 @@ class ModelStore:
             with self._lock:
                 self._served = {**self._served, name: served}
             self._status[name] = _Status(state="AVAILABLE")
-            log.warning("serving %s (%s, loaded in %.1f s)", label, self.backend, seconds)
+            log.info("serving %s (%s, loaded in %.1f s)", label, self.backend, seconds)
 
     def _convert(self, fetched: list[tuple[ModelEntry, bytes]]) -> list[Predictor | str]:
         """`.keras` -> ONNX for all of them in one TensorFlow start, in a child process."""
