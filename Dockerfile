@@ -1,5 +1,5 @@
-# The sweep image: `sweep worker` by default, `sweep dashboard` (optuna-dashboard) with the same
-# image. Configuration comes only from the environment at run time (SWEEP_STORAGE,
+# The sweep image: `sweep worker` by default, `sweep dashboard` (optuna-dashboard) and
+# `sweep serve` (the prediction service) with the same image. Configuration comes only from the environment at run time (SWEEP_STORAGE,
 # SWEEP_CAMPAIGN, SWEEP_ARTIFACTS): nothing secret is baked into the image.
 FROM python:3.11-slim
 
@@ -21,13 +21,15 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sweep/ sweep/
 COPY storage/ storage/
-# `.` is this checkout, not a registry package: DL3013 (pin pip versions) does not apply.
+# `.` is this checkout, not a registry package: DL3013 (pin pip versions) does not apply. The
+# serve extra (uvicorn, Starlette, orjson, tf2onnx, onnx, onnxruntime) is what `sweep serve`
+# needs to answer in milliseconds, and `sweep pull --format onnx`.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[serve]"
 
 USER 10001:10001
 WORKDIR /home/sweep
-EXPOSE 8080
+EXPOSE 8080 8500
 
 ENTRYPOINT ["sweep"]
 CMD ["worker"]

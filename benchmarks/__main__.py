@@ -21,7 +21,9 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-SECTIONS: tuple[str, ...] = ("quality", "speed", "overhead", "workers", "memory", "startup")
+SECTIONS: tuple[str, ...] = (
+    "quality", "speed", "overhead", "workers", "memory", "startup", "serving",
+)
 FIT_STEPS_PER_EXECUTION = 32
 FULL_BUDGET = 300.0
 QUICK_BUDGET = 8.0
@@ -283,6 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "memory",
                 lambda: run_memory(trained, warmup, memory_repeats),
                 list[MemoryRun](),
+            )
+        if "serving" in sections:
+            from benchmarks.serving import run_serving
+
+            results.serving = section(
+                "serving", lambda: run_serving(Path(scratch.name), quick=args.quick), None
             )
     except KeyboardInterrupt as e:
         results.failures.append(f"interrupted ({e or 'SIGINT'}); later sections did not run")

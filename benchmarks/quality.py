@@ -110,6 +110,10 @@ def _reported(metrics: dict[str, float]) -> dict[str, float]:
 # --- the original question's network ------------------------------------------------------
 
 
+def _answers(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return predict(model, x)
+
+
 def original_network(arity: int) -> keras.Model:
     """The network exactly as posted: 2-3-5-3-5-1, linear first layer, relu after (incl. output)."""
     with warnings.catch_warnings():

@@ -15,6 +15,7 @@ from benchmarks.quality import (
     SWEEP,
     OperationQuality,
 )
+from benchmarks.serving import ServingResult
 from benchmarks.speed import SpeedResult
 from benchmarks.startup import StartupResult
 from benchmarks.workers import SeedSweep, WorkerRun
@@ -22,6 +23,8 @@ from benchmarks.workers import SeedSweep, WorkerRun
 RATIO_TARGET = 1.8
 OVERHEAD_TARGET = 0.05
 MULTIPLY_BUDGET_TARGET = 300.0
+SERVE_ONE_PAIR_TARGET_MS = 5.0  # p50, 8 concurrent clients
+SERVE_BIG_TARGET_MS = 50.0  # p50 of a 10,000-pair request
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Results:
     worker_settings: str = ""
     memory: list[MemoryRun] = field(default_factory=list)
     startup: list[StartupResult] = field(default_factory=list)
+    serving: ServingResult | None = None
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -632,6 +636,73 @@ def _startup_section(results: Results) -> list[str]:
     return lines
 
 
+def _serving_targets(serving: ServingResult) -> list[str]:
+    """The two latency targets, judged on the lightest client measured (wrk when installed)."""
+    lines = []
+    for clients, pairs, target, what in (
+        (8, 1, SERVE_ONE_PAIR_TARGET_MS, "one pair per request, 8 concurrent clients"),
+        (1, 10_000, SERVE_BIG_TARGET_MS, "a 10,000-pair request"),
+    ):
+        measured = [
+            s for s in (serving.latency(c, clients, pairs) for c in ("wrk", "python"))
+            if s is not None
+        ]
+        if not measured:
+            continue
+        best = measured[0]
+        state = "holds" if best.p50_ms < target else "does not hold yet"
+        others = "; ".join(f"{s.client} client p50 {_ms(s.p50_ms)}" for s in measured)
+        lines.append(
+            f"- **`sweep serve`, {what}, p50 under {target:g} ms: {state}** ({others};"
+            " section 7)."
+        )
+    return lines
+
+
+def _ms(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def _serving_section(results: Results) -> list[str]:
+    serving = results.serving
+    if serving is None:
+        return []
+    rows = [
+        [f"`sweep serve` ({s.client} client)", str(s.clients), f"{s.pairs:,}", str(s.requests),
+         _ms(s.p50_ms), _ms(s.p99_ms), f"{s.pairs_per_second:,.0f}"]
+        for s in serving.serve
+    ]
+    rows.append(
+        ["`sweep predict OP A B` (a whole command)", "1", "1", str(serving.predict_runs),
+         _ms(serving.predict_seconds * 1000), "—", f"{1 / serving.predict_seconds:.2f}"]
+    )
+    rows += [
+        [f"in-process: {r.predictor}", "1", f"{r.pairs:,}", str(r.calls), _ms(r.p50_ms),
+         _ms(r.p99_ms), f"{r.pairs / (r.p50_ms / 1000):,.0f}"]
+        for r in serving.in_process
+    ]
+    from benchmarks.serving import ARCHITECTURE
+
+    lines = [
+        "## 7. Prediction service",
+        "",
+        f"One {ARCHITECTURE} model (float64, signed-log normalisation) in a SQLite registry;"
+        f" `sweep serve` as a subprocess ({serving.backend} backend: ready"
+        f" {serving.ready_seconds:.1f} s after start, the .keras -> ONNX conversion included;"
+        f" {serving.rss_mib:.0f} MiB resident while serving). Keep-alive clients on the same two"
+        " cores as the server: Python threads (http.client, which itself eats most of a core)"
+        " and wrk. Latency per request; pairs per second over the wall time (for in-process"
+        " rows: pairs over the median call). Targets: one pair under 5 ms p50 with 8 clients,"
+        " a 10,000-pair request under 50 ms.",
+        "",
+        *_table(("predictor", "clients", "pairs / request", "requests", "p50", "p99",
+                 "pairs / s"), rows),
+    ]
+    return lines
+
+
 def _targets_section(results: Results) -> list[str]:
     lines = ["## Where we stand against the targets", ""]
     if results.quick:
@@ -737,6 +808,8 @@ def _targets_section(results: Results) -> list[str]:
             f"- **Outside training under {_pct(OVERHEAD_TARGET)} of the workers' time with real"
             f" trials on PostgreSQL (section 4): {state}** ({worker_shares}).",
         ]
+    if results.serving is not None:
+        lines += _serving_targets(results.serving)
     return lines
 
 
@@ -765,6 +838,7 @@ def render(results: Results) -> str:
         _workers_section(results),
         _memory_section(results),
         _startup_section(results),
+        _serving_section(results),
     ):
         if section:
             lines += [*section, ""]

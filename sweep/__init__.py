@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from sweep._version import __version__ as __version__
 from sweep.errors import (
     ConfigError,
+    ExportError,
     ExpressionError,
     FatalSweepError,
     ModelLoadError,
@@ -20,7 +22,17 @@ from sweep.errors import (
 )
 
 if TYPE_CHECKING:
-    from sweep.api import load_best_model, optuna_storage, predict, pull_model, run_campaign
+    from sweep.api import (
+        best_models,
+        load_best_model,
+        load_best_models,
+        model_history,
+        optuna_storage,
+        predict,
+        predict_many,
+        pull_model,
+        run_campaign,
+    )
     from sweep.search.campaign import Campaign
     from sweep.search.config import CampaignConfig
 
@@ -28,14 +40,20 @@ __all__ = [
     "Campaign",
     "CampaignConfig",
     "ConfigError",
+    "ExportError",
     "ExpressionError",
     "FatalSweepError",
     "ModelLoadError",
     "SweepError",
     "TrialFailure",
+    "__version__",
+    "best_models",
     "load_best_model",
+    "load_best_models",
+    "model_history",
     "optuna_storage",
     "predict",
+    "predict_many",
     "pull_model",
     "run_campaign",
 ]
@@ -43,9 +61,13 @@ __all__ = [
 _LAZY = {
     "Campaign": "sweep.search.campaign",
     "CampaignConfig": "sweep.search.config",
+    "best_models": "sweep.api",
     "load_best_model": "sweep.api",
+    "load_best_models": "sweep.api",
+    "model_history": "sweep.api",
     "optuna_storage": "sweep.api",
     "predict": "sweep.api",
+    "predict_many": "sweep.api",
     "pull_model": "sweep.api",
     "run_campaign": "sweep.api",
 }

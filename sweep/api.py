@@ -1,21 +1,42 @@
 """The public Python API, wired as the CLI wires it (the Keras trainer, the dashboard notes).
 
-`sweep.run_campaign(config, url)`, `sweep.load_best_model(op, storage=...)`,
-`sweep.predict(op, a, b, storage=...)`, `sweep.pull_model(op, path, storage=...)` and
-`sweep.optuna_storage(url)`: every function takes the database as ``storage=`` (a URL; default
-``$SWEEP_STORAGE``, else ``sqlite:///sweeps.db``).
+`sweep.run_campaign(config, storage=...)`, `sweep.load_best_model(op, storage=...)`,
+`sweep.load_best_models(op, top_k=3, storage=...)`, `sweep.predict(op, a, b, storage=...)`,
+`sweep.predict_many(op, pairs, storage=...)`, `sweep.pull_model(op, path, format=...,
+storage=...)`, `sweep.best_models(storage=...)`, `sweep.model_history(op, storage=...)` and
+`sweep.optuna_storage(storage=...)`: every function takes the database as ``storage=`` (a URL;
+default ``$SWEEP_STORAGE``, else ``sqlite:///sweeps.db``).
 """
 
 from __future__ import annotations
 
 from storage import ModelEntry
-from sweep.publishing.models import load_best_model, predict, pull_model, storage_url
+from sweep.publishing.models import (
+    best_models,
+    load_best_model,
+    load_best_models,
+    model_history,
+    predict,
+    predict_many,
+    pull_model,
+    storage_url,
+)
 from sweep.search.config import CampaignConfig
 from sweep.search.reporting import Reporter
 from sweep.search.storage import SweepStorage
 from sweep.search.storage import optuna_storage as _optuna_storage
 
-__all__ = ["load_best_model", "optuna_storage", "predict", "pull_model", "run_campaign"]
+__all__ = [
+    "best_models",
+    "load_best_model",
+    "load_best_models",
+    "model_history",
+    "optuna_storage",
+    "predict",
+    "predict_many",
+    "pull_model",
+    "run_campaign",
+]
 
 
 def optuna_storage(storage: str | None = None) -> SweepStorage:

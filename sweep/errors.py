@@ -9,11 +9,13 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "DashboardError",
+    "ExportError",
     "ExpressionError",
     "FatalSweepError",
     "ModelLoadError",
     "PublishError",
     "ReportError",
+    "ServeError",
     "SweepError",
     "TrialFailure",
     "describe",
@@ -44,6 +46,15 @@ class FatalSweepError(SweepError):
 
 class ModelLoadError(SweepError):
     """A stored model cannot be loaded safely (unknown layer, Lambda, other Keras version)."""
+
+
+class ExportError(SweepError):
+    """A model cannot be written faithfully in the requested format (SavedModel, ONNX); nothing
+    is written."""
+
+
+class ServeError(SweepError):
+    """The prediction service cannot start (port in use, no usable model backend)."""
 
 
 class PublishError(SweepError):

@@ -79,10 +79,16 @@ def test_quick_benchmark_writes_every_table(tmp_path: Path) -> None:
         "## 2. Speed",
         "### Trials per minute of a default sweep",
         "## 3. Per-trial overhead: sampling + storage",
+        "## 7. Prediction service",
     ):
         assert heading in report, heading
     assert "**Failed**" not in report
     assert "python -m benchmarks --quick" in report
+    # The service: a latency per client setting and the two target verdicts.
+    served = _rows(report, "`sweep serve` (python client)")
+    assert len(served) >= 4 and all(_is_number(row[4].split()[0]) for row in served), served
+    assert "one pair per request, 8 concurrent clients, p50 under 5 ms" in report
+    assert "a 10,000-pair request, p50 under 50 ms" in report
 
     # Quality: three methods per quick operation, every metric a number.
     for operation in ("add", "multiply"):

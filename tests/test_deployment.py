@@ -40,8 +40,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_EXAMPLE = ROOT / ".env.example"
-SERVICES = ("postgres", "worker", "dashboard")
-SWEEP_SERVICES = ("worker", "dashboard")
+SERVICES = ("postgres", "worker", "dashboard", "serve")
+SWEEP_SERVICES = ("worker", "dashboard", "serve")
 # What the Dockerfile may copy into the image: the package build's inputs, nothing else.
 BUILD_INPUTS = {"pyproject.toml", "README.md", "sweep", "storage"}
 
@@ -240,6 +240,7 @@ def test_workers_scale_and_start_only_once_postgres_is_healthy() -> None:
     # A worker fails its current trial on SIGTERM; compose must not SIGKILL it first.
     assert parse_duration(worker["stop_grace_period"]) >= 60
     assert service("dashboard")["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert service("serve")["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -324,7 +325,7 @@ def test_worker_settings_come_from_the_environment() -> None:
     assert environment_of(service("worker", {"POSTGRES_PASSWORD": "x1"}))["SWEEP_CAMPAIGN"] == (
         "arith"
     )
-    for name in SWEEP_SERVICES:
+    for name in ("worker", "dashboard"):  # the services that write or show artifacts
         spec = service(name, compose_env())
         artifacts = environment_of(spec)["SWEEP_ARTIFACTS"]
         assert any(m.target == artifacts and m.source == "artifacts" for m in mounts_of(spec))
@@ -365,7 +366,10 @@ def test_dockerfile_builds_a_non_root_sweep_image() -> None:
     assert env["PYTHONUNBUFFERED"] == "1"
     installs = [a for k, a in instructions if k == "RUN" and "pip install" in a]
     # optuna-dashboard and matplotlib are core dependencies: a plain install serves both roles.
-    assert any(a.split()[-1] == "." and "--no-cache-dir" in a for a in installs)
+    # The serve extra: `sweep serve` answers with onnxruntime, never TensorFlow, in the image.
+    assert any(a.split()[-1] == '".[serve]"' and "--no-cache-dir" in a for a in installs)
+    exposed = {p for k, a in instructions if k == "EXPOSE" for p in a.split()}
+    assert {"8080", "8500"} <= exposed
 
 
 def test_dockerfile_copies_only_the_package_sources() -> None:
@@ -417,6 +421,16 @@ def test_dashboard_command_parses_and_serves_the_published_port() -> None:
     assert str(args.port) in container_ports
     mounts = {m.target for m in mounts_of(service("dashboard"))}
     assert args.artifacts in mounts
+
+
+def test_serve_command_parses_and_serves_the_published_port() -> None:
+    args = parsed_command("serve")
+    assert args.host == "0.0.0.0", "inside the container it must listen beyond its loopback"
+    assert args.operations == [], "every operation with a model, as they are promoted"
+    container_ports = {p.rsplit(":", 1)[1] for p in published_ports(service("serve"))}
+    assert str(args.port) in container_ports
+    healthcheck = " ".join(service("serve")["healthcheck"]["test"])
+    assert f"127.0.0.1:{args.port}/healthz" in healthcheck
 
 
 def test_mounted_campaign_file_loads_and_validates() -> None:
@@ -533,6 +547,45 @@ def test_service_commands_run_against_postgresql(postgresql_url: str, tmp_path: 
         if dashboard.poll() is None:
             dashboard.kill()
         dashboard.communicate()
+
+    # `serve` answers with the model the workers promoted, in TF Serving's REST shape.
+    port = _free_port()
+    command, env = _as_local_process("serve", postgresql_url, paths)
+    command = [{"0.0.0.0": "127.0.0.1", "8500": str(port)}.get(w, w) for w in command]
+    serve = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _poll_ok(f"http://127.0.0.1:{port}/healthz", serve)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/models/add:predict",
+            data=b'{"instances": [[2, 3]]}', method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.load(response)
+            assert response.headers["X-Model-Version"] == str(body["model_version"])
+        assert len(body["predictions"]) == 1
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=30) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        serve.communicate()
+
+
+def _poll_ok(url: str, process: subprocess.Popen[str], seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            pytest.fail(f"serve exited with {process.returncode}:\n{stderr}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"serve did not answer {url} within {seconds} s")
 
 
 def _poll_study_names(url: str, process: subprocess.Popen[str], seconds: float = 120) -> set[str]:

@@ -123,8 +123,10 @@ print(json.dumps({"code": code, "tensorflow": "tensorflow" in sys.modules,
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["best"], ["best", "--json"], ["models"], ["models", "add"]],
-    ids=["help", "best", "best-json", "models", "models-op"],
+    [["--help"], ["--version"], ["best"], ["best", "--json"], ["best", "--format", "json"],
+     ["models"], ["models", "add"], ["models", "--format", "json"], ["serve", "--help"]],
+    ids=["help", "version", "best", "best-json", "best-format-json", "models", "models-op",
+         "models-format-json", "serve-help"],
 )
 def test_commands_that_read_sql_never_start_tensorflow(argv: list[str], tmp_path: Path) -> None:
     from storage import ModelRegistry

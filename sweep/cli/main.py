@@ -87,10 +87,13 @@ def _number(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sweep._version import __version__
+
     parser = _Parser(
         prog="sweep",
         description="Find small Keras networks that compute arithmetic, by hyperparameter search.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -133,28 +136,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--quiet", action="store_true", help="print warnings only")
 
+    def output_format(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--format", choices=("text", "json"), default="text",
+            help="text (default) or json on stdout",
+        )
+
     best = commands.add_parser("best", help="best model per operation (from the registry)")
     common(best)
-    best.add_argument("--json", action="store_true", help="print a JSON array")
+    output_format(best)
+    best.add_argument("--json", action="store_true", help="print a JSON array (= --format json)")
 
-    pull = commands.add_parser("pull", help="write an operation's model to a .keras file")
+    pull = commands.add_parser(
+        "pull", help="write an operation's model as .keras, a TF SavedModel or ONNX"
+    )
     common(pull)
     pull.add_argument("operation")
-    pull.add_argument("-o", "--output", help="output path (default: OP.keras)")
+    pull.add_argument(
+        "--format", choices=("keras", "savedmodel", "onnx"), default="keras",
+        help="keras (default), savedmodel (a folder for TF Serving) or onnx",
+    )
+    pull.add_argument(
+        "-o", "--output", help="output path (default: OP.keras, OP.onnx, or the folder OP)"
+    )
     pull.add_argument(
         "--version", type=_int_in(1, MAX_VERSION), help="registry version (default: best)"
     )
-    pull.add_argument("--force", action="store_true", help="overwrite an existing file")
+    pull.add_argument("--force", action="store_true", help="overwrite an existing output")
 
     predict = commands.add_parser("predict", help="run the best model on raw inputs")
     common(predict)
     predict.add_argument("operation")
-    predict.add_argument("a", type=_number)
+    predict.add_argument("a", type=_number, nargs="?")
     predict.add_argument("b", type=_number, nargs="?")
+    predict.add_argument(
+        "--input", metavar="FILE", help="many inputs: CSV, one pair per line ('-': stdin)"
+    )
+    output_format(predict)
 
     models = commands.add_parser("models", help="registry history: versions, metrics, sizes")
     common(models)
     models.add_argument("operation", nargs="?")
+    output_format(models)
+
+    serve = commands.add_parser(
+        "serve", help="answer over HTTP (TF Serving's REST API) with the best models"
+    )
+    common(serve)
+    serve.add_argument(
+        "operations", nargs="*", metavar="OP",
+        help="operations to serve (default: every operation with a model)",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    serve.add_argument("--port", type=_port, default=8500, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--backend", choices=("auto", "onnxruntime", "tensorflow"), default="auto",
+        help="onnxruntime (needs the onnx extra; the fast one), tensorflow, or auto (default)",
+    )
+    serve.add_argument(
+        "--poll", type=_positive_float, default=2.0, metavar="SECONDS",
+        help="how often to look for a newly promoted model (default: %(default)s)",
+    )
 
     dashboard = commands.add_parser("dashboard", help="browse the studies in optuna-dashboard")
     dashboard.add_argument(
@@ -236,6 +280,7 @@ def _main(argv: Sequence[str] | None) -> int:
             "pull": _cmd_pull,
             "predict": _cmd_predict,
             "models": _cmd_models,
+            "serve": _cmd_serve,
             "dashboard": _cmd_dashboard,
             "report": _cmd_report,
         }[args.command]
@@ -243,6 +288,12 @@ def _main(argv: Sequence[str] | None) -> int:
     except (SweepError, StorageError) as e:
         say(f"sweep: error: {_one_line(e)}", err=True)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # `sweep predict --input big.csv | head`: the reader left; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
 
 
 def _one_line(error: BaseException) -> str:
@@ -390,7 +441,7 @@ def _cmd_best(args: argparse.Namespace, url: str, campaign: str) -> int:
     from sweep.publishing.summary import json_rows
 
     entries = best_models(storage=url, campaign=campaign)
-    if args.json:
+    if args.json or args.format == "json":
         print(json.dumps(json_rows(entries), indent=2, default=str))
         return 0
     if not entries:
@@ -404,42 +455,164 @@ def _cmd_best(args: argparse.Namespace, url: str, campaign: str) -> int:
 
 
 def _cmd_pull(args: argparse.Namespace, url: str, campaign: str) -> int:
-    from sweep.publishing.models import pull_model
+    from sweep.nets.portable import ONNX_EXTRA, ONNX_MODULES, require_modules
+    from sweep.publishing.models import check_operation_name
 
-    entry, path = pull_model(
+    check_operation_name(args.operation)
+    if args.format == "onnx":  # before TensorFlow starts: a missing extra is a quick answer
+        require_modules(ONNX_MODULES, "--format onnx", ONNX_EXTRA)
+    # TensorFlow starts inside `pull`, after the output path and the registry entry are checked.
+    from sweep.publishing.pulling import pull
+
+    pulled = pull(
         args.operation, args.output, storage=url, campaign=campaign, version=args.version,
-        force=args.force,
+        force=args.force, format=args.format,
     )
+    entry = pulled.entry
+    checked = ""
+    if pulled.comparison is not None:
+        checked = f"; answers as the registry model: {pulled.comparison.describe()}"
+    what = "folder" if pulled.format == "savedmodel" else "file"
     say(
-        f"wrote {path} ({entry.size_bytes} bytes, sha256 {entry.sha256[:12]}…): "
-        f"{entry.operation} version {entry.version}, trial {entry.trial_number}"
+        f"wrote {what} {pulled.path} ({pulled.size_bytes} bytes) from {entry.operation} version "
+        f"{entry.version}, trial {entry.trial_number} (registry sha256 {entry.sha256[:12]}… "
+        f"verified){checked}"
     )
     return 0
 
 
-def _cmd_predict(args: argparse.Namespace, url: str, campaign: str) -> int:
-    from sweep.publishing.models import predict
+def _finite_or_none(values: Any) -> list[float | None]:
+    """JSON has no NaN or infinity: a non-finite answer is written as null."""
+    return [float(v) if math.isfinite(v) else None for v in values]
 
-    result = predict(args.operation, args.a, args.b, storage=url, campaign=campaign)
-    inputs = ", ".join(f"{v:g}" for v in result.inputs)
-    answer = f"{result.answer:.0f}" if result.integer_valued else f"{result.answer:.9g}"
+
+def _cmd_predict(args: argparse.Namespace, url: str, campaign: str) -> int:
+    from sweep.publishing.models import check_operation_name
+
+    check_operation_name(args.operation)
+    if args.input is not None and args.a is not None:
+        raise ConfigError("give inputs either as A [B] or with --input, not both")
+    if args.input is None and args.a is None:
+        raise ConfigError(f"give the inputs: sweep predict {args.operation} A [B], or --input FILE")
+    # Every input is checked before TensorFlow starts (8 s): the same checks as predict_many's.
+    from sweep.publishing.models import _registry, check_inputs, check_pairs, resolve_operation
+
+    with _registry(url) as registry:
+        op = resolve_operation(registry, campaign, args.operation)
+    import numpy as np
+
+    if args.input is not None:
+        from sweep.cli.inputs import read_pairs
+
+        rows, numbers = read_pairs(args.input, op.arity)
+        x = np.asarray(rows, dtype=np.float64).reshape(len(rows), op.arity)
+        check_pairs(op, x, what="line", numbers=numbers)
+    else:
+        x = np.asarray([check_inputs(op, args.a, args.b)], dtype=np.float64)
+    _training_runtime(1)
+    from sweep.publishing.models import predict_many
+
+    result = predict_many(args.operation, x, storage=url, campaign=campaign)
+    if args.format == "json":
+        print(json.dumps({
+            "operation": result.operation,
+            "model_version": result.version,
+            "integer_valued": result.integer_valued,
+            "instances": result.inputs.tolist(),
+            "predictions": _finite_or_none(result.outputs),
+            "answers": _finite_or_none(result.answers),
+            "exact": _finite_or_none(result.exact),
+        }))
+        return 0
+    if args.input is not None:
+        lines = [
+            (f"{v + 0.0:.0f}" if result.integer_valued else repr(float(v))) if math.isfinite(v)
+            else repr(float(v))
+            for v in result.answers
+        ]
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+        return 0
+    one = result.row(0)
+    inputs = ", ".join(f"{v:g}" for v in one.inputs)
+    answer = f"{one.answer + 0.0:.0f}" if one.integer_valued else f"{one.answer:.9g}"
     say(
-        f"{result.operation}({inputs}) = {answer}    "
-        f"[network output {result.output:.9g}; exact {result.exact:.9g}]"
+        f"{one.operation}({inputs}) = {answer}    "
+        f"[network output {one.output:.9g}; exact {one.exact:.9g}; version {one.version}]"
     )
     return 0
 
 
 def _cmd_models(args: argparse.Namespace, url: str, campaign: str) -> int:
     from storage import mask_url
-    from sweep.cli.display import print_history
     from sweep.publishing.models import model_history
 
     entries = model_history(args.operation, storage=url, campaign=campaign)
+    if args.format == "json":
+        from sweep.publishing.summary import history_json
+
+        print(json.dumps(history_json(entries), indent=2, default=str))
+        return 0
     if not entries:
         what = f"operation {args.operation!r}" if args.operation else f"campaign {campaign!r}"
         raise ConfigError(f"no models yet for {what} on {mask_url(url)}")
+    from sweep.cli.display import print_history
+
     print_history(entries)
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, url: str, campaign: str) -> int:
+    import logging
+
+    from storage import mask_url
+    from sweep.nets.portable import require_modules
+    from sweep.publishing.models import check_operation_name
+    from sweep.publishing.serve import SERVE_EXTRA, SERVER_MODULES, ModelStore, choose_backend
+
+    for name in args.operations:
+        check_operation_name(name)
+    require_modules(SERVER_MODULES, "sweep serve", SERVE_EXTRA)
+    backend = choose_backend(args.backend)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("sweep serve: %(message)s"))
+    logger = logging.getLogger("sweep.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if backend == "tensorflow":
+        say(
+            "sweep serve: warning: onnxruntime is not installed, so the models run under "
+            "TensorFlow in this process (about 8-13 ms per answer with 8 clients, not the 5 ms "
+            f"target; {SERVE_EXTRA} installs what is missing)",
+            err=True,
+        )
+        _training_runtime(1)
+    store = ModelStore(
+        url, campaign, args.operations or None, backend, poll_seconds=args.poll
+    )
+    from sweep.publishing.serve import serve
+
+    def listening(address: str) -> None:
+        names = ", ".join(args.operations) if args.operations else "every operation with a model"
+        say(
+            f"sweep serve: {names} of campaign {campaign!r} on {mask_url(url)} "
+            f"({backend}); listening on {address}  (Ctrl-C to stop)",
+            err=True,
+        )
+
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM (docker stop) ends like Ctrl-C, after uvicorn's drain
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(store, host=args.host, port=args.port, on_listening=listening)
+    say("sweep serve: stopped", err=True)
     return 0
 
 

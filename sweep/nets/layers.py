@@ -86,7 +86,11 @@ class Normalize(_AffineLayer):
         elif self.transform == "log_abs":
             x = ops.log(ops.maximum(ops.abs(x), ZERO_FLOOR))
         offset, scale = self._constants(self.compute_dtype)
-        return (x - offset) / scale
+        # divide_no_nan, not `/`: the same IEEE quotient (a fitted scale is never 0), but a graph
+        # optimiser (TF's Grappler, in every SavedModel, TF Serving and tf2onnx export) rewrites
+        # `x / constant` into `x * (1 / constant)`, which rounds differently; it leaves DivNoNan
+        # alone, so exported models answer bit for bit as this layer does eagerly.
+        return ops.divide_no_nan(x - offset, scale)
 
 
 @keras.saving.register_keras_serializable(package="sweep")

@@ -7,11 +7,13 @@ best`, `sweep models`) reads SQL and never starts TensorFlow.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from storage import ModelEntry, ModelRegistry, resolve_storage_url
 from sweep import settings
@@ -22,7 +24,6 @@ from sweep.problem.operations import (
     is_operation_name,
     make_operation,
 )
-from sweep.publishing.outputs import check_output_path, write_atomically
 from sweep.search.config import DEFAULT_CAMPAIGN, CampaignConfig, validate_campaign_name
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Prediction:
     output: float
     exact: float | None
     integer_valued: bool
+    version: int | None = None
 
     @property
     def answer(self) -> float:
@@ -115,6 +117,32 @@ def load_best_model(
     return load_model_bytes(data, label=f"{operation} version {entry.version}")
 
 
+def load_best_models(
+    operation: str,
+    top_k: int = 3,
+    *,
+    storage: str | None = None,
+    campaign: str = DEFAULT_CAMPAIGN,
+) -> list[keras.Model]:
+    """The `top_k` best stored models for `operation`, best first (KerasTuner's
+    ``get_best_models``): ranked by validation objective, the newer version first on a tie.
+
+    Raises the errors of `load_best_model`; ConfigError for a `top_k` below 1.
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
+    ranked = sorted(
+        model_history(operation, storage=storage, campaign=campaign),
+        key=lambda e: (e.objective_value, -e.version),
+    )
+    if not ranked:
+        fetch_model(operation, storage=storage, campaign=campaign)  # raises ModelNotFound
+    return [
+        load_best_model(operation, storage=storage, campaign=campaign, version=e.version)
+        for e in ranked[:top_k]
+    ]
+
+
 def predict(
     operation: str,
     a: float,
@@ -128,13 +156,112 @@ def predict(
     with _registry(storage) as registry:
         op = resolve_operation(registry, campaign, operation)
     inputs = check_inputs(op, a, b)
-    model = load_best_model(operation, storage=storage, campaign=campaign)
-    x = np.asarray([inputs], dtype=np.float64)
+    batch = predict_many(operation, [inputs], storage=storage, campaign=campaign)
+    return batch.row(0)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Answers of one model version to many inputs (one TensorFlow start for all of them)."""
+
+    operation: str
+    version: int
+    inputs: npt.NDArray[np.float64]
+    outputs: npt.NDArray[np.float64]
+    exact: npt.NDArray[np.float64]
+    integer_valued: bool
+
+    @property
+    def answers(self) -> npt.NDArray[np.float64]:
+        """As a user reads them: rounded for integer-valued operations."""
+        return np.rint(self.outputs) if self.integer_valued else self.outputs
+
+    def row(self, index: int) -> Prediction:
+        return Prediction(
+            self.operation,
+            tuple(float(v) for v in self.inputs[index]),
+            float(self.outputs[index]),
+            float(self.exact[index]),
+            self.integer_valued,
+            self.version,
+        )
+
+
+def predict_many(
+    operation: str,
+    pairs: npt.ArrayLike,
+    *,
+    storage: str | None = None,
+    campaign: str = DEFAULT_CAMPAIGN,
+    version: int | None = None,
+) -> Predictions:
+    """Run the best (or a given version's) model on many raw inputs, shape (n, arity).
+
+    Raises:
+        ConfigError: a row of the wrong arity, not finite, beyond 2**53 or outside the
+            operation's domain (the message names the first such row).
+    """
+    check_operation_name(operation)
+    with _registry(storage) as registry:
+        op = resolve_operation(registry, campaign, operation)
+    x = np.asarray(pairs, dtype=np.float64)
+    if x.ndim == 1 and op.arity == 1:
+        x = x.reshape(-1, 1)
+    check_pairs(op, x)
+    entry, data = fetch_model(operation, storage=storage, campaign=campaign, version=version)
+    from sweep.nets.saving import load_model_bytes
     from sweep.nets.training import predict as predict_raw
 
-    output = float(predict_raw(model, x)[0])
-    exact = float(op.compute(x[:, 0], x[:, 1] if op.arity == 2 else None)[0])
-    return Prediction(operation, inputs, output, exact, op.integer_valued)
+    model = load_model_bytes(data, label=f"{operation} version {entry.version}")
+    outputs = predict_raw(model, x) if len(x) else np.zeros(0)
+    exact = op.compute(x[:, 0], x[:, 1] if op.arity == 2 else None)
+    return Predictions(operation, entry.version, x, outputs, exact, op.integer_valued)
+
+
+def check_pairs(
+    op: Operation,
+    x: npt.NDArray[np.float64],
+    *,
+    what: str = "row",
+    numbers: Sequence[int] | None = None,
+) -> None:
+    """Refuse inputs no answer can be trusted for, naming the first one: ``{what} N`` with N
+    from `numbers` (e.g. line numbers), else the 1-based row.
+
+    Non-finite numbers, magnitudes beyond 2**53 (where a float64 is no longer the number that
+    was typed: above it not every integer exists) and points outside the operation's domain.
+    """
+    from sweep.nets.portable import MAX_EXACT_INPUT
+
+    if x.ndim != 2 or x.shape[1] != op.arity:
+        wanted = "one number (a)" if op.arity == 1 else "two numbers (a, b)"
+        got = x.shape[1] if x.ndim == 2 else "a different shape"
+        raise ConfigError(f"{op.name} takes {wanted} per {what}, got {got}")
+    names = ("a", "b")
+
+    def at(i: int) -> str:
+        return f"{what} {numbers[i] if numbers is not None else i + 1}"
+
+    def shown(i: int) -> str:
+        return ", ".join(f"{n}={v:g}" for n, v in zip(names, x[i], strict=False))
+
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise ConfigError(f"{at(i)}: {shown(i)} is not a finite number")
+    small = (np.abs(x) <= MAX_EXACT_INPUT).all(axis=1)
+    if not small.all():
+        i = int(np.argmin(small))
+        raise ConfigError(
+            f"{at(i)}: {shown(i)} is beyond what a float64 model can represent exactly "
+            f"(the limit is |x| <= 2**53 = {int(MAX_EXACT_INPUT)})"
+        )
+    valid = op.valid(*[x[:, k] for k in range(op.arity)])
+    if not valid.all():
+        i = int(np.argmin(valid))
+        raise ConfigError(
+            f"{at(i)}: {op.name} is not defined at {shown(i)}; pick inputs in its domain"
+        )
 
 
 def check_inputs(op: Operation, a: float, b: float | None) -> tuple[float, ...]:
@@ -148,6 +275,7 @@ def check_inputs(op: Operation, a: float, b: float | None) -> tuple[float, ...]:
         names = ("a", "b")
         shown = ", ".join(f"{n}={v:g}" for n, v in zip(names, inputs, strict=False))
         raise ConfigError(f"{op.name} is not defined at {shown}; pick inputs in its domain")
+    check_pairs(op, np.asarray([inputs], dtype=np.float64), what="input")
     return inputs
 
 
@@ -159,22 +287,18 @@ def pull_model(
     campaign: str = DEFAULT_CAMPAIGN,
     version: int | None = None,
     force: bool = False,
+    format: str = "keras",
 ) -> tuple[ModelEntry, Path]:
-    """Write the model to `output` (default ``OP.keras``); never through a symlink, never over
-    an existing file unless `force`, and only complete files (temp file + rename)."""
-    check_operation_name(operation)
-    if output is not None and os.fspath(output).endswith(("/", os.sep)):
-        # Path() would drop the slash and write a file where the user named a folder.
-        raise ConfigError(f"output path {os.fspath(output)!r} names a folder, not a .keras file")
-    path = Path(output) if output is not None else Path(f"{operation}.keras")
-    check_output_path(path, force=force, suffix=".keras", storage_url=storage_url(storage))
-    entry, data = fetch_model(operation, storage=storage, campaign=campaign, version=version)
-    # Load before writing: a file we hand out must be one that loads in safe mode.
-    from sweep.nets.saving import load_model_bytes
+    """Write the model to `output` as ``keras`` (default ``OP.keras``), ``savedmodel`` (a
+    folder, default ``OP``) or ``onnx`` (default ``OP.onnx``); never through a symlink, never
+    over an existing output unless `force`, only complete outputs (temp + rename)."""
+    from sweep.publishing.pulling import pull
 
-    load_model_bytes(data, label=f"{operation} version {entry.version}")
-    write_atomically(path, data, force=force)
-    return entry, path
+    pulled = pull(
+        operation, output, storage=storage, campaign=campaign, version=version, force=force,
+        format=format,
+    )
+    return pulled.entry, pulled.path
 
 
 def model_history(

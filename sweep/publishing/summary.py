@@ -9,7 +9,7 @@ from typing import Any
 
 from storage import ModelEntry
 
-__all__ = ["BestRow", "best_rows", "json_rows"]
+__all__ = ["BestRow", "best_rows", "history_json", "json_rows"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +112,27 @@ def best_rows(entries: Sequence[ModelEntry]) -> list[BestRow]:
 
 def json_rows(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
     return [row.to_json() for row in best_rows(entries)]
+
+
+def history_json(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
+    """`sweep models --format json`: every stored version, oldest first per operation."""
+    return [
+        {
+            "operation": e.operation,
+            "campaign": e.campaign,
+            "version": e.version,
+            "is_best": e.is_best,
+            "study": e.study_name,
+            "trial": e.trial_number,
+            "validation_objective": e.objective_value,
+            "architecture": str(e.params.get("architecture", "?")),
+            "metrics": e.metrics,
+            "params": e.params,
+            "sha256": e.sha256,
+            "size_bytes": e.size_bytes,
+            "keras_version": e.keras_version,
+            "tensorflow_version": e.tensorflow_version,
+            "created_at": e.created_at.isoformat(),
+        }
+        for e in entries
+    ]
