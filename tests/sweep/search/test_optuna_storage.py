@@ -90,14 +90,23 @@ def test_every_storage_method_of_optuna_is_classified_for_the_buffer() -> None:
     (reading stale rows, or writing before buffered ones): each must be placed on purpose."""
     import inspect
 
-    from sweep.search._optuna.storage import BUFFERED, FLUSH_FIRST, UNBUFFERED
+    from sweep.search._optuna.storage import (
+        BUFFERED,
+        FLUSH_FIRST,
+        FLUSH_STUDY,
+        FLUSH_TRIAL,
+        OWN,
+        UNBUFFERED,
+    )
 
     methods = {
         name
         for name, value in inspect.getmembers(optuna.storages.RDBStorage)
         if callable(value) and not name.startswith("__")
     }
-    classified = [BUFFERED, set(FLUSH_FIRST), UNBUFFERED]
+    classified = [
+        BUFFERED, OWN, set(FLUSH_TRIAL), set(FLUSH_STUDY), set(FLUSH_FIRST), UNBUFFERED
+    ]
     unclassified = sorted(methods - set().union(*classified))
     assert not unclassified, f"classify these in sweep/search/_optuna/storage.py: {unclassified}"
     assert sum(len(group) for group in classified) == len(set().union(*classified))  # disjoint
