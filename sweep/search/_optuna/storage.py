@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -224,7 +224,7 @@ class SweepStorage(optuna.storages.RDBStorage):
                 writes (another process finished the trial, or stored a parameter name first
                 with another distribution); that trial's buffer is dropped, the others are
                 written.
-            sqlalchemy.exc.SQLAlchemyError: the database failed; every buffer is kept.
+            DATABASE_ERRORS: the database failed; every buffer is kept for the next try.
         """
         refused = self._write_buffers(None if trial_id is None else (trial_id,))
         if refused:
@@ -237,12 +237,6 @@ class SweepStorage(optuna.storages.RDBStorage):
             log.warning(
                 "writes to trial id %d dropped, the database refused them: %r", trial_id, error
             )
-
-    def _flush_study(self, study_id: int) -> None:
-        with self._pending_lock:
-            ids = [tid for tid, p in self._pending.items() if p.study_id == study_id]
-        if ids:
-            self._flush_quietly(ids)
 
     def _write_buffers(
         self, trial_ids: Iterable[int] | None
@@ -259,7 +253,9 @@ class SweepStorage(optuna.storages.RDBStorage):
                     continue
                 try:
                     self._write(trial_id, writes)
-                except REFUSALS as error:
+                except DATABASE_ERRORS:
+                    raise  # the database, not these writes: every buffer waits for the next try
+                except Exception as error:  # refused (REFUSALS, or a row the database rejects)
                     self._drop(trial_id)
                     refused.append((trial_id, error))
                     continue
@@ -359,6 +355,7 @@ class SweepStorage(optuna.storages.RDBStorage):
         pruning reads the trial every epoch)."""
         with self._pending_lock:
             trial = super().get_trial(trial_id)
+            self._learn_state(trial_id, trial.state)
             writes = self._pending.get(trial_id)
             if writes is None:
                 return trial
@@ -367,6 +364,41 @@ class SweepStorage(optuna.storages.RDBStorage):
                 log.warning("writes to trial %d dropped: it was finished elsewhere", trial.number)
                 return trial
             return _with_writes(trial, writes)
+
+    def _get_trials(
+        self,
+        study_id: int,
+        states: Container[TrialState] | None,
+        included_trial_ids: set[int],
+        trial_id_greater_than: int,
+    ) -> list[FrozenTrial]:
+        """The study's trials as stored, each with its buffered writes shown on top (the
+        sampler's read at each trial's start, Optuna's pruners' read every epoch)."""
+        with self._pending_lock:
+            trials = super()._get_trials(
+                study_id, states, included_trial_ids, trial_id_greater_than
+            )
+            known = self._trials_known
+            for trial in trials:  # e.g. a trial another worker failed as stale
+                if trial._trial_id in known:
+                    self._learn_state(trial._trial_id, trial.state)
+            if not self._pending:
+                return trials
+            shown = []
+            for trial in trials:
+                writes = self._pending.get(trial._trial_id)
+                if writes is not None and not trial.state.is_finished():
+                    trial = _with_writes(trial, writes)
+                shown.append(trial)
+            return shown
+
+    def _learn_state(self, trial_id: int, state: TrialState) -> None:
+        """Remember a state read from the database: a trial another process finished (as
+        stale, say) then refuses this process' next write at the call, as Optuna's would."""
+        with self._pending_lock:
+            known = self._trials_known.get(trial_id)
+            if known is not None and known[1] != state:
+                self._trials_known[trial_id] = (known[0], state)
 
     def delete_study(self, study_id: int) -> None:
         with self._pending_lock:
@@ -379,8 +411,8 @@ class SweepStorage(optuna.storages.RDBStorage):
                 del self._trials_known[trial_id]
 
     def summary(self, study_id: int) -> StudySummary:
-        """Trial counts per state, the newest trial's state and the best finite value."""
-        self._flush_study(study_id)
+        """Trial counts per state, the newest trial's state and the best finite value (no
+        buffered value counts here: states and values are written at once)."""
         trial = models.TrialModel
         value = models.TrialValueModel
         with _create_scoped_session(self.scoped_session) as session:
@@ -419,6 +451,15 @@ class SweepStorage(optuna.storages.RDBStorage):
         the database came back. A missed beat is simply tried again at the next interval."""
         with contextlib.suppress(*DATABASE_ERRORS):
             super().record_heartbeat(trial_id)
+            # The beat's other use: learn that another worker failed this trial as stale,
+            # so the objective's next write is refused at the call, as Optuna's would be.
+            trial = models.TrialModel
+            with _create_scoped_session(self.scoped_session) as session:
+                state = (
+                    session.query(trial.state).filter(trial.trial_id == trial_id).scalar()
+                )
+            if state is not None:
+                self._learn_state(trial_id, TrialState(state))
 
 
 def _with_writes(trial: FrozenTrial, writes: _Pending) -> FrozenTrial:
@@ -473,16 +514,6 @@ def _flushing(method: _F) -> _F:
     return _named(wrapper, method)
 
 
-def _flushing_study(method: _F) -> _F:
-    """The buffers of the study's trials first (its first argument is the study id)."""
-
-    def wrapper(self: SweepStorage, study_id: int, *args: Any, **kwargs: Any) -> Any:
-        self._flush_study(study_id)
-        return method(self, study_id, *args, **kwargs)
-
-    return _named(wrapper, method)
-
-
 def _flushing_trial(method: _F) -> _F:
     """The trial's own buffer first (its first argument is the trial id)."""
 
@@ -506,27 +537,19 @@ def _named(wrapper: Callable[..., Any], method: _F) -> _F:
 BUFFERED: frozenset[str] = frozenset(
     {"set_trial_param", "_set_trial_param", "set_trial_intermediate_value", "set_trial_user_attr"}
 )
-# Defined above: a trial's state change and a trial's read (its own buffer first, or shown on
-# top), trial creation (remembered, to check writes at the call), a study's deletion.
+# Defined above: a trial's state change (its own buffer first), the reads of trials (each
+# trial's buffer shown on top), trial creation (remembered, to check writes at the call), a
+# study's deletion.
 OWN: frozenset[str] = frozenset(
-    {"set_trial_state_values", "get_trial", "_create_new_trial", "delete_study"}
+    {"set_trial_state_values", "get_trial", "_get_trials", "_create_new_trial", "delete_study"}
 )
-# Calls about one trial write its buffer first.
+# Calls about one trial's data write its buffer first.
 FLUSH_TRIAL: tuple[str, ...] = (
     "get_trial_param",
     "get_trial_params",
     "get_trial_user_attrs",
     "get_trial_system_attrs",
     "set_trial_system_attr",
-)
-# Calls about a study's trials write the buffers of its trials first.
-FLUSH_STUDY: tuple[str, ...] = (
-    "get_all_trials",
-    "get_n_trials",
-    "get_best_trial",
-    "_get_trials",
-    "_get_best_trial_id",
-    "_get_stale_trial_ids",
 )
 # Every other storage call writes every buffer first (the heartbeat thread's calls excepted:
 # they touch only the heartbeat table, and must not write from another thread).
@@ -547,6 +570,12 @@ FLUSH_FIRST: tuple[str, ...] = (
 UNBUFFERED: frozenset[str] = frozenset(
     {
         "create_new_trial",  # through `_create_new_trial`
+        "get_all_trials",  # through `_get_trials`
+        "get_best_trial",  # through `get_trial`
+        # States and values only, never buffered:
+        "get_n_trials",
+        "_get_best_trial_id",
+        "_get_stale_trial_ids",
         "get_trial_id_from_study_id_trial_number",
         "get_trial_number_from_id",
         "_build_frozen_trial_from_trial_model",
@@ -572,8 +601,6 @@ UNBUFFERED: frozenset[str] = frozenset(
 )
 for _name in FLUSH_FIRST:
     setattr(SweepStorage, _name, _flushing(getattr(optuna.storages.RDBStorage, _name)))
-for _name in FLUSH_STUDY:
-    setattr(SweepStorage, _name, _flushing_study(getattr(optuna.storages.RDBStorage, _name)))
 for _name in FLUSH_TRIAL:
     setattr(SweepStorage, _name, _flushing_trial(getattr(optuna.storages.RDBStorage, _name)))
 
