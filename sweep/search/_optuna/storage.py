@@ -98,8 +98,9 @@ class SweepStorage(optuna.storages.RDBStorage):
         self._pending: dict[int, _Pending] = {}
         self._pending_lock = threading.RLock()
         # What this process knows, to refuse a bad write at the call as Optuna's storage does:
-        # trial id -> (study id, state), and per study the first distribution of each name
-        # (with whether it was read from the database, or is this process' own first use).
+        # running (or waiting) trial id -> (study id, state), a finished or unknown trial is
+        # looked up; and per study the first distribution of each name (with whether it was
+        # read from the database, or is this process' own first use).
         self._trials_known: dict[int, tuple[int, TrialState]] = {}
         self._first_use: dict[int, dict[str, tuple[BaseDistribution, bool]]] = {}
 
@@ -132,7 +133,8 @@ class SweepStorage(optuna.storages.RDBStorage):
             if row is None:
                 raise KeyError(models.NOT_FOUND_MSG)
             known = (int(row[0]), TrialState(row[1]))
-            self._trials_known[trial_id] = known
+            if not known[1].is_finished():
+                self._trials_known[trial_id] = known
         self.check_trial_is_updatable(trial_id, known[1])
         return known[0]
 
@@ -329,8 +331,9 @@ class SweepStorage(optuna.storages.RDBStorage):
         self, study_id: int, template_trial: FrozenTrial | None = None
     ) -> FrozenTrial:
         trial = super()._create_new_trial(study_id, template_trial)
-        with self._pending_lock:
-            self._trials_known[trial._trial_id] = (study_id, trial.state)
+        if not trial.state.is_finished():
+            with self._pending_lock:
+                self._trials_known[trial._trial_id] = (study_id, trial.state)
         return trial
 
     def set_trial_state_values(
@@ -344,9 +347,10 @@ class SweepStorage(optuna.storages.RDBStorage):
                 self._trials_known.pop(trial_id, None)
                 raise
             known = self._trials_known.get(trial_id)
-            if changed and known is not None:
+            if changed and known is not None and not state.is_finished():
                 self._trials_known[trial_id] = (known[0], state)
-            elif not changed:  # another process took the WAITING trial first
+            else:  # finished (a later write looks it up, and is refused), or another
+                # process took the WAITING trial first: only running trials are remembered
                 self._trials_known.pop(trial_id, None)
             return changed
 
@@ -398,7 +402,10 @@ class SweepStorage(optuna.storages.RDBStorage):
         with self._pending_lock:
             known = self._trials_known.get(trial_id)
             if known is not None and known[1] != state:
-                self._trials_known[trial_id] = (known[0], state)
+                if state.is_finished():  # the next write looks it up, and is refused
+                    del self._trials_known[trial_id]
+                else:
+                    self._trials_known[trial_id] = (known[0], state)
 
     def delete_study(self, study_id: int) -> None:
         with self._pending_lock:
