@@ -225,7 +225,12 @@ def test_pickling_writes_the_buffer_first_and_rebuilds_the_engine(tmp_path: Path
     trial = study.ask()
     trial.set_user_attr("before", 1)
     copy = pickle.loads(pickle.dumps(storage))
+    # What Optuna's repository checks of a pickled RDBStorage (tests/storages_tests).
     assert isinstance(copy, SweepStorage) and copy.engine is not storage.engine
+    assert copy.url == storage.url and copy.engine_kwargs == storage.engine_kwargs
+    assert copy.skip_compatibility_check == storage.skip_compatibility_check
+    assert copy.scoped_session is not storage.scoped_session
+    assert copy.heartbeat_interval == storage.heartbeat_interval
     assert copy.get_trial_user_attrs(trial_id(trial)) == {"before": 1}
     copy.set_trial_user_attr(trial_id(trial), "after", 2)
     copy.flush()
