@@ -201,80 +201,111 @@ def _plain_pruner(config: CampaignConfig, epochs: int) -> optuna.pruners.BasePru
     return ours.pruner if isinstance(ours, SnapshotPruner) else ours
 
 
-def trial_overhead(
-    url: str, backend: str, sizes: tuple[int, ...], machinery: str = SWEEP
-) -> OverheadResult:
-    """Per-trial wall time of WINDOW timed trials when the study holds each of `sizes` trials.
+class _Measurement:
+    """One study on one backend through one machinery, measured window by window."""
 
-    Before each window the study is filled with finished trials up to ``size - WINDOW`` (in
-    memory, then `add_trials`), so the cost at 1000 trials is measured without running 990
-    timed trials first. Every timed trial reports all epochs of the cap and completes: an
-    upper bound for a real trial, which stops reporting when it is pruned. With `OPTUNA`,
-    the same through plain Optuna: its storage, sampler and pruner, and no bookkeeping.
-    """
-    config = CampaignConfig(name="overhead", operations=(OPERATION,), trials=max(sizes))
-    space = config.space_for(OPERATION)
-    epochs = int(max(space.epochs.values()))
-    plain = machinery == OPTUNA
-    storage = optuna.storages.RDBStorage(url) if plain else open_optuna_storage(url)
-    counter = _WriteCounter(storage.engine)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=f"overhead.{OPERATION}",
-        sampler=_plain_sampler(config) if plain else make_sampler(config, OPERATION),
-        pruner=_plain_pruner(config, epochs) if plain else make_pruner(config, epochs),
-    )
-    objective = _TimedObjective(space, epochs)
-    per_size: dict[int, float] = {}
-    parts: dict[int, dict[str, float]] = {}
-    writes: dict[int, float] = {}
-    write_transactions: dict[int, float] = {}
-    fill_seconds = 0.0
-    started = time.monotonic()
-    for size in sorted(sizes):
+    def __init__(self, url: str, backend: str, sizes: tuple[int, ...], machinery: str) -> None:
+        self.backend = backend
+        self.machinery = machinery
+        self.config = CampaignConfig(name="overhead", operations=(OPERATION,), trials=max(sizes))
+        self.space = self.config.space_for(OPERATION)
+        self.epochs = int(max(self.space.epochs.values()))
+        self.plain = machinery == OPTUNA
+        self.storage = optuna.storages.RDBStorage(url) if self.plain else open_optuna_storage(url)
+        self.counter = _WriteCounter(self.storage.engine)
+        self.study = optuna.create_study(
+            storage=self.storage,
+            study_name=f"overhead.{OPERATION}",
+            sampler=(
+                _plain_sampler(self.config)
+                if self.plain
+                else make_sampler(self.config, OPERATION)
+            ),
+            pruner=(
+                _plain_pruner(self.config, self.epochs)
+                if self.plain
+                else make_pruner(self.config, self.epochs)
+            ),
+        )
+        self.objective = _TimedObjective(self.space, self.epochs)
+        self.per_size: dict[int, float] = {}
+        self.parts: dict[int, dict[str, float]] = {}
+        self.writes: dict[int, float] = {}
+        self.write_transactions: dict[int, float] = {}
+        self.fill_seconds = 0.0
+        self.seconds = 0.0
+
+    def window(self, size: int) -> None:
+        """Fill the study up to ``size - WINDOW`` trials, then time WINDOW trials."""
+        study = self.study
         missing = size - WINDOW - len(study.get_trials(deepcopy=False))
         if missing > 0:
             fill_started = time.monotonic()
-            study.add_trials(_filler_trials(space, epochs, missing, seed=size))
-            fill_seconds += time.monotonic() - fill_started
+            study.add_trials(_filler_trials(self.space, self.epochs, missing, seed=size))
+            self.fill_seconds += time.monotonic() - fill_started
+        started = time.monotonic()
         durations: list[float] = []
         window_parts: list[dict[str, float]] = []
-        statements, transactions = counter.statements, counter.transactions
+        statements, transactions = self.counter.statements, self.counter.transactions
         for _ in range(WINDOW):
             trial_started = time.perf_counter()
-            if plain:
-                study.optimize(objective, n_trials=1)
+            if self.plain:
+                study.optimize(self.objective, n_trials=1)
             else:
                 trial_counts(study)  # the slot check before each trial
-                study.optimize(objective, n_trials=1)
+                study.optimize(self.objective, n_trials=1)
                 trial_counts(study)  # progress after each trial
                 best_value(study)
             total = time.perf_counter() - trial_started
             durations.append(total)
-            trial_parts = dict(objective.parts)
+            trial_parts = dict(self.objective.parts)
             trial_parts["bookkeeping"] = total - sum(trial_parts.values())
             window_parts.append(trial_parts)
-        writes[size] = (counter.statements - statements) / WINDOW
-        write_transactions[size] = (counter.transactions - transactions) / WINDOW
-        per_size[size] = 1000 * median(durations)
-        parts[size] = {
+        self.seconds += time.monotonic() - started
+        self.writes[size] = (self.counter.statements - statements) / WINDOW
+        self.write_transactions[size] = (self.counter.transactions - transactions) / WINDOW
+        self.per_size[size] = 1000 * median(durations)
+        self.parts[size] = {
             part: 1000 * median(p[part] for p in window_parts) for part in window_parts[0]
         }
         log(
-            f"overhead {backend} ({machinery}): at {size} trials, {per_size[size]:.0f} ms per"
-            f" trial, {writes[size]:.1f} writes in {write_transactions[size]:.1f} transactions"
+            f"overhead {self.backend} ({self.machinery}): at {size} trials,"
+            f" {self.per_size[size]:.0f} ms per trial, {self.writes[size]:.1f} writes in"
+            f" {self.write_transactions[size]:.1f} transactions"
         )
-    storage.engine.dispose()
-    return OverheadResult(
-        backend,
-        per_size,
-        parts,
-        fill_seconds,
-        time.monotonic() - started - fill_seconds,
-        machinery,
-        writes,
-        write_transactions,
-    )
+
+    def result(self) -> OverheadResult:
+        self.storage.engine.dispose()
+        return OverheadResult(
+            self.backend,
+            self.per_size,
+            self.parts,
+            self.fill_seconds,
+            self.seconds,
+            self.machinery,
+            self.writes,
+            self.write_transactions,
+        )
+
+
+def side_by_side(
+    urls: dict[str, str], backend: str, sizes: tuple[int, ...]
+) -> list[OverheadResult]:
+    """The sweep's machinery and plain Optuna (`urls`: machinery -> a fresh database each),
+    window by window at each of `sizes`, alternating which goes first, so the load of a shared
+    machine weighs on both alike.
+
+    Before each window the study is filled with finished trials up to ``size - WINDOW`` (in
+    memory, then `add_trials`), so the cost at 1000 trials is measured without running 990
+    timed trials first. Every timed trial reports all epochs of the cap and completes: an
+    upper bound for a real trial, which stops reporting when it is pruned. Plain Optuna has
+    its own storage, sampler and pruner, and no bookkeeping.
+    """
+    measurements = [_Measurement(urls[m], backend, sizes, m) for m in (SWEEP, OPTUNA)]
+    for turn, size in enumerate(sorted(sizes)):
+        for measurement in measurements if turn % 2 == 0 else reversed(measurements):
+            measurement.window(size)
+    return [m.result() for m in measurements]
 
 
 def run_overhead(
@@ -282,21 +313,20 @@ def run_overhead(
     sizes: tuple[int, ...],
     fresh_postgres: Callable[[], AbstractContextManager[str]] | None = None,
 ) -> list[OverheadResult]:
-    """The sweep's machinery, then plain Optuna, on SQLite (a fresh file each) and, when
-    given, PostgreSQL (`postgres_url`, then a fresh database from `fresh_postgres` for
-    plain Optuna; both in `postgres_url` when there is no `fresh_postgres`, as two studies
-    of the same name cannot share it)."""
+    """Side by side on SQLite (a fresh file each) and, when given, PostgreSQL (`postgres_url`
+    for the sweep, a fresh database from `fresh_postgres` for plain Optuna: two studies of
+    the same name cannot share one)."""
     results = []
-    for machinery in (SWEEP, OPTUNA):
-        with tempfile.TemporaryDirectory(prefix="sweep-bench-overhead-") as folder:
-            url = f"sqlite:///{Path(folder) / 'overhead.db'}"
-            results.append(trial_overhead(url, "SQLite", sizes, machinery))
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-overhead-") as folder:
+        urls = {m: f"sqlite:///{Path(folder) / f'overhead-{n}.db'}" for n, m in enumerate(
+            (SWEEP, OPTUNA)
+        )}
+        results += side_by_side(urls, "SQLite", sizes)
     if postgres_url is not None:
-        results.append(trial_overhead(postgres_url, "PostgreSQL", sizes, SWEEP))
         if fresh_postgres is None:
             raise ValueError("plain Optuna on PostgreSQL needs its own database")
-        with fresh_postgres() as url:
-            results.append(trial_overhead(url, "PostgreSQL", sizes, OPTUNA))
+        with fresh_postgres() as plain_url:
+            results += side_by_side({SWEEP: postgres_url, OPTUNA: plain_url}, "PostgreSQL", sizes)
     return results
 
 

@@ -386,7 +386,8 @@ def _optuna_comparison(results: Results) -> list[str]:
         " Optuna's own TPE (same settings: multivariate, grouped, same startup trials and"
         " seed) and median pruner (same settings, asked directly), `study.optimize` alone:"
         " no heartbeats, no bookkeeping. Same study sizes and fill, same backends (its own"
-        " fresh SQLite file or PostgreSQL database). *Writes*: statements that write"
+        " fresh SQLite file or PostgreSQL database), measured side by side: at each study size"
+        " one window each, alternating which goes first. *Writes*: statements that write"
         " (INSERT, UPDATE, DELETE) per timed trial, and the transactions that held them,"
         " heartbeats included.",
         "",
