@@ -130,7 +130,7 @@ def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Databases]:
 @pytest.fixture
 def storage(
     request: pytest.FixtureRequest, target: tuple[str, str], databases: _Databases
-) -> Iterator[BaseStorage]:
+) -> BaseStorage:
     backend_name, kind = target
     node = request.node
     for (case, params), reason in REFERENCE_FAILS.get(backend_name, {}).items():
@@ -139,11 +139,11 @@ def storage(
     backend = databases.storages(backend_name)[kind.split("-")[0]]
     assert isinstance(backend, SweepStorage) == kind.startswith("sweep")
     wrapped = optuna.storages.get_storage(backend) if kind.endswith("cached") else backend
-    for study in wrapped.get_all_studies():  # a case may fail before it cleans up
-        wrapped.delete_study(study._study_id)
-    yield wrapped
+    # Every case starts from no studies (the previous case's are deleted here, not after it:
+    # one clean-up per case, and a failed case leaves its studies to look at until the next).
     for study in wrapped.get_all_studies():
         wrapped.delete_study(study._study_id)
+    return wrapped
 
 
 class TestOptunaStorageContract(StorageTestCase):
