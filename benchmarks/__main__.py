@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if server is None:
                     return run_overhead(None, sizes)
                 with temporary_postgres(admin_url) as url:
-                    return run_overhead(url, sizes)
+                    return run_overhead(url, sizes, lambda: temporary_postgres(admin_url))
 
             results.overhead = section("overhead", overhead, [], server=server is not None)
             results.export_ms = section(

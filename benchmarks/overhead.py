@@ -4,6 +4,11 @@ A trivial objective goes through the campaign's real machinery (its storage with
 its TPE sampler and pruner, the default space's `suggest`, a report per epoch and the user
 attributes a real trial writes), and the loop around it does the per-trial bookkeeping
 `Campaign.run_operation` does. What is left is the price of a trial before any training.
+
+The same objective through plain Optuna (`RDBStorage(url)` as `optuna.create_study(storage=url)`
+builds it, Optuna's own TPE sampler and median pruner with the same settings, `study.optimize`
+alone) is the reference the sweep's machinery must not be slower than. Both count what they
+write per trial (statements and transactions that write), the heartbeats included.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import dataclasses
 import math
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,15 +26,18 @@ from typing import Any
 import keras
 import numpy as np
 import optuna
+import sqlalchemy
 
 from benchmarks._common import log, median
 from sweep.nets import ModelSpec
 from sweep.nets.saving import load_model_bytes, serialize_model
 from sweep.problem.metrics import SPLITS
+from sweep.search._optuna.internals import trial_id
+from sweep.search._optuna.sampling import OneReadTPESampler, SnapshotPruner
 from sweep.search.budget import best_value, trial_counts
 from sweep.search.config import CampaignConfig
 from sweep.search.pruners import make_pruner
-from sweep.search.samplers import make_sampler
+from sweep.search.samplers import TPE_STARTUP_TRIALS, make_sampler, operation_seed
 from sweep.search.space import SearchSpace
 from sweep.search.storage import backend_of
 from sweep.search.storage import optuna_storage as open_optuna_storage
@@ -46,6 +56,10 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 
 
+SWEEP = "sweep"
+OPTUNA = "Optuna alone"
+
+
 @dataclass(frozen=True)
 class OverheadResult:
     backend: str
@@ -53,6 +67,32 @@ class OverheadResult:
     parts_ms: dict[int, dict[str, float]]  # study size -> part -> median ms
     fill_seconds: float  # time spent pre-filling the study (not a measurement)
     total_seconds: float
+    machinery: str = SWEEP  # SWEEP, or OPTUNA for the plain-Optuna reference
+    # study size -> mean per timed trial of: statements that write (INSERT, UPDATE, DELETE)
+    # and transactions that wrote at least one of them
+    writes_per_trial: dict[int, float] = dataclasses.field(default_factory=dict)
+    write_transactions_per_trial: dict[int, float] = dataclasses.field(default_factory=dict)
+
+
+class _WriteCounter:
+    """Counts an engine's writing statements and the transactions that held them."""
+
+    def __init__(self, engine: sqlalchemy.engine.Engine) -> None:
+        self.statements = 0
+        self.transactions = 0
+        self._open: set[int] = set()  # connections with a write since their last commit
+        sqlalchemy.event.listen(engine, "before_cursor_execute", self._execute)
+        sqlalchemy.event.listen(engine, "commit", self._commit)
+
+    def _execute(self, connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip()[:6].upper() in {"INSERT", "UPDATE", "DELETE"}:
+            self.statements += 1
+            self._open.add(id(connection))
+
+    def _commit(self, connection: Any) -> None:
+        if id(connection) in self._open:
+            self._open.discard(id(connection))
+            self.transactions += 1
 
 
 def _synthetic_value(spec: ModelSpec) -> float:
@@ -92,7 +132,7 @@ class _TimedObjective:
         sampled = clock()
         storage = backend_of(trial.study)
         if storage is not None:  # as the real objective: parameters stored before training
-            storage.flush()
+            storage.flush(trial_id(trial))
         flushed = clock()
         value = _synthetic_value(spec)
         report = prune = 0.0
@@ -108,6 +148,8 @@ class _TimedObjective:
         before_attrs = clock()
         for key, attr in _user_attrs(spec, value).items():
             trial.set_user_attr(key, attr)
+        if storage is not None:  # as the real objective: its writes before it returns
+            storage.flush(trial_id(trial))
         self.parts = {
             "sampling": sampled - started,
             "write params": flushed - sampled,
@@ -141,66 +183,150 @@ def _filler_trials(
     return made
 
 
-def trial_overhead(url: str, backend: str, sizes: tuple[int, ...]) -> OverheadResult:
-    """Per-trial wall time of WINDOW timed trials when the study holds each of `sizes` trials.
+def _plain_sampler(config: CampaignConfig) -> optuna.samplers.BaseSampler:
+    """Optuna's own TPE with the settings of the campaign's (`make_sampler`)."""
+    ours = make_sampler(config, OPERATION)
+    assert isinstance(ours, OneReadTPESampler), "the default sampler is TPE"
+    return optuna.samplers.TPESampler(
+        seed=operation_seed(config.seed, OPERATION),
+        multivariate=True,
+        group=True,
+        n_startup_trials=TPE_STARTUP_TRIALS,
+    )
+
+
+def _plain_pruner(config: CampaignConfig, epochs: int) -> optuna.pruners.BasePruner:
+    """Optuna's median pruner, asked directly (the campaign asks it through a snapshot)."""
+    ours = make_pruner(config, epochs)
+    return ours.pruner if isinstance(ours, SnapshotPruner) else ours
+
+
+class _Measurement:
+    """One study on one backend through one machinery, measured window by window."""
+
+    def __init__(self, url: str, backend: str, sizes: tuple[int, ...], machinery: str) -> None:
+        self.backend = backend
+        self.machinery = machinery
+        self.config = CampaignConfig(name="overhead", operations=(OPERATION,), trials=max(sizes))
+        self.space = self.config.space_for(OPERATION)
+        self.epochs = int(max(self.space.epochs.values()))
+        self.plain = machinery == OPTUNA
+        self.storage = optuna.storages.RDBStorage(url) if self.plain else open_optuna_storage(url)
+        self.counter = _WriteCounter(self.storage.engine)
+        self.study = optuna.create_study(
+            storage=self.storage,
+            study_name=f"overhead.{OPERATION}",
+            sampler=(
+                _plain_sampler(self.config)
+                if self.plain
+                else make_sampler(self.config, OPERATION)
+            ),
+            pruner=(
+                _plain_pruner(self.config, self.epochs)
+                if self.plain
+                else make_pruner(self.config, self.epochs)
+            ),
+        )
+        self.objective = _TimedObjective(self.space, self.epochs)
+        self.per_size: dict[int, float] = {}
+        self.parts: dict[int, dict[str, float]] = {}
+        self.writes: dict[int, float] = {}
+        self.write_transactions: dict[int, float] = {}
+        self.fill_seconds = 0.0
+        self.seconds = 0.0
+
+    def window(self, size: int) -> None:
+        """Fill the study up to ``size - WINDOW`` trials, then time WINDOW trials."""
+        study = self.study
+        missing = size - WINDOW - len(study.get_trials(deepcopy=False))
+        if missing > 0:
+            fill_started = time.monotonic()
+            study.add_trials(_filler_trials(self.space, self.epochs, missing, seed=size))
+            self.fill_seconds += time.monotonic() - fill_started
+        started = time.monotonic()
+        durations: list[float] = []
+        window_parts: list[dict[str, float]] = []
+        statements, transactions = self.counter.statements, self.counter.transactions
+        for _ in range(WINDOW):
+            trial_started = time.perf_counter()
+            if self.plain:
+                study.optimize(self.objective, n_trials=1)
+            else:
+                trial_counts(study)  # the slot check before each trial
+                study.optimize(self.objective, n_trials=1)
+                trial_counts(study)  # progress after each trial
+                best_value(study)
+            total = time.perf_counter() - trial_started
+            durations.append(total)
+            trial_parts = dict(self.objective.parts)
+            trial_parts["bookkeeping"] = total - sum(trial_parts.values())
+            window_parts.append(trial_parts)
+        self.seconds += time.monotonic() - started
+        self.writes[size] = (self.counter.statements - statements) / WINDOW
+        self.write_transactions[size] = (self.counter.transactions - transactions) / WINDOW
+        self.per_size[size] = 1000 * median(durations)
+        self.parts[size] = {
+            part: 1000 * median(p[part] for p in window_parts) for part in window_parts[0]
+        }
+        log(
+            f"overhead {self.backend} ({self.machinery}): at {size} trials,"
+            f" {self.per_size[size]:.0f} ms per trial, {self.writes[size]:.1f} writes in"
+            f" {self.write_transactions[size]:.1f} transactions"
+        )
+
+    def result(self) -> OverheadResult:
+        self.storage.engine.dispose()
+        return OverheadResult(
+            self.backend,
+            self.per_size,
+            self.parts,
+            self.fill_seconds,
+            self.seconds,
+            self.machinery,
+            self.writes,
+            self.write_transactions,
+        )
+
+
+def side_by_side(
+    urls: dict[str, str], backend: str, sizes: tuple[int, ...]
+) -> list[OverheadResult]:
+    """The sweep's machinery and plain Optuna (`urls`: machinery -> a fresh database each),
+    window by window at each of `sizes`, alternating which goes first, so the load of a shared
+    machine weighs on both alike.
 
     Before each window the study is filled with finished trials up to ``size - WINDOW`` (in
     memory, then `add_trials`), so the cost at 1000 trials is measured without running 990
     timed trials first. Every timed trial reports all epochs of the cap and completes: an
-    upper bound for a real trial, which stops reporting when it is pruned.
+    upper bound for a real trial, which stops reporting when it is pruned. Plain Optuna has
+    its own storage, sampler and pruner, and no bookkeeping.
     """
-    config = CampaignConfig(name="overhead", operations=(OPERATION,), trials=max(sizes))
-    space = config.space_for(OPERATION)
-    epochs = int(max(space.epochs.values()))
-    storage = open_optuna_storage(url)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=f"overhead.{OPERATION}",
-        sampler=make_sampler(config, OPERATION),
-        pruner=make_pruner(config, epochs),
-    )
-    objective = _TimedObjective(space, epochs)
-    per_size: dict[int, float] = {}
-    parts: dict[int, dict[str, float]] = {}
-    fill_seconds = 0.0
-    started = time.monotonic()
-    for size in sorted(sizes):
-        missing = size - WINDOW - len(study.get_trials(deepcopy=False))
-        if missing > 0:
-            fill_started = time.monotonic()
-            study.add_trials(_filler_trials(space, epochs, missing, seed=size))
-            fill_seconds += time.monotonic() - fill_started
-        durations: list[float] = []
-        window_parts: list[dict[str, float]] = []
-        for _ in range(WINDOW):
-            trial_started = time.perf_counter()
-            trial_counts(study)  # the slot check before each trial
-            study.optimize(objective, n_trials=1)
-            trial_counts(study)  # progress after each trial
-            best_value(study)
-            total = time.perf_counter() - trial_started
-            durations.append(total)
-            trial_parts = dict(objective.parts)
-            trial_parts["bookkeeping"] = total - sum(trial_parts.values())
-            window_parts.append(trial_parts)
-        per_size[size] = 1000 * median(durations)
-        parts[size] = {
-            part: 1000 * median(p[part] for p in window_parts) for part in window_parts[0]
-        }
-        log(f"overhead {backend}: at {size} trials, {per_size[size]:.0f} ms per trial")
-    return OverheadResult(
-        backend, per_size, parts, fill_seconds, time.monotonic() - started - fill_seconds
-    )
+    measurements = [_Measurement(urls[m], backend, sizes, m) for m in (SWEEP, OPTUNA)]
+    for turn, size in enumerate(sorted(sizes)):
+        for measurement in measurements if turn % 2 == 0 else reversed(measurements):
+            measurement.window(size)
+    return [m.result() for m in measurements]
 
 
-def run_overhead(postgres_url: str | None, sizes: tuple[int, ...]) -> list[OverheadResult]:
-    """SQLite (a fresh file) and, when given, PostgreSQL (a fresh database)."""
+def run_overhead(
+    postgres_url: str | None,
+    sizes: tuple[int, ...],
+    fresh_postgres: Callable[[], AbstractContextManager[str]] | None = None,
+) -> list[OverheadResult]:
+    """Side by side on SQLite (a fresh file each) and, when given, PostgreSQL (`postgres_url`
+    for the sweep, a fresh database from `fresh_postgres` for plain Optuna: two studies of
+    the same name cannot share one)."""
     results = []
     with tempfile.TemporaryDirectory(prefix="sweep-bench-overhead-") as folder:
-        url = f"sqlite:///{Path(folder) / 'overhead.db'}"
-        results.append(trial_overhead(url, "SQLite", sizes))
+        urls = {m: f"sqlite:///{Path(folder) / f'overhead-{n}.db'}" for n, m in enumerate(
+            (SWEEP, OPTUNA)
+        )}
+        results += side_by_side(urls, "SQLite", sizes)
     if postgres_url is not None:
-        results.append(trial_overhead(postgres_url, "PostgreSQL", sizes))
+        if fresh_postgres is None:
+            raise ValueError("plain Optuna on PostgreSQL needs its own database")
+        with fresh_postgres() as plain_url:
+            results += side_by_side({SWEEP: postgres_url, OPTUNA: plain_url}, "PostgreSQL", sizes)
     return results
 
 

@@ -8,6 +8,7 @@ the campaign decides whether too many failures in a row are fatal.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -22,9 +23,10 @@ from sweep.errors import TrialFailure
 from sweep.nets import ModelSpec, TrainedModel, Trainer
 from sweep.problem.data import Dataset
 from sweep.problem.metrics import Metrics, evaluate, evaluate_splits
+from sweep.search._optuna.internals import trial_id
 from sweep.search._signals import raise_if_interrupted
 from sweep.search.space import SearchSpace
-from sweep.search.storage import SweepStorage, backend_of
+from sweep.search.storage import DATABASE_ERRORS, SweepStorage, backend_of
 
 # Which host and process ran a trial: for users chasing a slow or crashed worker.
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
@@ -78,7 +80,7 @@ class Objective:
         if storage is not None:
             # Parameters now, not with the result: a worker killed mid-trial leaves them for
             # the retry of its trial.
-            storage.flush()
+            storage.flush(trial_id(trial))
         clock = _TrialClock(time.monotonic())
         try:
             return self._run(trial, spec, clock, storage)
@@ -90,6 +92,13 @@ class Objective:
             # over every trial (BENCHMARKS.md).
             trial.set_user_attr("train_seconds", round(clock.training(), 3))
             trial.set_user_attr("storage_seconds", round(clock.storage, 3))
+            if storage is not None:
+                # The trial's writes inside the objective, as Optuna's own storage makes them:
+                # a trial another worker failed as stale meanwhile refuses them here, and Optuna
+                # ends this one as it would (not with its "Should not reach" assertion). A
+                # lost database keeps them for the trial's end.
+                with contextlib.suppress(*DATABASE_ERRORS):
+                    storage.flush(trial_id(trial))
 
     def _run(
         self,
@@ -114,7 +123,7 @@ class Objective:
             try:
                 trial.report(value, epoch)
                 if storage is not None and started - flushed[0] >= FLUSH_SECONDS:
-                    storage.flush()
+                    storage.flush(trial_id(trial))
                     flushed[0] = started
                 prune = trial.should_prune()
             finally:

@@ -46,7 +46,7 @@ def study_id(study: optuna.Study) -> int:
     return int(study._study_id)
 
 
-def trial_id(trial: FrozenTrial) -> int:
+def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
     return int(trial._trial_id)
 
 

@@ -3,21 +3,34 @@
 A trial writes ~9 parameters, a report per epoch and ~20 user attributes. Optuna commits each
 one in its own transaction: ~60 round trips and commits per trial, which on PostgreSQL cost
 more than a pruned trial's training (BENCHMARKS.md, section 3). Here those writes are buffered
-per trial and written in one transaction before anything else touches the storage, and the
-campaign's bookkeeping (counts per state, best value) is one aggregate query instead of a load
-of every trial. Nothing is reordered: any other call (a read, a state change, another trial's
-write) first writes the buffer, so every reader, in this process or another, sees the same
-rows it would have seen before, only committed together. A trial that dies before its buffer
-is written loses those writes; it ends FAIL and is retried anyway.
+per trial and written in one transaction, and the campaign's bookkeeping (counts per state,
+best value) is one aggregate query instead of a load of every trial.
+
+Optuna's storage contract holds (its own storage test cases run on this class, bare and
+wrapped in Optuna's cache, tests/sweep/search/test_optuna_storage_contract.py):
+
+- A write is refused at the call, with Optuna's error, from what this process knows: the trial
+  must exist and not be finished (a trial this process has not seen is looked up once), and a
+  parameter's distribution must be compatible with the study's first use of the name (looked up
+  once per name and study, then known). Only what another process did since (failed the trial as
+  stale, stored the name first with another distribution) can still refuse a buffered write.
+- Each trial's buffer is separate: it is written before any read of the trial or its study and
+  before the trial's state changes. A write refused then costs only that trial's buffer (the
+  error is raised by an explicit `flush`, else logged), never another trial's; a lost database
+  keeps every buffer for the next try.
+- `get_trial` (which `Trial.should_prune` calls every epoch) shows the trial's buffered writes
+  without writing them, so pruning does not turn the buffer into a write per epoch.
+- It pickles as RDBStorage does (the engine is rebuilt); the buffer is written first, not copied.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -27,13 +40,16 @@ import sqlalchemy.exc
 import sqlalchemy.orm
 from optuna import distributions
 from optuna.distributions import BaseDistribution
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from sweep.search._optuna.internals import unwrapped_storage
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+log = logging.getLogger("sweep.search.storage")
 
 # A dropped connection surfaces as SQLAlchemy's errors, or wrapped by Optuna's RDB storage.
 DATABASE_ERRORS = (
@@ -42,17 +58,21 @@ DATABASE_ERRORS = (
     sqlalchemy.exc.PendingRollbackError,
     optuna.exceptions.StorageInternalError,
 )
+# What the database refuses about one trial's writes (Optuna's own errors for them): the trial
+# is gone, finished, or a parameter's distribution conflicts with the study's.
+REFUSALS = (KeyError, UpdateFinishedTrialError, ValueError)
 
 
 @dataclass
 class _Pending:
     """One trial's writes not yet sent, last value per key (as Optuna would have stored)."""
 
-    params: dict[str, tuple[float, BaseDistribution, BaseDistribution | None]] = field(
-        default_factory=dict
-    )
+    study_id: int
+    # name -> (internal value, distribution, whether the study's first use was read from the
+    # database at the call; if not, this write is the first use and is checked again on write)
+    params: dict[str, tuple[float, BaseDistribution, bool]] = field(default_factory=dict)
     intermediate: dict[int, float] = field(default_factory=dict)
-    user_attrs: dict[str, Any] = field(default_factory=dict)
+    user_attrs: dict[str, str] = field(default_factory=dict)  # key -> JSON text
 
 
 @dataclass(frozen=True)
@@ -71,11 +91,97 @@ class SweepStorage(optuna.storages.RDBStorage):
     """RDBStorage with buffered per-trial writes, a summary query and a fault-tolerant beat."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._pending: dict[int, _Pending] = {}
-        self._pending_lock = threading.RLock()
+        self._init_buffer()
         super().__init__(*args, **kwargs)
 
-    # -- buffered writes ------------------------------------------------------------------
+    def _init_buffer(self) -> None:
+        self._pending: dict[int, _Pending] = {}
+        self._pending_lock = threading.RLock()
+        # What this process knows, to refuse a bad write at the call as Optuna's storage does:
+        # running (or waiting) trial id -> (study id, state), a finished or unknown trial is
+        # looked up; and per study the first distribution of each name (with whether it was
+        # read from the database, or is this process' own first use).
+        self._trials_known: dict[int, tuple[int, TrialState]] = {}
+        self._first_use: dict[int, dict[str, tuple[BaseDistribution, bool]]] = {}
+
+    def __getstate__(self) -> dict[Any, Any]:
+        """As RDBStorage (the engine is rebuilt on load); buffered writes are written first,
+        so a copy never writes them twice."""
+        self._flush_quietly(None)
+        state = super().__getstate__()
+        for name in ("_pending", "_pending_lock", "_trials_known", "_first_use"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        self._init_buffer()
+        super().__setstate__(state)
+
+    # -- buffered writes, checked at the call -------------------------------------------------
+
+    def _updatable_study(self, trial_id: int) -> int:
+        """The trial's study id, if the trial may be written; Optuna's errors otherwise."""
+        known = self._trials_known.get(trial_id)
+        if known is None:
+            trial = models.TrialModel
+            with _create_scoped_session(self.scoped_session) as session:
+                row = (
+                    session.query(trial.study_id, trial.state)
+                    .filter(trial.trial_id == trial_id)
+                    .one_or_none()
+                )
+            if row is None:
+                raise KeyError(models.NOT_FOUND_MSG)
+            known = (int(row[0]), TrialState(row[1]))
+            if not known[1].is_finished():
+                self._trials_known[trial_id] = known
+        self.check_trial_is_updatable(trial_id, known[1])
+        return known[0]
+
+    def _buffer(self, trial_id: int, study_id: int) -> _Pending:
+        pending = self._pending.get(trial_id)
+        if pending is None:
+            pending = self._pending[trial_id] = _Pending(study_id)
+        return pending
+
+    def _check_first_use(
+        self,
+        study_id: int,
+        name: str,
+        distribution: BaseDistribution,
+        previous: BaseDistribution | None,
+    ) -> bool:
+        """Refuse a distribution incompatible with the study's first use of `name` (read from
+        the database once, then known); True if that first use is in the database."""
+        uses = self._first_use.setdefault(study_id, {})
+        use = uses.get(name) or self._stored_first_use(study_id, name)
+        first, stored = use or (distribution, False)
+        distributions.check_distribution_compatibility(first, distribution)
+        if previous is not None:  # what Optuna's cache knows; never instead of the above
+            distributions.check_distribution_compatibility(previous, distribution)
+        uses[name] = (first, stored)
+        return stored
+
+    def _stored_first_use(
+        self, study_id: int, name: str, session: sqlalchemy.orm.Session | None = None
+    ) -> tuple[BaseDistribution, bool] | None:
+        def query(session: sqlalchemy.orm.Session) -> Any:
+            return (
+                session.query(models.TrialParamModel.distribution_json)
+                .join(models.TrialModel)
+                .filter(models.TrialModel.study_id == study_id)
+                .filter(models.TrialParamModel.param_name == name)
+                .first()
+            )
+
+        if session is not None:
+            record = query(session)
+        else:
+            with _create_scoped_session(self.scoped_session) as own:
+                record = query(own)
+        if record is None:
+            return None
+        return distributions.json_to_distribution(record[0]), True
 
     def _set_trial_param(
         self,
@@ -87,34 +193,92 @@ class SweepStorage(optuna.storages.RDBStorage):
     ) -> None:
         # Optuna's cache layer calls this private method directly, as `set_trial_param` does.
         with self._pending_lock:
-            self._pending.setdefault(trial_id, _Pending()).params[param_name] = (
+            study_id = self._updatable_study(trial_id)  # state first, as Optuna checks
+            stored = self._check_first_use(
+                study_id, param_name, distribution, previous_distribution
+            )
+            self._buffer(trial_id, study_id).params[param_name] = (
                 param_value_internal,
                 distribution,
-                previous_distribution,
+                stored,
             )
 
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
         with self._pending_lock:
-            self._pending.setdefault(trial_id, _Pending()).intermediate[step] = (
-                intermediate_value
-            )
+            study_id = self._updatable_study(trial_id)
+            self._buffer(trial_id, study_id).intermediate[step] = float(intermediate_value)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        text = json.dumps(value)  # a value JSON cannot hold is refused here, as by Optuna
         with self._pending_lock:
-            self._pending.setdefault(trial_id, _Pending()).user_attrs[key] = value
+            study_id = self._updatable_study(trial_id)
+            self._buffer(trial_id, study_id).user_attrs[key] = text
 
-    def flush(self) -> None:
-        """Write every buffered value, one transaction per trial.
+    # -- writing the buffers --------------------------------------------------------------------
 
-        On failure the buffer is dropped, as the single writes would have been lost: the
-        error propagates and the trial in flight ends FAIL and is retried.
+    def flush(self, trial_id: int | None = None) -> None:
+        """Write one trial's buffered values (every trial's, without `trial_id`) now.
+
+        Raises:
+            KeyError, UpdateFinishedTrialError, ValueError: the database refused a trial's
+                writes (another process finished the trial, or stored a parameter name first
+                with another distribution); that trial's buffer is dropped, the others are
+                written.
+            DATABASE_ERRORS: the database failed; every buffer is kept for the next try.
         """
+        refused = self._write_buffers(None if trial_id is None else (trial_id,))
+        if refused:
+            raise refused[0][1]
+
+    def _flush_quietly(self, trial_ids: Iterable[int] | None) -> None:
+        """Before a read or a state change: a refused buffer is logged, not raised, so an
+        unrelated call never fails for another write (and Optuna's loop still ends the trial)."""
+        for trial_id, error in self._write_buffers(trial_ids):
+            log.warning(
+                "writes to trial id %d dropped, the database refused them: %r", trial_id, error
+            )
+
+    def _write_buffers(
+        self, trial_ids: Iterable[int] | None
+    ) -> list[tuple[int, Exception]]:
+        """Each trial's buffer in its own transaction; the refused ones are dropped."""
+        refused: list[tuple[int, Exception]] = []
         with self._pending_lock:
-            pending, self._pending = self._pending, {}
-            for trial_id, writes in pending.items():
-                self._write(trial_id, writes)
+            if not self._pending:
+                return refused
+            ids = list(self._pending) if trial_ids is None else list(trial_ids)
+            for trial_id in ids:
+                writes = self._pending.get(trial_id)
+                if writes is None:
+                    continue
+                try:
+                    self._write(trial_id, writes)
+                except DATABASE_ERRORS:
+                    raise  # the database, not these writes: every buffer waits for the next try
+                except Exception as error:  # refused (REFUSALS, or a row the database rejects)
+                    self._drop(trial_id)
+                    refused.append((trial_id, error))
+                    continue
+                del self._pending[trial_id]
+                uses = self._first_use.get(writes.study_id, {})
+                for name, (_, _, stored) in writes.params.items():
+                    if not stored and name in uses and not uses[name][1]:
+                        uses[name] = (uses[name][0], True)
+        return refused
+
+    def _drop(self, trial_id: int) -> None:
+        """Forget a trial's buffer, and the first uses it would have stored (the database
+        decides them again), and its state (it is read again at the next write)."""
+        writes = self._pending.pop(trial_id, None)
+        if writes is None:
+            return
+        self._trials_known.pop(trial_id, None)
+        uses = self._first_use.get(writes.study_id, {})
+        for name, (_, _, stored) in writes.params.items():
+            if not stored and name in uses and not uses[name][1]:
+                del uses[name]
 
     def _write(self, trial_id: int, writes: _Pending) -> None:
         """The buffer as a handful of statements: the trial's state is checked once (as Optuna
@@ -122,21 +286,16 @@ class SweepStorage(optuna.storages.RDBStorage):
         """
         with _create_scoped_session(self.scoped_session) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-            self.check_trial_is_updatable(trial_id, cast(TrialState, trial.state))
+            if cast(TrialState, trial.state).is_finished():  # Optuna's check and message
+                raise UpdateFinishedTrialError(
+                    f"Trial#{trial.number} has already finished and can not be updated."
+                )
             params = []
-            for name, (value, distribution, previous) in writes.params.items():
-                if previous is None:  # as Optuna: the study's first use of the name decides
-                    record = (
-                        session.query(models.TrialParamModel.distribution_json)
-                        .join(models.TrialModel)
-                        .filter(models.TrialModel.study_id == trial.study_id)
-                        .filter(models.TrialParamModel.param_name == name)
-                        .first()
-                    )
-                    if record is not None:
-                        previous = distributions.json_to_distribution(record[0])
-                if previous is not None:
-                    distributions.check_distribution_compatibility(previous, distribution)
+            for name, (value, distribution, stored) in writes.params.items():
+                if not stored:  # our first use: another process may have stored one since
+                    first = self._stored_first_use(writes.study_id, name, session)
+                    if first is not None:
+                        distributions.check_distribution_compatibility(first[0], distribution)
                 params.append(
                     {
                         "trial_id": trial_id,
@@ -147,30 +306,120 @@ class SweepStorage(optuna.storages.RDBStorage):
                 )
             intermediate = []
             for step, value in writes.intermediate.items():
-                stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(
-                    value
+                stored_value, kind = (
+                    models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
                 )
                 intermediate.append(
                     {
                         "trial_id": trial_id,
                         "step": step,
-                        "intermediate_value": stored,
+                        "intermediate_value": stored_value,
                         "intermediate_value_type": kind,
                     }
                 )
             attrs = [
-                {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
-                for key, value in writes.user_attrs.items()
+                {"trial_id": trial_id, "key": key, "value_json": text}
+                for key, text in writes.user_attrs.items()
             ]
             _replace(session, models.TrialParamModel, "param_name", params)
             _replace(session, models.TrialIntermediateValueModel, "step", intermediate)
             _replace(session, models.TrialUserAttributeModel, "key", attrs)
 
-    # -- reads ----------------------------------------------------------------------------
+    # -- trial lifecycle and reads ----------------------------------------------------------
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        trial = super()._create_new_trial(study_id, template_trial)
+        if not trial.state.is_finished():
+            with self._pending_lock:
+                self._trials_known[trial._trial_id] = (study_id, trial.state)
+        return trial
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        self._flush_quietly((trial_id,))  # the trial's rows before its end, for every reader
+        with self._pending_lock:
+            try:
+                changed = super().set_trial_state_values(trial_id, state, values)
+            except UpdateFinishedTrialError:
+                self._trials_known.pop(trial_id, None)
+                raise
+            known = self._trials_known.get(trial_id)
+            if changed and known is not None and not state.is_finished():
+                self._trials_known[trial_id] = (known[0], state)
+            else:  # finished (a later write looks it up, and is refused), or another
+                # process took the WAITING trial first: only running trials are remembered
+                self._trials_known.pop(trial_id, None)
+            return changed
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        """The trial as stored, with its buffered writes shown on top (not written: Optuna's
+        pruning reads the trial every epoch)."""
+        with self._pending_lock:
+            trial = super().get_trial(trial_id)
+            self._learn_state(trial_id, trial.state)
+            writes = self._pending.get(trial_id)
+            if writes is None:
+                return trial
+            if trial.state.is_finished():  # finished elsewhere: they can never be written
+                self._drop(trial_id)
+                log.warning("writes to trial %d dropped: it was finished elsewhere", trial.number)
+                return trial
+            return _with_writes(trial, writes)
+
+    def _get_trials(
+        self,
+        study_id: int,
+        states: Container[TrialState] | None,
+        included_trial_ids: set[int],
+        trial_id_greater_than: int,
+    ) -> list[FrozenTrial]:
+        """The study's trials as stored, each with its buffered writes shown on top (the
+        sampler's read at each trial's start, Optuna's pruners' read every epoch)."""
+        with self._pending_lock:
+            trials = super()._get_trials(
+                study_id, states, included_trial_ids, trial_id_greater_than
+            )
+            known = self._trials_known
+            for trial in trials:  # e.g. a trial another worker failed as stale
+                if trial._trial_id in known:
+                    self._learn_state(trial._trial_id, trial.state)
+            if not self._pending:
+                return trials
+            shown = []
+            for trial in trials:
+                writes = self._pending.get(trial._trial_id)
+                if writes is not None and not trial.state.is_finished():
+                    trial = _with_writes(trial, writes)
+                shown.append(trial)
+            return shown
+
+    def _learn_state(self, trial_id: int, state: TrialState) -> None:
+        """Remember a state read from the database: a trial another process finished (as
+        stale, say) then refuses this process' next write at the call, as Optuna's would."""
+        with self._pending_lock:
+            known = self._trials_known.get(trial_id)
+            if known is not None and known[1] != state:
+                if state.is_finished():  # the next write looks it up, and is refused
+                    del self._trials_known[trial_id]
+                else:
+                    self._trials_known[trial_id] = (known[0], state)
+
+    def delete_study(self, study_id: int) -> None:
+        with self._pending_lock:
+            for trial_id in [t for t, p in self._pending.items() if p.study_id == study_id]:
+                del self._pending[trial_id]
+            super().delete_study(study_id)
+            # Ids may be reused by the database: forget the study's trials and names.
+            self._first_use.pop(study_id, None)
+            for trial_id in [t for t, k in self._trials_known.items() if k[0] == study_id]:
+                del self._trials_known[trial_id]
 
     def summary(self, study_id: int) -> StudySummary:
-        """Trial counts per state, the newest trial's state and the best finite value."""
-        self.flush()
+        """Trial counts per state, the newest trial's state and the best finite value (no
+        buffered value counts here: states and values are written at once)."""
         trial = models.TrialModel
         value = models.TrialValueModel
         with _create_scoped_session(self.scoped_session) as session:
@@ -209,6 +458,40 @@ class SweepStorage(optuna.storages.RDBStorage):
         the database came back. A missed beat is simply tried again at the next interval."""
         with contextlib.suppress(*DATABASE_ERRORS):
             super().record_heartbeat(trial_id)
+            # The beat's other use: learn that another worker failed this trial as stale,
+            # so the objective's next write is refused at the call, as Optuna's would be.
+            trial = models.TrialModel
+            with _create_scoped_session(self.scoped_session) as session:
+                state = (
+                    session.query(trial.state).filter(trial.trial_id == trial_id).scalar()
+                )
+            if state is not None:
+                self._learn_state(trial_id, TrialState(state))
+
+
+def _with_writes(trial: FrozenTrial, writes: _Pending) -> FrozenTrial:
+    """A copy of `trial` as it will be once `writes` are stored."""
+    params = dict(trial.params)
+    dists = dict(trial.distributions)
+    for name, (value, distribution, _) in writes.params.items():
+        params[name] = distribution.to_external_repr(value)
+        dists[name] = distribution
+    user_attrs = dict(trial.user_attrs)
+    user_attrs.update((key, json.loads(text)) for key, text in writes.user_attrs.items())
+    return FrozenTrial(
+        number=trial.number,
+        state=trial.state,
+        value=None,
+        values=trial.values,
+        datetime_start=trial.datetime_start,
+        datetime_complete=trial.datetime_complete,
+        params=params,
+        distributions=dists,
+        user_attrs=user_attrs,
+        system_attrs=trial.system_attrs,
+        intermediate_values={**trial.intermediate_values, **writes.intermediate},
+        trial_id=trial._trial_id,
+    )
 
 
 def _replace(
@@ -229,10 +512,26 @@ def _replace(
 
 
 def _flushing(method: _F) -> _F:
+    """Every buffer first: for calls that read or write beyond one trial."""
+
     def wrapper(self: SweepStorage, *args: Any, **kwargs: Any) -> Any:
-        self.flush()
+        self._flush_quietly(None)
         return method(self, *args, **kwargs)
 
+    return _named(wrapper, method)
+
+
+def _flushing_trial(method: _F) -> _F:
+    """The trial's own buffer first (its first argument is the trial id)."""
+
+    def wrapper(self: SweepStorage, trial_id: int, *args: Any, **kwargs: Any) -> Any:
+        self._flush_quietly((trial_id,))
+        return method(self, trial_id, *args, **kwargs)
+
+    return _named(wrapper, method)
+
+
+def _named(wrapper: Callable[..., Any], method: _F) -> _F:
     wrapper.__name__ = method.__name__
     wrapper.__qualname__ = f"SweepStorage.{method.__name__}"
     wrapper.__doc__ = method.__doc__
@@ -245,11 +544,24 @@ def _flushing(method: _F) -> _F:
 BUFFERED: frozenset[str] = frozenset(
     {"set_trial_param", "_set_trial_param", "set_trial_intermediate_value", "set_trial_user_attr"}
 )
-# Every other storage call writes the buffer first (the heartbeat thread's calls excepted:
+# Defined above: a trial's state change (its own buffer first), the reads of trials (each
+# trial's buffer shown on top), trial creation (remembered, to check writes at the call), a
+# study's deletion.
+OWN: frozenset[str] = frozenset(
+    {"set_trial_state_values", "get_trial", "_get_trials", "_create_new_trial", "delete_study"}
+)
+# Calls about one trial's data write its buffer first.
+FLUSH_TRIAL: tuple[str, ...] = (
+    "get_trial_param",
+    "get_trial_params",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "set_trial_system_attr",
+)
+# Every other storage call writes every buffer first (the heartbeat thread's calls excepted:
 # they touch only the heartbeat table, and must not write from another thread).
 FLUSH_FIRST: tuple[str, ...] = (
     "create_new_study",
-    "delete_study",
     "set_study_user_attr",
     "set_study_system_attr",
     "get_study_id_from_name",
@@ -258,28 +570,21 @@ FLUSH_FIRST: tuple[str, ...] = (
     "get_study_user_attrs",
     "get_study_system_attrs",
     "get_all_studies",
-    "create_new_trial",
-    "_create_new_trial",
-    "get_trial_param",
-    "get_trial_params",
-    "set_trial_state_values",
-    "set_trial_system_attr",
-    "get_trial_id_from_study_id_trial_number",
-    "get_trial_number_from_id",
-    "get_trial_user_attrs",
-    "get_trial_system_attrs",
-    "get_trial",
-    "get_all_trials",
-    "get_n_trials",
-    "get_best_trial",
-    "_get_trials",
-    "_get_best_trial_id",
-    "_get_stale_trial_ids",
 )
 # Calls that neither read nor write trial data (configuration, schema versions, helpers used
-# inside the methods above, the heartbeat thread's own table).
+# inside the methods above, the trial ids and numbers that never change, the heartbeat
+# thread's own table).
 UNBUFFERED: frozenset[str] = frozenset(
     {
+        "create_new_trial",  # through `_create_new_trial`
+        "get_all_trials",  # through `_get_trials`
+        "get_best_trial",  # through `get_trial`
+        # States and values only, never buffered:
+        "get_n_trials",
+        "_get_best_trial_id",
+        "_get_stale_trial_ids",
+        "get_trial_id_from_study_id_trial_number",
+        "get_trial_number_from_id",
         "_build_frozen_trial_from_trial_model",
         "_create_unique_study_name",
         "_fill_storage_url_template",
@@ -303,6 +608,8 @@ UNBUFFERED: frozenset[str] = frozenset(
 )
 for _name in FLUSH_FIRST:
     setattr(SweepStorage, _name, _flushing(getattr(optuna.storages.RDBStorage, _name)))
+for _name in FLUSH_TRIAL:
+    setattr(SweepStorage, _name, _flushing_trial(getattr(optuna.storages.RDBStorage, _name)))
 
 
 def backend_of(study: optuna.Study) -> SweepStorage | None:

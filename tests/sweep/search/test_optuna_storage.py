@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import pickle
+from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
+from sweep.search._optuna.internals import trial_id
 from sweep.search.budget import best_value, progress, trial_counts
 from sweep.search.storage import SweepStorage, backend_of
 from sweep.search.storage import optuna_storage as open_optuna_storage
@@ -90,15 +94,172 @@ def test_every_storage_method_of_optuna_is_classified_for_the_buffer() -> None:
     (reading stale rows, or writing before buffered ones): each must be placed on purpose."""
     import inspect
 
-    from sweep.search._optuna.storage import BUFFERED, FLUSH_FIRST, UNBUFFERED
+    from sweep.search._optuna.storage import (
+        BUFFERED,
+        FLUSH_FIRST,
+        FLUSH_TRIAL,
+        OWN,
+        UNBUFFERED,
+    )
 
     methods = {
         name
         for name, value in inspect.getmembers(optuna.storages.RDBStorage)
         if callable(value) and not name.startswith("__")
     }
-    classified = [BUFFERED, set(FLUSH_FIRST), UNBUFFERED]
+    classified = [
+        BUFFERED, OWN, set(FLUSH_TRIAL), set(FLUSH_FIRST), UNBUFFERED
+    ]
     unclassified = sorted(methods - set().union(*classified))
     assert not unclassified, f"classify these in sweep/search/_optuna/storage.py: {unclassified}"
     assert sum(len(group) for group in classified) == len(set().union(*classified))  # disjoint
     assert not set().union(*classified) - methods, "a classified method Optuna no longer has"
+
+
+# --- Optuna's storage contract through the public API (issue 16) ---------------------------
+
+
+def _sqlite_url(tmp_path: Path, name: str = "sweeps.db") -> str:
+    return f"sqlite:///{tmp_path / name}"
+
+
+def _conflicting_suggests(trial: optuna.Trial) -> float:
+    if trial.number == 0:
+        return trial.suggest_float("x", 0.0, 1.0)
+    trial.suggest_categorical("x", ["a", "b"])  # incompatible with trial 0's "x"
+    return 0.0
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["sweep", "rdb"])
+def test_a_conflicting_suggest_fails_its_trial_as_with_optunas_storage(
+    tmp_path: Path, reference: bool
+) -> None:
+    """It crashed Optuna's loop with AssertionError('Should not reach.') and left the trial
+    RUNNING; Optuna's own storage raises ValueError at the suggest and ends the trial FAIL."""
+    url = _sqlite_url(tmp_path)
+    storage = optuna.storages.RDBStorage(url) if reference else open_optuna_storage(url)
+    study = optuna.create_study(storage=storage)
+    study.optimize(_conflicting_suggests, n_trials=1)
+    with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+        study.optimize(_conflicting_suggests, n_trials=1)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert study.get_trials()[1].params == {}
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["sweep", "rdb"])
+def test_a_trial_failed_elsewhere_refuses_the_objectives_next_write(
+    tmp_path: Path, reference: bool
+) -> None:
+    """Another worker fails a running trial as stale; the objective then records attributes.
+    Optuna's storage refuses that write, and its loop ends with "Cannot tell a FAIL trial";
+    ours let the write through and the loop died with "Should not reach."."""
+    url = _sqlite_url(tmp_path)
+    storage = optuna.storages.RDBStorage(url) if reference else open_optuna_storage(url)
+    study = optuna.create_study(storage=storage, study_name="buffered")
+    other = optuna.storages.RDBStorage(url)
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.report(1.0, 0)
+        other.set_trial_state_values(trial_id(trial), TrialState.FAIL)
+        trial.should_prune()  # reads the trial, as every epoch does
+        trial.set_user_attr("train_seconds", 1.0)
+        return 1.0
+
+    with pytest.raises(ValueError, match="Cannot tell a FAIL trial"):
+        study.optimize(objective, n_trials=1)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.FAIL and trial.user_attrs == {}
+    other.engine.dispose()
+
+
+def test_a_heartbeat_learns_that_its_trial_was_failed_elsewhere(tmp_path: Path) -> None:
+    """Without any read in between, the next beat (every 10 s) tells the process."""
+    url = _sqlite_url(tmp_path)
+    study, storage = _study(url)
+    trial = study.ask()
+    optuna.storages.RDBStorage(url).set_trial_state_values(trial_id(trial), TrialState.FAIL)
+    storage.record_heartbeat(trial_id(trial))
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        trial.set_user_attr("late", 1)
+
+
+def test_one_trials_refused_writes_never_cost_another_trials(storage_url: str) -> None:
+    """A refused buffer is that trial's alone: the others are written, and only an explicit
+    flush raises it (a read shows the buffers and writes nothing)."""
+    study, storage = _study(storage_url)
+    failed, running = study.ask(), study.ask()
+    failed.set_user_attr("late", 1)
+    running.set_user_attr("kept", 2)
+    running.report(0.5, 0)
+    _fresh_view(storage_url).tell(failed.number, state=TrialState.FAIL)
+    assert study.get_trials()[1].user_attrs == {"kept": 2}
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.flush()
+    (gone, kept) = _fresh_view(storage_url).get_trials()
+    assert gone.user_attrs == {} and gone.state == TrialState.FAIL
+    assert kept.user_attrs == {"kept": 2} and kept.intermediate_values == {0: 0.5}
+    storage.flush()  # the refused buffer is gone with its error
+    study.tell(running, 1.0)
+
+
+def test_a_cached_first_use_never_stands_in_for_the_databases(storage_url: str) -> None:
+    """Through Optuna's cache, a distribution that conflicts with the one another process
+    stored first was refused too late the first time and committed the second: one name,
+    two distribution kinds."""
+    first = optuna.create_study(storage=storage_url, study_name="buffered")  # plain Optuna
+    first.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
+    storage = open_optuna_storage(storage_url)
+    study = optuna.load_study(study_name="buffered", storage=storage)  # wrapped in the cache
+    for _ in range(2):
+        trial = study.ask()
+        with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+            trial.suggest_categorical("x", ["a", "b"])
+        study.tell(trial, state=TrialState.FAIL)
+    kinds = {type(t.distributions["x"]) for t in _fresh_view(storage_url).get_trials() if t.params}
+    assert kinds == {optuna.distributions.FloatDistribution}
+
+
+def test_pickling_writes_the_buffer_first_and_rebuilds_the_engine(tmp_path: Path) -> None:
+    url = _sqlite_url(tmp_path)
+    study, storage = _study(url)
+    trial = study.ask()
+    trial.set_user_attr("before", 1)
+    copy = pickle.loads(pickle.dumps(storage))
+    # What Optuna's repository checks of a pickled RDBStorage (tests/storages_tests).
+    assert isinstance(copy, SweepStorage) and copy.engine is not storage.engine
+    assert copy.url == storage.url and copy.engine_kwargs == storage.engine_kwargs
+    assert copy.skip_compatibility_check == storage.skip_compatibility_check
+    assert copy.scoped_session is not storage.scoped_session
+    assert copy.heartbeat_interval == storage.heartbeat_interval
+    assert copy.get_trial_user_attrs(trial_id(trial)) == {"before": 1}
+    copy.set_trial_user_attr(trial_id(trial), "after", 2)
+    copy.flush()
+    assert storage.get_trial(trial_id(trial)).user_attrs == {"before": 1, "after": 2}
+    copy.engine.dispose()
+
+
+def test_pruning_reads_the_buffer_without_writing_it(tmp_path: Path) -> None:
+    """`should_prune` reads the trial every epoch: it sees the buffered reports, and they stay
+    buffered (a write per epoch is what the buffer exists to avoid)."""
+    url = _sqlite_url(tmp_path)
+    study, storage = _study(url)
+    trial = study.ask()
+    writes: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().split()[0].upper() in {"INSERT", "UPDATE", "DELETE"}:
+            writes.append(statement)
+
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", record)
+    for epoch in range(5):
+        trial.report(1.0 / (epoch + 1), epoch)
+        assert not trial.should_prune()
+    assert writes == []
+    assert storage.get_trial(trial_id(trial)).intermediate_values == {
+        e: 1.0 / (e + 1) for e in range(5)
+    }
+    (other,) = _fresh_view(url).get_trials()
+    assert other.intermediate_values == {}
+    study.tell(trial, 0.2)
+    tables = [w.split()[2].strip('"`') for w in writes if w.startswith(("INSERT", "DELETE"))]
+    assert tables.count("trial_intermediate_values") == 2  # one DELETE, one 5-row INSERT
