@@ -17,7 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 # isort: off
-from sweep.nets.layers import Denormalize, Normalize  # first: it starts TensorFlow quietly
+from sweep.nets.layers import (  # first: it starts TensorFlow quietly
+    Denormalize,
+    Monomials,
+    Normalize,
+    power_of_four_scale,
+)
 import keras
 import tensorflow as tf
 
@@ -106,11 +111,24 @@ def build(
     input_params: NormalizationParams,
     target_params: NormalizationParams,
     name: str = "arithmetic",
+    monomial_scale: Sequence[float] | None = None,
 ) -> BuiltModel:
-    """Build the training and exported models for `spec` with fitted normalisations."""
+    """Build the training and exported models for `spec` with fitted normalisations.
+
+    The power family's inputs go straight into its `Monomials` layer, which carries its own
+    exact scaling (`monomial_scale`, powers of 4) instead of the input normalisation.
+    """
     dtype = spec.precision
     inputs = keras.Input(shape=(arity,), dtype=dtype, name="operands")
-    x = Normalize.from_params(input_params, name="input_normalization", dtype=dtype)(inputs)
+    if spec.family == "power":
+        x = Monomials(
+            [list(e) for e in spec.exponents(arity)],
+            scale=None if monomial_scale is None else list(monomial_scale),
+            name="monomials",
+            dtype=dtype,
+        )(inputs)
+    else:
+        x = Normalize.from_params(input_params, name="input_normalization", dtype=dtype)(inputs)
     for index, width in enumerate(spec.hidden_layers):
         x = keras.layers.Dense(
             width, activation=spec.activation, name=f"hidden_{index}", dtype=dtype
@@ -264,6 +282,9 @@ def train(
     arity = x_train.shape[1]
     input_params = fit_normalization(spec.input_normalization, x_train)
     target_params = fit_normalization(spec.target_normalization, y_train)
+    if spec.family == "power":
+        return _train_power(spec, x_train, y_train, x_val, y_val, target_params, on_epoch,
+                            started)
     built = build(spec, arity, input_params, target_params)
     x = np.asarray(x_train, dtype=spec.precision)
     y = normalize(target_params, y_train).astype(spec.precision)
@@ -297,6 +318,93 @@ def train(
     )
 
 
+def _train_power(
+    spec: ModelSpec,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    target_params: NormalizationParams,
+    on_epoch: EpochCallback | None,
+    started: float,
+) -> TrainingResult:
+    """The power family: no gradient steps; its only weights, the output layer's, are solved.
+
+    With the exponents fixed the output is linear in its weights, so float64 least squares finds
+    the optimum that Adam would only approach; one report (as epoch 0) lets the pruner and a
+    signal see the trial.
+    """
+    arity = x_train.shape[1]
+    input_params = fit_normalization("none", x_train)
+    built = build(spec, arity, input_params, target_params,
+                  monomial_scale=power_of_four_scale(x_train))
+    x = np.asarray(x_train, dtype=spec.precision)
+    y = normalize(target_params, y_train).astype(spec.precision)
+    keep = y_train != 0 if target_params.transform == "log_abs" else None
+    solved = _refit_output_layer(built, x, y, x_val, y_val, keep, always=True)
+    if not solved:
+        raise TrialFailure("the least-squares solve of the output layer was not finite")
+    if spec.snap_output:
+        snap_output_layer(built, spec.exponents(arity), x_val, y_val)
+    if on_epoch is not None:
+        on_epoch(0, predict(built.exported, x_val))
+    return TrainingResult(
+        model=built.exported,
+        epochs_run=0,
+        train_seconds=time.monotonic() - started,
+        refitted=True,
+        stopped_reason=None,
+    )
+
+
+# Rounding grids offered to the solved coefficients: integers, halves, quarters.
+SNAP_DENOMINATORS: tuple[int, ...] = (1, 2, 4)
+
+
+def snap_output_layer(
+    built: BuiltModel,
+    exponents: Sequence[Sequence[float]],
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+) -> int | None:
+    """Round the solved coefficients, in original units, to a grid; keep what validates best.
+
+    Least squares leaves coefficients like 0.9999999999997 and 3e-13 for the monomials that
+    are not there; those errors grow with the monomial, so far from the data they cost hits.
+    Rounded to the grid and written back exactly (the layer's scales are powers of 2), an
+    integer polynomial is then computed without rounding error up to 2**53. Each grid is
+    kept only if the validation error is no worse than the unrounded solve's, so real
+    coefficients (which no grid fits) keep the solve. Returns the denominator kept, or None.
+    """
+    params = built.target_params
+    if params.transform != "identity":
+        return None
+    layer = next(la for la in built.features.layers if isinstance(la, Monomials))
+    scale = np.asarray(layer.scale, dtype=np.float64)
+    # Monomial k of the scaled inputs is monomial k of the raw inputs over prod_i s_i**e_ki.
+    divisor = np.prod(scale[None, :] ** np.asarray(exponents, dtype=np.float64), axis=1)
+    t_scale, t_offset = params.scale[0], params.offset[0]
+    kernel, bias = built.output_layer.get_weights()
+    coefficients = kernel[:, 0].astype(np.float64) * t_scale / divisor
+    constant = float(bias[0]) * t_scale + t_offset
+    best_error = _validation_mae(built.exported, x_val, y_val)
+    best: tuple[list[np.ndarray], int] | None = None
+    dtype = built.output_layer.dtype
+    for denominator in SNAP_DENOMINATORS:
+        snapped = np.round(coefficients * denominator) / denominator
+        snapped_constant = round(constant * denominator) / denominator
+        candidate = [
+            (snapped * divisor / t_scale).reshape(-1, 1).astype(dtype),
+            np.asarray([(snapped_constant - t_offset) / t_scale], dtype=dtype),
+        ]
+        built.output_layer.set_weights(candidate)
+        error = _validation_mae(built.exported, x_val, y_val)
+        if error <= best_error:
+            best_error, best = error, (candidate, denominator)
+    built.output_layer.set_weights(best[0] if best is not None else [kernel, bias])
+    return None if best is None else best[1]
+
+
 def _refit_output_layer(
     built: BuiltModel,
     x: np.ndarray,
@@ -304,11 +412,16 @@ def _refit_output_layer(
     x_val: np.ndarray,
     y_val: np.ndarray,
     keep: np.ndarray | None = None,
+    *,
+    always: bool = False,
 ) -> bool:
     """Solve the last linear layer by float64 least squares; keep it only if validation improves.
 
     Adam stops near, not at, the optimum; for the last layer the optimum is a linear problem, so
     a closing solve removes the optimiser's noise floor (exact for a linear model on add).
+    Columns are scaled to a largest magnitude of 1 first: monomials of different degrees differ
+    by many orders of magnitude, and unscaled the solve loses digits to that alone. `always`
+    keeps the solve whatever the validation says (nothing was trained before it).
     """
     features = np.asarray(
         keras.ops.convert_to_numpy(built.features(x, training=False)), dtype=np.float64
@@ -319,7 +432,10 @@ def _refit_output_layer(
     if len(features) == 0 or not np.all(np.isfinite(features)):
         return False
     design = np.hstack([features, np.ones((len(features), 1))])
-    solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+    column_scale = np.max(np.abs(design), axis=0)
+    column_scale = np.where(column_scale > 0, column_scale, 1.0)
+    solution, *_ = np.linalg.lstsq(design / column_scale, target, rcond=None)
+    solution = solution / column_scale
     if not np.all(np.isfinite(solution)):
         return False
     before = built.output_layer.get_weights()
@@ -328,7 +444,7 @@ def _refit_output_layer(
     kernel = solution[:-1].reshape(-1, 1).astype(dtype)
     bias = solution[-1:].astype(dtype)
     built.output_layer.set_weights([kernel, bias])
-    if _validation_mae(built.exported, x_val, y_val) <= error_before:
+    if always or _validation_mae(built.exported, x_val, y_val) <= error_before:
         return True
     built.output_layer.set_weights(before)
     return False
