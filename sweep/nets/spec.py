@@ -13,6 +13,7 @@ __all__ = [
     "FAMILIES",
     "LOSSES",
     "LR_SCHEDULES",
+    "MAX_DEGREE",
     "PRECISIONS",
     "ModelSpec",
     "count_parameters",
