@@ -21,6 +21,10 @@ from keras import ops  # noqa: E402
 
 # isort: on
 from sweep.nets.normalization import TRANSFORMS, ZERO_FLOOR, NormalizationParams  # noqa: E402
+from sweep.nets.spec import MAX_DEGREE  # noqa: E402
+
+# A loaded file names its own exponents: bounds keep a hostile one from building a huge graph.
+MAX_MONOMIALS = 4096
 
 __all__ = ["Denormalize", "Monomials", "Normalize", "power_of_four_scale"]
 
@@ -148,12 +152,16 @@ class Monomials(keras.layers.Layer):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         rows = [[float(v) for v in row] for row in exponents]
-        if not rows or len({len(row) for row in rows}) != 1:
-            raise ValueError(f"exponents must be equal-length rows, got {exponents!r}")
+        if not 0 < len(rows) <= MAX_MONOMIALS or len({len(row) for row in rows}) != 1:
+            raise ValueError(
+                f"exponents must be 1..{MAX_MONOMIALS} equal-length rows, got {len(rows)} rows"
+            )
         for row in rows:
             for value in row:
-                if value * 2 != round(value * 2):
-                    raise ValueError(f"exponents must be whole or halves, got {value}")
+                if not abs(value) <= MAX_DEGREE or value * 2 != round(value * 2):
+                    raise ValueError(
+                        f"exponents must be whole or halves within ±{MAX_DEGREE}, got {value}"
+                    )
         arity = len(rows[0])
         scales = [1.0] * arity if scale is None else [float(v) for v in scale]
         if len(scales) != arity or any(not v > 0 for v in scales):
