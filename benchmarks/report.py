@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from benchmarks._common import median
+from benchmarks.exact import ExactResult
+from benchmarks.exact import render_section as _exact_section
+from benchmarks.exact import target_lines as _exact_targets
 from benchmarks.memory import BATCH_SIZE, EPOCHS, OPERATION, SHAPES, MemoryRun
 from benchmarks.overhead import PARTS, WINDOW, OverheadResult
 from benchmarks.quality import (
@@ -48,6 +51,7 @@ class Results:
     memory: list[MemoryRun] = field(default_factory=list)
     startup: list[StartupResult] = field(default_factory=list)
     serving: ServingResult | None = None
+    exact: ExactResult | None = None
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -810,6 +814,7 @@ def _targets_section(results: Results) -> list[str]:
         ]
     if results.serving is not None:
         lines += _serving_targets(results.serving)
+    lines += _exact_targets(results.exact)
     return lines
 
 
@@ -839,6 +844,7 @@ def render(results: Results) -> str:
         _memory_section(results),
         _startup_section(results),
         _serving_section(results),
+        _exact_section(results.exact),
     ):
         if section:
             lines += [*section, ""]
