@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         "add,multiply with --quick)",
     )
     parser.add_argument(
+        "--exact-budget", type=float, default=30.0, metavar="SECONDS",
+        help="seconds per method and case in the exact section (default %(default)s; 4 with "
+        "--quick)",
+    )
+    parser.add_argument(
         "--sections", default=",".join(SECTIONS),
         help="comma-separated subset of %(default)s",
     )
@@ -296,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from benchmarks.exact import QUICK_CASES, ExactCase, ExactResult, run_exact
 
             # Its own budget: a sweep per method and case (14 cases), not per operation.
-            exact_budget, exact_trials = (4.0, 3) if args.quick else (60.0, 20)
+            exact_budget, exact_trials = (4.0, 3) if args.quick else (args.exact_budget, 20)
             results.exact = ExactResult(budget=exact_budget, trials=exact_trials)
 
             def exact_case(case: ExactCase) -> None:

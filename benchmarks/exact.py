@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,10 @@ class ExactCase:
     seed_successes: int = 0
     seed_count: int = 0
     seed_architecture: str = ""
+    # The same protocol for the best configuration of the MLP-only sweep (before).
+    before_successes: int = 0
+    before_count: int = 0
+    before_architecture: str = ""
     load: str = ""
 
     @property
@@ -103,7 +108,7 @@ class ExactResult:
     cases: list[ExactCase] = field(default_factory=list)
     budget: float = math.nan
     trials: int = 0
-    command_note: str = ""
+    original_epochs: int = 10
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -192,9 +197,10 @@ def judge_files(jobs_file: Path) -> None:
 def _judge(jobs: list[dict[str, str]], folder: Path) -> None:
     jobs_file = folder / "jobs.json"
     jobs_file.write_text(json.dumps(jobs))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     subprocess.run(
         [sys.executable, "-m", "benchmarks.exact", str(jobs_file)], check=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parent.parent, env=env,
     )
 
 
@@ -306,7 +312,7 @@ def run_exact(
     from sweep.problem.data import DataSpec, make_dataset
     from sweep.problem.operations import resolve_operations
 
-    result = ExactResult(budget=budget, trials=trials)
+    result = ExactResult(budget=budget, trials=trials, original_epochs=original_epochs)
     chosen = [c for c in CASES if names is None or c[0] in names]
     with tempfile.TemporaryDirectory(prefix="sweep-bench-exact-") as scratch:
         folder = Path(scratch)
@@ -338,13 +344,13 @@ def run_exact(
                 trials=tuner.runs, wall_seconds=tuner.wall_seconds,
                 architecture=tuner.note.removeprefix("best: "),
             ))
-            jobs, sweep_runs, best_params = [], [], {}
+            jobs, sweep_runs = [], []
+            best_params: dict[str, dict[str, Any]] = {}
             for method in (BEFORE, SWEEP, NO_DESIGNS):
                 log(f"exact {case.label}: {method} ({budget:g} s, {trials} trials)")
                 keras.backend.clear_session()
                 run, path, params = _sweep(case, dataset, folder, method, budget, trials)
-                if method == SWEEP:
-                    best_params = params
+                best_params[method] = params
                 out = folder / f"{path.stem}.answers.npz"
                 jobs.append({"model": str(path), "inputs": str(inputs), "out": str(out)})
                 sweep_runs.append((run, out))
@@ -359,11 +365,15 @@ def run_exact(
                 for band in BANDS:
                     run.hit_rates.setdefault(band, math.nan)
                     run.median_relative_errors.setdefault(band, math.nan)
-            if seeds and best_params:
-                log(f"exact {case.label}: best configuration on {SEEDS} seeds")
+            if seeds:
+                log(f"exact {case.label}: best configurations on {SEEDS} seeds")
                 keras.backend.clear_session()
-                case.seed_successes, case.seed_count = _seeds(case, best_params, operation)
-                case.seed_architecture = str(best_params.get("architecture") or "")
+                ours, before = best_params[SWEEP], best_params[BEFORE]
+                case.seed_successes, case.seed_count = _seeds(case, ours, operation)
+                case.seed_architecture = str(ours.get("architecture") or "")
+                keras.backend.clear_session()
+                case.before_successes, case.before_count = _seeds(case, before, operation)
+                case.before_architecture = str(before.get("architecture") or "")
             result.cases.append(case)
             if on_case is not None:
                 on_case(case)
@@ -398,7 +408,8 @@ def render_section(result: ExactResult | None, number: int = 8) -> list[str]:
     lines = [
         f"## {number}. Exact networks: expressions and signed ranges",
         "",
-        "Per case, in one run: the original question's network (one seed, 10 epochs, batch 10),"
+        "Per case, in one run: the original question's network (one seed,"
+        f" {result.original_epochs} epochs, batch 10),"
         f" KerasTuner ({result.budget:g} s, raw data; judged on the test set and [h, 2h) only),"
         " our sweep with the MLP-only space it had before the power family"
         " (`family = [\"mlp\"]`), our default sweep, and our default sweep without startup"
@@ -434,21 +445,27 @@ def render_section(result: ExactResult | None, number: int = 8) -> list[str]:
     if seeded:
         lines += [
             "",
-            f"**NAU-paper protocol.** Our default sweep's best configuration per case, retrained"
-            f" on {SEEDS} seeds (data seed and training seed 1..{SEEDS}); success = hit rate ≥"
-            f" {IN_RANGE_TARGET} in range and ≥ {BAND_TARGET} in every band above and below"
-            " (the exported model, in process); Wilson 95% interval.",
+            f"**NAU-paper protocol.** The best configuration per case of our default sweep and of"
+            f" the MLP-only sweep (before), each retrained on {SEEDS} seeds (data seed and"
+            f" training seed 1..{SEEDS}); success = hit rate ≥ {IN_RANGE_TARGET} in range and ≥"
+            f" {BAND_TARGET} in every band above and below (the exported model, in process);"
+            " Wilson 95% interval.",
             "",
-            "| case | configuration | successes | success rate | Wilson 95% |",
-            "|---|---|---|---|---|",
+            "| case | sweep | configuration | successes | success rate | Wilson 95% |",
+            "|---|---|---|---|---|---|",
         ]
         for case in seeded:
-            low, high = wilson_interval(case.seed_successes, case.seed_count)
-            lines.append(
-                f"| {case.label} | {case.seed_architecture} | {case.seed_successes}/"
-                f"{case.seed_count} | {case.seed_successes / case.seed_count:.2f} |"
-                f" [{low:.2f}, {high:.2f}] |"
-            )
+            for label, wins, count, shape in (
+                (SWEEP, case.seed_successes, case.seed_count, case.seed_architecture),
+                (BEFORE, case.before_successes, case.before_count, case.before_architecture),
+            ):
+                if not count:
+                    continue
+                low, high = wilson_interval(wins, count)
+                lines.append(
+                    f"| {case.label} | {label} | {shape} | {wins}/{count} | {wins / count:.2f} |"
+                    f" [{low:.2f}, {high:.2f}] |"
+                )
     loads = ", ".join(f"{c.name}: {c.load}" for c in result.cases)
     lines += ["", f"Load average (1, 5, 15 min) at the start of each case: {loads}."]
     return lines
