@@ -159,3 +159,23 @@ def test_a_hostile_config_cannot_build_huge_powers(exponents: list[list[float]],
                                                     ) -> None:
     with pytest.raises(ValueError, match=message):
         Monomials(exponents)
+
+
+def test_a_model_file_with_huge_exponents_is_one_load_error() -> None:
+    import io
+    import zipfile
+
+    from sweep.errors import ModelLoadError
+
+    inputs = keras.Input(shape=(2,), dtype="float64")
+    units = Monomials([[1.0, 1.0]], dtype="float64")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, dtype="float64")(units))
+    source, crafted = zipfile.ZipFile(io.BytesIO(serialize_model(model))), io.BytesIO()
+    with zipfile.ZipFile(crafted, "w") as target:
+        for info in source.infolist():
+            body = source.read(info)
+            if info.filename == "config.json":
+                body = body.replace(b"[[1.0, 1.0]]", b"[[1000000000.0, 1.0]]")
+            target.writestr(info, body)
+    with pytest.raises(ModelLoadError, match=r"within ±8, got 1000000000.0"):
+        load_model_bytes(crafted.getvalue(), label="crafted")
