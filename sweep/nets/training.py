@@ -345,7 +345,7 @@ def _train_power(
     if not solved:
         raise TrialFailure("the least-squares solve of the output layer was not finite")
     if spec.snap_output:
-        snap_output_layer(built, spec.exponents(arity), x_val, y_val)
+        snap_output_layer(built, spec.exponents(arity), x, y, x_val, y_val, keep)
     if on_epoch is not None:
         on_epoch(0, predict(built.exported, x_val))
     return TrainingResult(
@@ -359,22 +359,69 @@ def _train_power(
 
 # Rounding grids offered to the solved coefficients: integers, halves, quarters.
 SNAP_DENOMINATORS: tuple[int, ...] = (1, 2, 4)
+# Sparse refits: units whose share of the target's magnitude falls below a threshold are
+# dropped and the rest solved again, sparsest first.
+SPARSE_THRESHOLDS: tuple[float, ...] = (1e-3, 1e-5, 1e-7, 1e-9)
+_SPARSE_ROUNDS = 3
+
+
+def _solve_columns(design: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least squares with every column scaled to a largest magnitude of 1."""
+    column_scale = np.max(np.abs(design), axis=0)
+    column_scale = np.where(column_scale > 0, column_scale, 1.0)
+    solution, *_ = np.linalg.lstsq(design / column_scale, target, rcond=None)
+    return np.asarray(solution / column_scale, dtype=np.float64)
+
+
+def _sparse_solutions(
+    features: np.ndarray, target: np.ndarray, solution: np.ndarray
+) -> list[np.ndarray]:
+    """The solve again on fewer units, one solution (zeros for dropped units) per threshold.
+
+    Many product units are nearly collinear on the data (half and negative powers at degree 4:
+    144 of them), so the full solve spreads the truth over units that are not in it, with
+    coefficients that cancel in range and not beyond it. The truth is usually sparse:
+    dropping the units that carry almost nothing and solving again recovers it.
+    """
+    design = np.hstack([features, np.ones((len(features), 1))])
+    magnitude = np.max(np.abs(design), axis=0)
+    scale = max(float(np.max(np.abs(target))), 1e-300)
+    out: list[np.ndarray] = []
+    for threshold in SPARSE_THRESHOLDS:
+        current = solution.copy()
+        for _ in range(_SPARSE_ROUNDS):
+            keep = np.abs(current) * magnitude >= threshold * scale
+            keep[-1] = True  # the bias
+            refit = np.zeros_like(current)
+            refit[keep] = _solve_columns(design[:, keep], target)
+            if not np.all(np.isfinite(refit)) or np.array_equal(refit != 0, current != 0):
+                current = refit
+                break
+            current = refit
+        if np.all(np.isfinite(current)) and not any(np.array_equal(current, o) for o in out):
+            out.append(current)
+    return out
 
 
 def snap_output_layer(
     built: BuiltModel,
     exponents: Sequence[Sequence[float]],
+    x: np.ndarray,
+    y: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
-) -> int | None:
-    """Round the solved coefficients, in original units, to a grid; keep what validates best.
+    keep: np.ndarray | None = None,
+) -> str | None:
+    """Offer sparser and rounded versions of the solved output; keep what validates best.
 
     Least squares leaves coefficients like 0.9999999999997 and 3e-13 for the monomials that
     are not there; those errors grow with the monomial, so far from the data they cost hits.
-    Rounded to the grid and written back exactly (the layer's scales are powers of 2), an
-    integer polynomial is then computed without rounding error up to 2**53. Each grid is
-    kept only if the validation error is no worse than the unrounded solve's, so real
-    coefficients (which no grid fits) keep the solve. Returns the denominator kept, or None.
+    Candidates: the solve again on fewer units (`_sparse_solutions`), and each solution's
+    coefficients in original units rounded to integers, halves or quarters, written back
+    exactly (the layer's scales are powers of 2), so an integer polynomial is computed without
+    rounding error up to 2**53. The one with the lowest validation error wins, ties going to
+    the sparsest and roundest, and none is kept unless it is no worse than the plain solve:
+    real coefficients (which no grid fits) keep the solve. Returns what was kept, or None.
     """
     params = built.target_params
     if params.transform != "identity":
@@ -385,24 +432,43 @@ def snap_output_layer(
     divisor = np.prod(scale[None, :] ** np.asarray(exponents, dtype=np.float64), axis=1)
     t_scale, t_offset = params.scale[0], params.offset[0]
     kernel, bias = built.output_layer.get_weights()
-    coefficients = kernel[:, 0].astype(np.float64) * t_scale / divisor
-    constant = float(bias[0]) * t_scale + t_offset
-    best_error = _validation_mae(built.exported, x_val, y_val)
-    best: tuple[list[np.ndarray], int] | None = None
+    plain = np.concatenate([kernel[:, 0], bias]).astype(np.float64)
+    features = np.asarray(
+        keras.ops.convert_to_numpy(built.features(x, training=False)), dtype=np.float64
+    )
+    target = y.astype(np.float64)
+    if keep is not None:
+        features, target = features[keep], target[keep]
     dtype = built.output_layer.dtype
-    for denominator in SNAP_DENOMINATORS:
-        snapped = np.round(coefficients * denominator) / denominator
-        snapped_constant = round(constant * denominator) / denominator
-        candidate = [
-            (snapped * divisor / t_scale).reshape(-1, 1).astype(dtype),
-            np.asarray([(snapped_constant - t_offset) / t_scale], dtype=dtype),
-        ]
-        built.output_layer.set_weights(candidate)
+
+    def weights(solution: np.ndarray) -> list[np.ndarray]:
+        return [solution[:-1].reshape(-1, 1).astype(dtype), solution[-1:].astype(dtype)]
+
+    candidates: list[tuple[str, np.ndarray]] = []
+    sparse = _sparse_solutions(features, target, plain)
+    named = [(f"sparse refit ({int(np.count_nonzero(v[:-1]))} units)", v) for v in sparse]
+    for name, solution in [*named, ("plain solve", plain)]:
+        coefficients = solution[:-1] * t_scale / divisor
+        constant = solution[-1] * t_scale + t_offset
+        for denominator in SNAP_DENOMINATORS:
+            snapped = np.round(coefficients * denominator) / denominator
+            snapped_constant = np.round(constant * denominator) / denominator
+            rounded = np.concatenate(
+                [snapped * divisor / t_scale, [(snapped_constant - t_offset) / t_scale]]
+            )
+            candidates.append((f"{name}, rounded to 1/{denominator}", rounded))
+        candidates.append((name, solution))
+    best_error = _validation_mae(built.exported, x_val, y_val)
+    best: tuple[str, list[np.ndarray]] | None = None
+    for name, solution in candidates:
+        if not np.all(np.isfinite(solution)):
+            continue
+        built.output_layer.set_weights(weights(solution))
         error = _validation_mae(built.exported, x_val, y_val)
-        if error <= best_error:
-            best_error, best = error, (candidate, denominator)
-    built.output_layer.set_weights(best[0] if best is not None else [kernel, bias])
-    return None if best is None else best[1]
+        if error < best_error or (error == best_error and best is None):
+            best_error, best = error, (name, weights(solution))
+    built.output_layer.set_weights(best[1] if best is not None else [kernel, bias])
+    return None if best is None else best[0]
 
 
 def _refit_output_layer(
@@ -432,10 +498,7 @@ def _refit_output_layer(
     if len(features) == 0 or not np.all(np.isfinite(features)):
         return False
     design = np.hstack([features, np.ones((len(features), 1))])
-    column_scale = np.max(np.abs(design), axis=0)
-    column_scale = np.where(column_scale > 0, column_scale, 1.0)
-    solution, *_ = np.linalg.lstsq(design / column_scale, target, rcond=None)
-    solution = solution / column_scale
+    solution = _solve_columns(design, target)
     if not np.all(np.isfinite(solution)):
         return False
     before = built.output_layer.get_weights()
