@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TypeVar
 
 SECTIONS: tuple[str, ...] = (
-    "quality", "speed", "overhead", "workers", "memory", "startup", "serving",
+    "quality", "speed", "overhead", "workers", "memory", "startup", "serving", "exact",
 )
 FIT_STEPS_PER_EXECUTION = 32
 FULL_BUDGET = 300.0
@@ -56,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
         "--ops", default=None,
         help="comma-separated operations for the quality section (default: all six; "
         "add,multiply with --quick)",
+    )
+    parser.add_argument(
+        "--exact-budget", type=float, default=30.0, metavar="SECONDS",
+        help="seconds per method and case in the exact section (default %(default)s; 4 with "
+        "--quick)",
     )
     parser.add_argument(
         "--sections", default=",".join(SECTIONS),
@@ -291,6 +296,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             results.serving = section(
                 "serving", lambda: run_serving(Path(scratch.name), quick=args.quick), None
+            )
+        if "exact" in sections:
+            from benchmarks.exact import QUICK_CASES, ExactCase, ExactResult, run_exact
+
+            # Its own budget: a sweep per method and case (14 cases), not per operation.
+            exact_budget, exact_trials = (4.0, 3) if args.quick else (args.exact_budget, 20)
+            results.exact = ExactResult(budget=exact_budget, trials=exact_trials)
+
+            def exact_case(case: ExactCase) -> None:
+                assert results.exact is not None
+                results.exact.cases.append(case)
+                write(final=False)
+
+            section(
+                "exact",
+                lambda: run_exact(
+                    QUICK_CASES if args.quick else None, budget=exact_budget,
+                    trials=exact_trials, original_epochs=2 if args.quick else 10,
+                    keras_tuner_epochs=2 if args.quick else epoch_cap,
+                    steps_per_execution=results.steps_per_execution or 1,
+                    seeds=True, on_case=exact_case,
+                ),
+                None,
             )
     except KeyboardInterrupt as e:
         results.failures.append(f"interrupted ({e or 'SIGINT'}); later sections did not run")

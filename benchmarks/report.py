@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from benchmarks._common import median
+from benchmarks.exact import ExactResult
+from benchmarks.exact import render_section as _exact_section
+from benchmarks.exact import target_lines as _exact_targets
 from benchmarks.memory import BATCH_SIZE, EPOCHS, OPERATION, SHAPES, MemoryRun
 from benchmarks.overhead import OPTUNA, PARTS, WINDOW, OverheadResult
 from benchmarks.overhead import SWEEP as SWEEP_MACHINERY
@@ -52,6 +55,7 @@ class Results:
     memory: list[MemoryRun] = field(default_factory=list)
     startup: list[StartupResult] = field(default_factory=list)
     serving: ServingResult | None = None
+    exact: ExactResult | None = None
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -890,6 +894,7 @@ def _targets_section(results: Results) -> list[str]:
             f" `study.optimize` (same sampler, pruner, storage, reports): {state}** ({figures};"
             " section 3).",
         ]
+    lines += _exact_targets(results.exact)
     return lines
 
 
@@ -919,6 +924,7 @@ def render(results: Results) -> str:
         _memory_section(results),
         _startup_section(results),
         _serving_section(results),
+        _exact_section(results.exact),
     ):
         if section:
             lines += [*section, ""]

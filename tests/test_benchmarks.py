@@ -80,6 +80,7 @@ def test_quick_benchmark_writes_every_table(tmp_path: Path) -> None:
         "### Trials per minute of a default sweep",
         "## 3. Per-trial overhead: sampling + storage",
         "## 7. Prediction service",
+        "## 8. Exact networks: expressions and signed ranges",
     ):
         assert heading in report, heading
     assert "**Failed**" not in report
@@ -89,6 +90,16 @@ def test_quick_benchmark_writes_every_table(tmp_path: Path) -> None:
     assert len(served) >= 4 and all(_is_number(row[4].split()[0]) for row in served), served
     assert "one pair per request, 8 concurrent clients, p50 under 5 ms" in report
     assert "a 10,000-pair request, p50 under 50 ms" in report
+
+    # Exact networks: five methods on the quick case, its hit rates numbers; the seed protocol.
+    exact = _rows(report, "multiply on [-500, 500)")
+    assert [row[1] for row in exact[:5]] == [
+        "original network", "KerasTuner", "sweep before (MLP space)", "our sweep",
+        "our sweep, no startup designs",
+    ], exact
+    assert all(_is_number(cell) for row in exact[2:5] for cell in row[3:7]), exact
+    assert re.search(r"\| our sweep \| .* \| \d+/10 \| [0-9.]+ \| \[[0-9.]+, [0-9.]+\] \|",
+                     report)
 
     # Quality: three methods per quick operation, every metric a number.
     for operation in ("add", "multiply"):

@@ -22,17 +22,22 @@ import numpy.typing as npt
 from sweep.nets.normalization import SCHEMES
 from sweep.nets.spec import (
     ACTIVATIONS,
+    FAMILIES,
     LOSSES,
     LR_SCHEDULES,
+    MAX_DEGREE,
     PRECISIONS,
     ModelSpec,
     count_parameters,
+    monomial_exponents,
 )
 
 __all__ = [
     "ACTIVATIONS",
+    "FAMILIES",
     "LOSSES",
     "LR_SCHEDULES",
+    "MAX_DEGREE",
     "PRECISIONS",
     "SCHEMES",
     "EpochCallback",
@@ -42,6 +47,7 @@ __all__ = [
     "TrainedModel",
     "Trainer",
     "count_parameters",
+    "monomial_exponents",
 ]
 
 FloatArray = npt.NDArray[np.float64]

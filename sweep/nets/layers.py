@@ -21,8 +21,12 @@ from keras import ops  # noqa: E402
 
 # isort: on
 from sweep.nets.normalization import TRANSFORMS, ZERO_FLOOR, NormalizationParams  # noqa: E402
+from sweep.nets.spec import MAX_DEGREE  # noqa: E402
 
-__all__ = ["Denormalize", "Normalize"]
+# A loaded file names its own exponents: bounds keep a hostile one from building a huge graph.
+MAX_MONOMIALS = 4096
+
+__all__ = ["Denormalize", "Monomials", "Normalize", "power_of_four_scale"]
 
 
 class _AffineLayer(keras.layers.Layer):
@@ -106,3 +110,109 @@ class Denormalize(_AffineLayer):
         elif self.transform == "log_abs":
             y = ops.exp(ops.minimum(y, 80.0))
         return y
+
+
+def power_of_four_scale(values: np.ndarray) -> list[float]:
+    """Per input, the smallest power of 4 at least max|x| (1 when all are 0).
+
+    Dividing by a power of two is exact in binary, so scaled integer monomials stay exact;
+    a power of *four* keeps sqrt(scale) one too, for the half powers.
+    """
+    data = np.abs(np.asarray(values, dtype=np.float64))
+    if data.ndim == 1:
+        data = data[:, None]
+    largest = data.max(axis=0) if len(data) else np.zeros(data.shape[1])
+    scales = []
+    for value in largest:
+        exponent = 0 if value <= 1 else int(np.ceil(np.log2(value) / 2))
+        scales.append(float(4.0**exponent))
+    return scales
+
+
+@keras.saving.register_keras_serializable(package="sweep")
+class Monomials(keras.layers.Layer):
+    """Product units with fixed exponents: raw (n, arity) -> prod_i (x_i / s_i) ** e_i, (n, k).
+
+    Durbin & Rumelhart's product unit with the exponents held fixed, so the layer after it is
+    linear in its weights (solved by least squares) and holds an exact solution for every
+    polynomial and every sum of integer-power products. Computed without logarithms, so signs
+    and zeros come out right: integer powers by repeated multiplication (x**3 of -2 is -8;
+    0**0 is 1), a half power as |x|**0.5 times the integer part (sign that of the integer part),
+    and a negative power as one division, whose value at a zero denominator is 0 (where the
+    quotient is undefined the operation has no data, and a weight of 0 keeps the others
+    finite). `scale` is a power of 4 per input, so the scaling is exact.
+    """
+
+    def __init__(
+        self,
+        exponents: list[list[float]] | tuple[tuple[float, ...], ...] = ((1.0,),),
+        scale: list[float] | tuple[float, ...] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("trainable", False)
+        super().__init__(**kwargs)
+        rows = [[float(v) for v in row] for row in exponents]
+        if not 0 < len(rows) <= MAX_MONOMIALS or len({len(row) for row in rows}) != 1:
+            raise ValueError(
+                f"exponents must be 1..{MAX_MONOMIALS} equal-length rows, got {len(rows)} rows"
+            )
+        for row in rows:
+            for value in row:
+                if not abs(value) <= MAX_DEGREE or value * 2 != round(value * 2):
+                    raise ValueError(
+                        f"exponents must be whole or halves within ±{MAX_DEGREE}, got {value}"
+                    )
+        arity = len(rows[0])
+        scales = [1.0] * arity if scale is None else [float(v) for v in scale]
+        if len(scales) != arity or any(not v > 0 for v in scales):
+            raise ValueError(f"scale must hold {arity} positive values, got {scale!r}")
+        self.exponents = rows
+        self.scale = scales
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = super().get_config()
+        config.update(exponents=self.exponents, scale=self.scale)
+        return config
+
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+        return (input_shape[0], len(self.exponents))
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.cast(inputs, self.compute_dtype)
+        columns = [x[:, i] * (1.0 / s) for i, s in enumerate(self.scale)]
+        cache: dict[tuple[int, float], Any] = {}
+
+        def power(i: int, magnitude: float) -> Any:
+            """x_i ** magnitude for magnitude > 0 (whole or half), memoised per column."""
+            key = (i, magnitude)
+            if key not in cache:
+                whole = int(magnitude)
+                if magnitude != whole:
+                    root = ops.sqrt(ops.abs(columns[i]))
+                    cache[key] = root if whole == 0 else power(i, float(whole)) * root
+                elif whole == 1:
+                    cache[key] = columns[i]
+                else:
+                    cache[key] = power(i, float(whole - 1)) * columns[i]
+            return cache[key]
+
+        features = []
+        for row in self.exponents:
+            numerator = denominator = None
+            for i, exponent in enumerate(row):
+                if exponent == 0:
+                    continue
+                factor = power(i, abs(exponent))
+                if exponent > 0:
+                    numerator = factor if numerator is None else numerator * factor
+                else:
+                    denominator = factor if denominator is None else denominator * factor
+            if numerator is None:
+                numerator = ops.ones_like(columns[0])
+            if denominator is None:
+                features.append(numerator)
+                continue
+            zero = ops.equal(denominator, 0)
+            safe = ops.where(zero, ops.ones_like(denominator), denominator)
+            features.append(ops.where(zero, ops.zeros_like(numerator), numerator / safe))
+        return ops.stack(features, axis=1)

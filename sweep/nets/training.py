@@ -17,7 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 # isort: off
-from sweep.nets.layers import Denormalize, Normalize  # first: it starts TensorFlow quietly
+from sweep.nets.layers import (  # first: it starts TensorFlow quietly
+    Denormalize,
+    Monomials,
+    Normalize,
+    power_of_four_scale,
+)
 import keras
 import tensorflow as tf
 
@@ -106,11 +111,24 @@ def build(
     input_params: NormalizationParams,
     target_params: NormalizationParams,
     name: str = "arithmetic",
+    monomial_scale: Sequence[float] | None = None,
 ) -> BuiltModel:
-    """Build the training and exported models for `spec` with fitted normalisations."""
+    """Build the training and exported models for `spec` with fitted normalisations.
+
+    The power family's inputs go straight into its `Monomials` layer, which carries its own
+    exact scaling (`monomial_scale`, powers of 4) instead of the input normalisation.
+    """
     dtype = spec.precision
     inputs = keras.Input(shape=(arity,), dtype=dtype, name="operands")
-    x = Normalize.from_params(input_params, name="input_normalization", dtype=dtype)(inputs)
+    if spec.family == "power":
+        x = Monomials(
+            [list(e) for e in spec.exponents(arity)],
+            scale=None if monomial_scale is None else list(monomial_scale),
+            name="monomials",
+            dtype=dtype,
+        )(inputs)
+    else:
+        x = Normalize.from_params(input_params, name="input_normalization", dtype=dtype)(inputs)
     for index, width in enumerate(spec.hidden_layers):
         x = keras.layers.Dense(
             width, activation=spec.activation, name=f"hidden_{index}", dtype=dtype
@@ -264,6 +282,9 @@ def train(
     arity = x_train.shape[1]
     input_params = fit_normalization(spec.input_normalization, x_train)
     target_params = fit_normalization(spec.target_normalization, y_train)
+    if spec.family == "power":
+        return _train_power(spec, x_train, y_train, x_val, y_val, target_params, on_epoch,
+                            started)
     built = build(spec, arity, input_params, target_params)
     x = np.asarray(x_train, dtype=spec.precision)
     y = normalize(target_params, y_train).astype(spec.precision)
@@ -297,6 +318,159 @@ def train(
     )
 
 
+def _train_power(
+    spec: ModelSpec,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    target_params: NormalizationParams,
+    on_epoch: EpochCallback | None,
+    started: float,
+) -> TrainingResult:
+    """The power family: no gradient steps; its only weights, the output layer's, are solved.
+
+    With the exponents fixed the output is linear in its weights, so float64 least squares finds
+    the optimum that Adam would only approach; one report (as epoch 0) lets the pruner and a
+    signal see the trial.
+    """
+    arity = x_train.shape[1]
+    input_params = fit_normalization("none", x_train)
+    built = build(spec, arity, input_params, target_params,
+                  monomial_scale=power_of_four_scale(x_train))
+    x = np.asarray(x_train, dtype=spec.precision)
+    y = normalize(target_params, y_train).astype(spec.precision)
+    keep = y_train != 0 if target_params.transform == "log_abs" else None
+    solved = _refit_output_layer(built, x, y, x_val, y_val, keep, always=True)
+    if not solved:
+        raise TrialFailure("the least-squares solve of the output layer was not finite")
+    if spec.snap_output:
+        snap_output_layer(built, spec.exponents(arity), x, y, x_val, y_val, keep)
+    if on_epoch is not None:
+        on_epoch(0, predict(built.exported, x_val))
+    return TrainingResult(
+        model=built.exported,
+        epochs_run=0,
+        train_seconds=time.monotonic() - started,
+        refitted=True,
+        stopped_reason=None,
+    )
+
+
+# Rounding grids offered to the solved coefficients: integers, halves, quarters.
+SNAP_DENOMINATORS: tuple[int, ...] = (1, 2, 4)
+# Sparse refits: units whose share of the target's magnitude falls below a threshold are
+# dropped and the rest solved again, sparsest first.
+SPARSE_THRESHOLDS: tuple[float, ...] = (1e-3, 1e-5, 1e-7, 1e-9)
+_SPARSE_ROUNDS = 3
+
+
+def _solve_columns(design: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least squares with every column scaled to a largest magnitude of 1."""
+    column_scale = np.max(np.abs(design), axis=0)
+    column_scale = np.where(column_scale > 0, column_scale, 1.0)
+    solution, *_ = np.linalg.lstsq(design / column_scale, target, rcond=None)
+    return np.asarray(solution / column_scale, dtype=np.float64)
+
+
+def _sparse_solutions(
+    features: np.ndarray, target: np.ndarray, solution: np.ndarray
+) -> list[np.ndarray]:
+    """The solve again on fewer units, one solution (zeros for dropped units) per threshold.
+
+    Many product units are nearly collinear on the data (half and negative powers at degree 4:
+    144 of them), so the full solve spreads the truth over units that are not in it, with
+    coefficients that cancel in range and not beyond it. The truth is usually sparse:
+    dropping the units that carry almost nothing and solving again recovers it.
+    """
+    design = np.hstack([features, np.ones((len(features), 1))])
+    magnitude = np.max(np.abs(design), axis=0)
+    scale = max(float(np.max(np.abs(target))), 1e-300)
+    out: list[np.ndarray] = []
+    for threshold in SPARSE_THRESHOLDS:
+        current = solution.copy()
+        for _ in range(_SPARSE_ROUNDS):
+            keep = np.abs(current) * magnitude >= threshold * scale
+            keep[-1] = True  # the bias
+            refit = np.zeros_like(current)
+            refit[keep] = _solve_columns(design[:, keep], target)
+            if not np.all(np.isfinite(refit)) or np.array_equal(refit != 0, current != 0):
+                current = refit
+                break
+            current = refit
+        if np.all(np.isfinite(current)) and not any(np.array_equal(current, o) for o in out):
+            out.append(current)
+    return out
+
+
+def snap_output_layer(
+    built: BuiltModel,
+    exponents: Sequence[Sequence[float]],
+    x: np.ndarray,
+    y: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    keep: np.ndarray | None = None,
+) -> str | None:
+    """Offer sparser and rounded versions of the solved output; keep what validates best.
+
+    Least squares leaves coefficients like 0.9999999999997 and 3e-13 for the monomials that
+    are not there; those errors grow with the monomial, so far from the data they cost hits.
+    Candidates: the solve again on fewer units (`_sparse_solutions`), and each solution's
+    coefficients in original units rounded to integers, halves or quarters, written back
+    exactly (the layer's scales are powers of 2), so an integer polynomial is computed without
+    rounding error up to 2**53. The one with the lowest validation error wins, ties going to
+    the sparsest and roundest, and none is kept unless it is no worse than the plain solve:
+    real coefficients (which no grid fits) keep the solve. Returns what was kept, or None.
+    """
+    params = built.target_params
+    if params.transform != "identity":
+        return None
+    layer = next(la for la in built.features.layers if isinstance(la, Monomials))
+    scale = np.asarray(layer.scale, dtype=np.float64)
+    # Monomial k of the scaled inputs is monomial k of the raw inputs over prod_i s_i**e_ki.
+    divisor = np.prod(scale[None, :] ** np.asarray(exponents, dtype=np.float64), axis=1)
+    t_scale, t_offset = params.scale[0], params.offset[0]
+    kernel, bias = built.output_layer.get_weights()
+    plain = np.concatenate([kernel[:, 0], bias]).astype(np.float64)
+    features = np.asarray(
+        keras.ops.convert_to_numpy(built.features(x, training=False)), dtype=np.float64
+    )
+    target = y.astype(np.float64)
+    if keep is not None:
+        features, target = features[keep], target[keep]
+    dtype = built.output_layer.dtype
+
+    def weights(solution: np.ndarray) -> list[np.ndarray]:
+        return [solution[:-1].reshape(-1, 1).astype(dtype), solution[-1:].astype(dtype)]
+
+    candidates: list[tuple[str, np.ndarray]] = []
+    sparse = _sparse_solutions(features, target, plain)
+    named = [(f"sparse refit ({int(np.count_nonzero(v[:-1]))} units)", v) for v in sparse]
+    for name, solution in [*named, ("plain solve", plain)]:
+        coefficients = solution[:-1] * t_scale / divisor
+        constant = solution[-1] * t_scale + t_offset
+        for denominator in SNAP_DENOMINATORS:
+            snapped = np.round(coefficients * denominator) / denominator
+            snapped_constant = np.round(constant * denominator) / denominator
+            rounded = np.concatenate(
+                [snapped * divisor / t_scale, [(snapped_constant - t_offset) / t_scale]]
+            )
+            candidates.append((f"{name}, rounded to 1/{denominator}", rounded))
+        candidates.append((name, solution))
+    best_error = _validation_mae(built.exported, x_val, y_val)
+    best: tuple[str, list[np.ndarray]] | None = None
+    for name, solution in candidates:
+        if not np.all(np.isfinite(solution)):
+            continue
+        built.output_layer.set_weights(weights(solution))
+        error = _validation_mae(built.exported, x_val, y_val)
+        if error < best_error or (error == best_error and best is None):
+            best_error, best = error, (name, weights(solution))
+    built.output_layer.set_weights(best[1] if best is not None else [kernel, bias])
+    return None if best is None else best[0]
+
+
 def _refit_output_layer(
     built: BuiltModel,
     x: np.ndarray,
@@ -304,11 +478,16 @@ def _refit_output_layer(
     x_val: np.ndarray,
     y_val: np.ndarray,
     keep: np.ndarray | None = None,
+    *,
+    always: bool = False,
 ) -> bool:
     """Solve the last linear layer by float64 least squares; keep it only if validation improves.
 
     Adam stops near, not at, the optimum; for the last layer the optimum is a linear problem, so
     a closing solve removes the optimiser's noise floor (exact for a linear model on add).
+    Columns are scaled to a largest magnitude of 1 first: monomials of different degrees differ
+    by many orders of magnitude, and unscaled the solve loses digits to that alone. `always`
+    keeps the solve whatever the validation says (nothing was trained before it).
     """
     features = np.asarray(
         keras.ops.convert_to_numpy(built.features(x, training=False)), dtype=np.float64
@@ -319,7 +498,7 @@ def _refit_output_layer(
     if len(features) == 0 or not np.all(np.isfinite(features)):
         return False
     design = np.hstack([features, np.ones((len(features), 1))])
-    solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+    solution = _solve_columns(design, target)
     if not np.all(np.isfinite(solution)):
         return False
     before = built.output_layer.get_weights()
@@ -328,7 +507,7 @@ def _refit_output_layer(
     kernel = solution[:-1].reshape(-1, 1).astype(dtype)
     bias = solution[-1:].astype(dtype)
     built.output_layer.set_weights([kernel, bias])
-    if _validation_mae(built.exported, x_val, y_val) <= error_before:
+    if always or _validation_mae(built.exported, x_val, y_val) <= error_before:
         return True
     built.output_layer.set_weights(before)
     return False

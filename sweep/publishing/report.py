@@ -306,7 +306,8 @@ def _facts(section: _Section, escape: Escape) -> str:
 
 
 _PARAM_ORDER = (
-    "architecture", "parameters", "hidden_layers", "activation", "input_normalization",
+    "architecture", "parameters", "family", "degree", "negative_powers", "half_powers",
+    "snap_output", "hidden_layers", "activation", "input_normalization",
     "target_normalization", "learning_rate", "lr_schedule", "batch_size", "loss", "epochs",
     "refit_output",
 )

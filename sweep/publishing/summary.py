@@ -78,6 +78,8 @@ class BestRow:
 
     @property
     def learning_rate(self) -> float | None:
+        if self.params.get("family") == "power":
+            return None  # solved by least squares: no learning rate
         value = self.params.get("learning_rate")
         return float(value) if isinstance(value, int | float) else None
 

@@ -25,8 +25,58 @@ _DESIGN_PAIRS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Power-family designs (product units of a fixed degree, output solved by least squares):
+# degree 4 with negative exponents holds every polynomial of total degree <= 4 and every sum of
+# integer-power products of that degree (a/b + b/a, a + 1/b); degree 2 with halves holds sqrt.
+_POWER_DESIGNS: tuple[tuple[int, bool, bool], ...] = (
+    (4, True, False),
+    (2, True, True),
+)
+
+
 def startup_designs(space: SearchSpace) -> list[dict[str, Any]]:
     """The startup designs that fit in `space`, as Optuna params (fixed dimensions left out)."""
+    designs = _linear_designs(space) if "mlp" in space.family.values() else []
+    if "mlp" in space.family.values() and designs and not space.family.is_fixed:
+        designs = [{"family": "mlp", **design} for design in designs]
+    return designs + _power_designs(space)
+
+
+def _power_designs(space: SearchSpace) -> list[dict[str, Any]]:
+    if "power" not in space.family.values():
+        return []
+    base: dict[str, Any] = {}
+    if not space.family.is_fixed:
+        base["family"] = "power"
+    for dim_name, value in (("snap_output", True), ("target_normalization", "none")):
+        dim: Dimension = getattr(space, dim_name)
+        if dim.is_fixed:
+            continue
+        if value not in dim.values():
+            return []
+        base[dim_name] = value
+    designs = []
+    for degree, negative, half in _POWER_DESIGNS:
+        params = dict(base)
+        wanted: tuple[tuple[str, Any], ...] = (
+            ("degree", degree), ("negative_powers", negative), ("half_powers", half),
+        )
+        fits = True
+        for dim_name, value in wanted:
+            dim = getattr(space, dim_name)
+            if dim.choices is None:
+                low, high = dim.values()
+                fits = fits and low <= value <= high
+            else:
+                fits = fits and value in dim.choices
+            if not dim.is_fixed:
+                params[dim_name] = value
+        if fits:
+            designs.append(params)
+    return designs
+
+
+def _linear_designs(space: SearchSpace) -> list[dict[str, Any]]:
     if 0 not in _layer_values(space):
         return []
     preferred = {

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 from sweep.errors import ConfigError
 from sweep.nets import (
     ACTIVATIONS,
+    FAMILIES,
     LOSSES,
     LR_SCHEDULES,
+    MAX_DEGREE,
     PRECISIONS,
     SCHEMES,
     ModelSpec,
     count_parameters,
+    monomial_exponents,
 )
 
 if TYPE_CHECKING:
@@ -168,6 +171,22 @@ class SearchSpace:
     # float64 by default: exactness at products near 1e6 needs relative errors below 5e-7,
     # float32's own rounding; on these tiny networks it costs no measurable time here.
     precision: Dimension = field(default_factory=lambda: Dimension("precision", ("float64",)))
+    # The architecture family, and the power family's own dimensions (sweep.nets.spec): which
+    # product units (degree, negative and half exponents) and whether to offer the solved
+    # coefficients rounded. Chosen by validation error like everything else.
+    family: Dimension = field(default_factory=lambda: Dimension("family", FAMILIES))
+    degree: Dimension = field(
+        default_factory=lambda: Dimension("degree", low=1, high=4, integer=True)
+    )
+    negative_powers: Dimension = field(
+        default_factory=lambda: Dimension("negative_powers", (True, False))
+    )
+    half_powers: Dimension = field(
+        default_factory=lambda: Dimension("half_powers", (False, True))
+    )
+    snap_output: Dimension = field(
+        default_factory=lambda: Dimension("snap_output", (True, False))
+    )
     max_parameters: int = DEFAULT_MAX_PARAMETERS
 
     @classmethod
@@ -192,12 +211,25 @@ class SearchSpace:
                          else max(self.layers.values()))
         max_width = int(self.width.values()[-1] if self.width.choices is None
                         else max(self.width.values()))
-        largest = count_parameters(2, [max_width] * max_layers)
-        if largest > self.max_parameters:
-            raise ConfigError(
-                f"the largest model in the space ({max_layers} layers of width {max_width}) has "
-                f"{largest} parameters; the bound is space.max_parameters = {self.max_parameters}"
-            )
+        if "mlp" in self.family.values():
+            largest = count_parameters(2, [max_width] * max_layers)
+            if largest > self.max_parameters:
+                raise ConfigError(
+                    f"the largest model in the space ({max_layers} layers of width {max_width}) "
+                    f"has {largest} parameters; the bound is space.max_parameters = "
+                    f"{self.max_parameters}"
+                )
+        if "power" in self.family.values():
+            degree = int(self.degree.values()[-1] if self.degree.choices is None
+                         else max(self.degree.values()))
+            units = len(monomial_exponents(
+                2, degree, True in self.negative_powers.values(), True in self.half_powers.values()
+            ))
+            if units + 1 > self.max_parameters:
+                raise ConfigError(
+                    f"the largest power model in the space (degree {degree}) has {units + 1} "
+                    f"parameters; the bound is space.max_parameters = {self.max_parameters}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -207,7 +239,17 @@ class SearchSpace:
         return out
 
     def suggest(self, trial: optuna.Trial) -> ModelSpec:
-        """Sample one model; layer widths are conditional on the layer count."""
+        """Sample one model; layer widths are conditional on the layer count, and the power
+        family's dimensions (and the MLP's training ones) on the family."""
+        family = str(self.family.suggest(trial))
+        if family == "power":
+            return power_spec(
+                degree=int(self.degree.suggest(trial)),
+                negative_powers=bool(self.negative_powers.suggest(trial)),
+                half_powers=bool(self.half_powers.suggest(trial)),
+                snap_output=bool(self.snap_output.suggest(trial)),
+                target_normalization=str(self.target_normalization.suggest(trial)),
+            )
         n_layers = int(self.layers.suggest(trial))
         widths = tuple(int(self.width.suggest(trial, f"width_{i}")) for i in range(n_layers))
         # A linear model has no hidden activation: do not let the sampler waste a dimension.
@@ -227,6 +269,36 @@ class SearchSpace:
         )
 
 
+def power_spec(
+    *,
+    degree: int,
+    negative_powers: bool,
+    half_powers: bool,
+    snap_output: bool,
+    target_normalization: str,
+) -> ModelSpec:
+    """A power-family spec. It has no gradient training: the MLP's training fields hold
+    neutral values that nothing reads (sweep.nets.training solves the output instead)."""
+    return ModelSpec(
+        hidden_layers=(),
+        activation="linear",
+        input_normalization="none",
+        target_normalization=target_normalization,
+        learning_rate=0.0,
+        batch_size=1,
+        loss="mse",
+        epochs=0,
+        lr_schedule="constant",
+        refit_output=True,
+        precision="float64",
+        family="power",
+        degree=degree,
+        negative_powers=negative_powers,
+        half_powers=half_powers,
+        snap_output=snap_output,
+    )
+
+
 def spec_from_params(params: Mapping[str, Any], space: SearchSpace) -> ModelSpec:
     """Rebuild a trial's `ModelSpec` from its stored params (fixed dimensions from `space`)."""
 
@@ -238,6 +310,17 @@ def spec_from_params(params: Mapping[str, Any], space: SearchSpace) -> ModelSpec
             raise ConfigError(f"trial params lack {name!r} and the space does not fix it")
         return dim.values()[0]
 
+    # Trials from before the power family have no family parameter: they are MLPs.
+    family = str(params.get("family", space.family.values()[0] if space.family.is_fixed
+                            else "mlp"))
+    if family == "power":
+        return power_spec(
+            degree=int(pick(space.degree)),
+            negative_powers=bool(pick(space.negative_powers)),
+            half_powers=bool(pick(space.half_powers)),
+            snap_output=bool(pick(space.snap_output)),
+            target_normalization=str(pick(space.target_normalization)),
+        )
     n_layers = int(pick(space.layers))
     widths = tuple(int(pick(space.width, f"width_{i}")) for i in range(n_layers))
     return ModelSpec(
@@ -266,11 +349,13 @@ def _parse_dimension(key: str, value: Any) -> Any:
         return _range_dimension(key, value, integer=True, minimum=1, maximum=4096)
     if key == "epochs":
         return _range_dimension(key, value, integer=True, minimum=1, maximum=10_000)
+    if key == "degree":
+        return _range_dimension(key, value, integer=True, minimum=1, maximum=MAX_DEGREE)
     if key == "learning_rate":
         return _range_dimension(key, value, integer=False, minimum=1e-8, maximum=10.0)
     if key == "batch_size":
         return _choice_dimension(key, value, None, int)
-    if key == "refit_output":
+    if key in ("refit_output", "negative_powers", "half_powers", "snap_output"):
         return _choice_dimension(key, value, (True, False), bool)
     allowed = {
         "activation": ACTIVATIONS,
@@ -279,5 +364,6 @@ def _parse_dimension(key: str, value: Any) -> Any:
         "loss": LOSSES,
         "lr_schedule": LR_SCHEDULES,
         "precision": PRECISIONS,
+        "family": FAMILIES,
     }[key]
     return _choice_dimension(key, value, allowed, str)

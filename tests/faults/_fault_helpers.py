@@ -51,6 +51,7 @@ test_examples = 200
 extrapolation_examples = 200
 
 [space]
+family = ["mlp"]
 epochs = {epochs}
 layers = 1
 width = {{ low = 4, high = 8 }}

@@ -109,7 +109,8 @@ def _table(keys: list[str]) -> st.SearchStrategy[dict[str, Any]]:
 _SPACE_KEYS = [
     "layers", "width", "activation", "input_normalization", "target_normalization",
     "learning_rate", "batch_size", "loss", "epochs", "lr_schedule", "refit_output",
-    "precision", "max_parameters",
+    "precision", "max_parameters", "family", "degree", "negative_powers", "half_powers",
+    "snap_output",
 ]
 _DOCUMENTS = st.one_of(
     st.fixed_dictionaries(

@@ -51,6 +51,23 @@ class Case:
     truth: Callable[[np.ndarray], np.ndarray] | None = None  # bit for bit, where given
 
 
+def _power_model() -> keras.Model:
+    """The real power family's layer (scaled, with negative and half exponents) and weights
+    for a*b - 3*b/a + 2*sqrt|b|, written exactly."""
+    from sweep.nets.layers import Monomials
+    from sweep.nets.spec import monomial_exponents
+
+    exponents = [list(e) for e in monomial_exponents(2, 2, negative=True, half=True)]
+    inputs = keras.Input(shape=(2,), dtype="float64", name="operands")
+    features = Monomials(exponents, scale=[1024.0, 1024.0], name="monomials", dtype="float64")
+    output = keras.layers.Dense(1, name="output", dtype="float64")
+    model = keras.Model(inputs, output(features(inputs)), name="arithmetic")
+    wanted = {(1.0, 1.0): 1.0, (-1.0, 1.0): -3.0, (0.0, 0.5): 2.0}
+    kernel = [[wanted.get(tuple(e), 0.0) * 1024.0 ** sum(e)] for e in exponents]
+    output.set_weights([np.asarray(kernel), np.zeros(1)])
+    return model
+
+
 def _divide(x: np.ndarray) -> np.ndarray:
     b = x[:, 1]
     return np.where(b == 0, 0.0, x[:, 0] / np.where(b == 0, 1.0, b))
@@ -63,6 +80,8 @@ CASES: dict[str, Case] = {
     "monomial_multiply": Case(lambda: monomial_model([1, 0, 0, 0, 0]), True,
                               lambda x: x[:, 0] * x[:, 1]),
     "monomial_divide": Case(lambda: monomial_model([0, 1, 0, 0, 0]), True, _divide),
+    # Real-valued terms (b/a, sqrt) summed in another order: within TOLERANCE, not bit for bit.
+    "power_family": Case(_power_model, False),
     **{f"mlp_{a}": Case(lambda a=a: mlp(a), False) for a in ACTIVATIONS},  # type: ignore[misc]
 }
 
@@ -86,7 +105,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
         np.save(folder / f"{name}.x.npy", x)
         export_savedmodel(model, folder / name / "1")
         in_process[name] = savedmodel_answers(folder / name / "1", x)
-        data, _ = export_onnx(model, probe=x, integer_valued=name != "monomial_divide")
+        real = name in ("monomial_divide", "power_family")
+        data, _ = export_onnx(model, probe=x, integer_valued=not real)
         (folder / f"{name}.onnx").write_bytes(data)
     return Exported(folder, x, answers, in_process)
 

@@ -46,7 +46,7 @@ def test_impossible_spaces_are_refused(raw: dict[str, object], message: str) -> 
 
 def test_a_fixed_dimension_is_not_suggested_and_narrowing_works() -> None:
     space = SearchSpace.from_dict(
-        {"layers": 0, "input_normalization": ["log"], "learning_rate": 0.01}
+        {"family": ["mlp"], "layers": 0, "input_normalization": ["log"], "learning_rate": 0.01}
     )
     study = optuna.create_study()
     trial = study.ask()
@@ -79,13 +79,64 @@ def test_startup_designs_follow_the_space() -> None:
     from sweep.search.designs import startup_designs
 
     designs = startup_designs(SearchSpace())
-    pairs = [(d["input_normalization"], d["target_normalization"]) for d in designs]
+    linear = [d for d in designs if d["family"] == "mlp"]
+    pairs = [(d["input_normalization"], d["target_normalization"]) for d in linear]
     assert pairs == [("none", "none"), ("log_abs", "log_abs"), ("standard", "standard"),
                      ("log", "log")]
-    assert all(d["layers"] == 0 and d["refit_output"] is True for d in designs)
+    assert all(d["layers"] == 0 and d["refit_output"] is True for d in linear)
+    # The power designs come last, so the linear ones keep their places.
+    assert designs[len(linear):] == [
+        {"family": "power", "snap_output": True, "target_normalization": "none", "degree": 4,
+         "negative_powers": True, "half_powers": False},
+        {"family": "power", "snap_output": True, "target_normalization": "none", "degree": 2,
+         "negative_powers": True, "half_powers": True},
+    ]
+    assert [d["degree"] for d in startup_designs(
+        SearchSpace.from_dict({"family": ["power"], "degree": {"low": 1, "high": 3}}))] == [2]
 
     narrowed = SearchSpace.from_dict({"input_normalization": ["log", "log_abs"],
                                       "target_normalization": ["log_abs"]})
-    assert [d["input_normalization"] for d in startup_designs(narrowed)] == ["log_abs"]
-    assert startup_designs(SearchSpace.from_dict({"layers": {"low": 1, "high": 2}})) == []
-    assert startup_designs(SearchSpace.from_dict({"loss": ["mae", "huber"]})) == []
+    assert [d["input_normalization"] for d in startup_designs(narrowed)
+            if d["family"] == "mlp"] == ["log_abs"]
+    mlp_only = {"family": ["mlp"]}
+    assert startup_designs(SearchSpace.from_dict({**mlp_only, "layers": {"low": 1, "high": 2}})
+                           ) == []
+    assert startup_designs(SearchSpace.from_dict({**mlp_only, "loss": ["mae", "huber"]})) == []
+
+
+def test_power_family_is_searched_and_its_trials_rebuild() -> None:
+    space = SearchSpace()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    families = set()
+    for _ in range(30):
+        trial = study.ask()
+        spec = space.suggest(trial)
+        families.add(spec.family)
+        if spec.family == "power":
+            # The MLP's training dimensions are not sampled for a power trial.
+            assert "learning_rate" not in trial.params and "layers" not in trial.params
+            assert 1 <= spec.degree <= 4 and spec.hidden_layers == ()
+            assert spec.architecture(2).startswith("2-P")
+        assert spec_from_params(trial.params, space) == spec
+        study.tell(trial, 1.0)
+    assert families == {"mlp", "power"}
+    # A trial stored before the family existed rebuilds as the MLP it was.
+    old = {"layers": 0, "input_normalization": "none", "target_normalization": "none",
+           "learning_rate": 0.01, "batch_size": 32, "loss": "mse", "lr_schedule": "cosine",
+           "refit_output": True}
+    assert spec_from_params(old, space).family == "mlp"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"family": ["cnn"]}, r"space.family value 'cnn' is not allowed; choose from mlp, power"),
+        ({"degree": 9}, r"space.degree.low = 9 is out of bounds; allowed 1..8"),
+        ({"negative_powers": "yes"}, r"space.negative_powers value 'yes' is not true or false"),
+        ({"family": ["power"], "degree": 8, "half_powers": [True], "max_parameters": 100},
+         r"largest power model in the space \(degree 8\) has 545 parameters"),
+    ],
+)
+def test_power_knobs_are_checked(raw: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SearchSpace.from_dict(raw)

@@ -32,6 +32,7 @@ examples = {examples}
 test_examples = 200
 extrapolation_examples = 200
 [space]
+family = ["mlp"]
 epochs = {epochs}
 layers = {{ low = 0, high = 2 }}
 """

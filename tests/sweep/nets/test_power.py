@@ -1,0 +1,185 @@
+"""The power family's mechanisms: exact product units, signs and zeros, the solve, snapping."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from sweep.nets.layers import Monomials, power_of_four_scale
+from sweep.nets.saving import load_model_bytes, serialize_model
+from sweep.nets.spec import ModelSpec, monomial_exponents
+from sweep.nets.training import predict, train
+
+RNG = np.random.default_rng(15)
+
+
+def _data(low: int, high: int, rows: int) -> np.ndarray:
+    return RNG.integers(low, high, size=(rows, 2))
+
+
+def _monomials(x: np.ndarray, exponents: list[list[float]], scale: list[float] | None = None
+               ) -> np.ndarray:
+    layer = Monomials(exponents, scale=scale, dtype="float64")
+    return np.asarray(keras.ops.convert_to_numpy(layer(np.asarray(x, dtype="float64"))))
+
+
+def test_exponents_cover_every_monomial_up_to_the_degree() -> None:
+    assert monomial_exponents(2, 2) == ((1, 0), (0, 1), (2, 0), (1, 1), (0, 2))
+    # a/b + b/a and a + 1/b are sums of degree-2 (negative) products.
+    with_negatives = monomial_exponents(2, 2, negative=True)
+    assert {(1.0, -1.0), (-1.0, 1.0), (0.0, -1.0)} <= set(with_negatives)
+    assert len(with_negatives) == 12 and (0.0, 0.0) not in with_negatives
+    assert (0.5,) in monomial_exponents(1, 1, half=True)
+
+
+def test_signs_and_zeros_follow_the_integer_powers() -> None:
+    x = np.array([[-3, 2], [0, 5], [4, 0], [-2, -1], [0, 0]])
+    exponents = [[3, 0], [1, -1], [0, -2], [2, 1], [1, 0], [0, 0.5], [-1, 1]]
+    got = _monomials(x, exponents)
+    a, b = x[:, 0].astype(float), x[:, 1].astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.stack([
+            a**3,
+            np.where(b == 0, 0.0, a / np.where(b == 0, 1, b)),  # a/b; 0 where b = 0
+            np.where(b == 0, 0.0, 1 / np.where(b == 0, 1, b) ** 2),
+            a**2 * b,
+            a,  # b**0 = 1, also at b = 0
+            np.sqrt(np.abs(b)),
+            np.where(a == 0, 0.0, b / np.where(a == 0, 1, a)),
+        ], axis=1)
+    np.testing.assert_array_equal(got, expected)
+    assert got[0, 0] == -27 and got[3, 3] == -4  # odd powers keep the sign
+    assert np.all(np.isfinite(got))
+
+
+def test_power_of_four_scale_is_exact() -> None:
+    assert power_of_four_scale(np.array([[499, -500], [3, 2]])) == [1024.0, 1024.0]
+    assert power_of_four_scale(np.array([[200], [-3]])) == [256.0]
+    assert power_of_four_scale(np.array([[1000, 0], [0, 0]])) == [1024.0, 1.0]
+    x = _data(-500, 500, 200)
+    scaled = _monomials(x, [[2, 1]], scale=[512.0, 512.0])[:, 0]
+    # Scaling by powers of two loses nothing: times 512**3 it is a*a*b again, exactly.
+    np.testing.assert_array_equal(scaled * 512.0**3, (x[:, 0] ** 2 * x[:, 1]).astype(float))
+
+
+def test_exact_weights_reproduce_a_polynomial_far_beyond_the_data() -> None:
+    exponents = [list(e) for e in monomial_exponents(2, 4)]
+    inputs = keras.Input(shape=(2,), dtype="float64")
+    scale = [512.0, 512.0]
+    output = keras.layers.Dense(1, dtype="float64")
+    model = keras.Model(inputs, output(Monomials(exponents, scale=scale, dtype="float64")(inputs)))
+    # a**4 - b**4 + 3*a*b - 7: weights are the coefficients times prod s**e, exact in binary.
+    wanted = {(4.0, 0.0): 1.0, (0.0, 4.0): -1.0, (1.0, 1.0): 3.0}
+    kernel = np.array([[wanted.get(tuple(e), 0.0) * 512.0 ** sum(e)] for e in exponents])
+    output.set_weights([kernel, np.array([-7.0])])
+    # Up to |a|, |b| < 9000 every term and sum stays below 2**53, where float64 is exact.
+    x = np.concatenate([_data(-5000, 5000, 2000), _data(-9000, 9000, 500)])
+    a, b = x[:, 0], x[:, 1]
+    np.testing.assert_array_equal(predict(model, x), (a**4 - b**4 + 3 * a * b - 7).astype(float))
+
+
+def _train(expression: object, x: np.ndarray, x_val: np.ndarray, **kw: object
+           ) -> tuple[object, np.ndarray]:
+    f = expression  # a callable of two float columns
+    y = f(x[:, 0].astype(float), x[:, 1].astype(float))  # type: ignore[operator]
+    y_val = f(x_val[:, 0].astype(float), x_val[:, 1].astype(float))  # type: ignore[operator]
+    options = {"degree": 4, "negative_powers": True, "half_powers": False,
+               "snap_output": True, "target_normalization": "none"}
+    options.update(kw)
+    seen: list[int] = []
+    spec = ModelSpec((), "linear", "none", str(options.pop("target_normalization")), 0.0, 1,
+                     "mse", 0, "constant", True, family="power", **options)  # type: ignore[arg-type]
+    result = train(spec, x, y, x_val, y_val, on_epoch=lambda epoch, _: seen.append(epoch))
+    assert seen == [0] and result.epochs_run == 0 and result.refitted
+    return result, y_val
+
+
+@pytest.mark.parametrize("low", [0, -500])
+def test_solved_and_snapped_power_model_is_exact_in_range_above_and_below(low: int) -> None:
+    def f(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a**3 - b + a * b
+
+    result, _ = _train(f, _data(low, 500, 4000), _data(low, 500, 500))
+    bands = [_data(low, 500, 1000), _data(500, 1000, 1000), _data(1000, 5000, 1000)]
+    if low < 0:
+        bands.append(_data(2 * low, low, 1000))
+    for x in bands:
+        truth = f(x[:, 0].astype(float), x[:, 1].astype(float))
+        np.testing.assert_array_equal(result.predict(x), truth)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_snapping_makes_degree_four_exact_where_the_plain_solve_is_not(half: bool) -> None:
+    """With half powers too (144 nearly collinear units) only the sparse refit finds it."""
+
+    def f(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a**4 - b**4 + a * b
+
+    x, x_val = _data(0, 500, 4000), _data(0, 500, 500)
+    far = _data(1000, 5000, 2000)
+    truth = f(far[:, 0].astype(float), far[:, 1].astype(float))
+    plain, _ = _train(f, x, x_val, snap_output=False, half_powers=half)
+    snapped, _ = _train(f, x, x_val, half_powers=half)
+    assert np.mean(np.rint(plain.predict(far)) == truth) < 1.0  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(snapped.predict(far), truth)  # type: ignore[attr-defined]
+
+
+def test_snapping_keeps_the_solve_when_no_grid_fits() -> None:
+    def f(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return 0.3 * a * b + a / b
+
+    x, x_val = _data(1, 500, 4000), _data(1, 500, 500)
+    plain, _ = _train(f, x, x_val, snap_output=False)
+    snapped, y_val = _train(f, x, x_val)
+    # 0.3 fits no grid: at most a sparser solve is kept, never a rounding (0.25 would be 17% off).
+    np.testing.assert_allclose(snapped.predict(x_val), plain.predict(x_val), rtol=1e-9)  # type: ignore[attr-defined]
+    relative = np.abs(snapped.predict(x_val) - y_val) / np.abs(y_val)  # type: ignore[attr-defined]
+    assert relative.max() <= 1e-6
+
+
+def test_power_model_round_trips_through_safe_mode() -> None:
+    def f(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a / b + b / a
+
+    x, x_val = _data(1, 500, 2000), _data(1, 500, 300)
+    result, _ = _train(f, x, x_val, degree=2, half_powers=True)
+    loaded = load_model_bytes(result.to_bytes(), label="power")  # type: ignore[attr-defined]
+    probe = _data(-2000, 2000, 500)
+    probe = probe[(probe[:, 0] != 0) & (probe[:, 1] != 0)]
+    np.testing.assert_array_equal(predict(loaded, probe), result.predict(probe))  # type: ignore[attr-defined]
+    assert any(isinstance(layer, Monomials) for layer in loaded.layers)
+    assert serialize_model(loaded) and not any(
+        type(layer).__name__ == "Lambda" for layer in loaded.layers
+    )
+
+
+@pytest.mark.parametrize(
+    ("exponents", "message"),
+    [([[9.0, 0.0]], r"within ±8, got 9.0"), ([[0.3]], r"whole or halves"),
+     ([[1.0], [1.0, 0.0]], r"equal-length rows")],
+)
+def test_a_hostile_config_cannot_build_huge_powers(exponents: list[list[float]], message: str
+                                                    ) -> None:
+    with pytest.raises(ValueError, match=message):
+        Monomials(exponents)
+
+
+def test_a_model_file_with_huge_exponents_is_one_load_error() -> None:
+    import io
+    import zipfile
+
+    from sweep.errors import ModelLoadError
+
+    inputs = keras.Input(shape=(2,), dtype="float64")
+    units = Monomials([[1.0, 1.0]], dtype="float64")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, dtype="float64")(units))
+    source, crafted = zipfile.ZipFile(io.BytesIO(serialize_model(model))), io.BytesIO()
+    with zipfile.ZipFile(crafted, "w") as target:
+        for info in source.infolist():
+            body = source.read(info)
+            if info.filename == "config.json":
+                body = body.replace(b"[[1.0, 1.0]]", b"[[1000000000.0, 1.0]]")
+            target.writestr(info, body)
+    with pytest.raises(ModelLoadError, match=r"within ±8, got 1000000000.0"):
+        load_model_bytes(crafted.getvalue(), label="crafted")
