@@ -1,11 +1,14 @@
 """Cross-process, cross-host named locks, so workers can reserve trial slots exactly.
 
-PostgreSQL uses a session advisory lock and MySQL/MariaDB a named lock (``GET_LOCK``): both are
-released by the server if the holder's connection dies, so a killed worker never leaves a lock
-behind. SQLite, a single-host database, uses ``flock`` on a file next to the database.
+PostgreSQL uses a transaction-scoped advisory lock (``pg_try_advisory_xact_lock``) held by an
+open transaction, so it relies on no session state and works behind PgBouncer in transaction
+pooling mode (a session lock would stay on a server connection PgBouncer hands to another
+client). MySQL/MariaDB use a named lock (``GET_LOCK``). Both are released by the server if the
+holder's connection dies, so a killed worker never leaves a lock behind. SQLite, a single-host
+database, uses ``flock`` on a file next to the database.
 
 The lock is held on its own connection, so the holder may write through other connections
-(Optuna's engine) while holding it.
+(Optuna's storage, the registry; the same engine) while holding it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from types import TracebackType
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from storage._boundary import connect, masked, translated
 from storage.engine import sqlite_path
@@ -27,6 +31,7 @@ from storage.errors import StorageUnavailable
 __all__ = ["NamedLock"]
 
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
+_PG_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
 
 
 def _pg_key(name: str) -> int:
@@ -60,32 +65,54 @@ class NamedLock:
         if dialect == "sqlite":
             self._acquire_sqlite()
         elif dialect == "postgresql":
-            self._acquire_server(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": _pg_key(self.name)}
-            )
+            self._acquire_postgresql()
         else:
-            self._acquire_server(
+            self._acquire_mysql(
                 text("SELECT GET_LOCK(:name, 1)"), {"name": _mysql_name(self.name)}
             )
         self.held = True
 
-    def _acquire_server(self, statement: object, params: dict[str, object]) -> None:
+    def _acquire_postgresql(self) -> None:
+        """Wait in the server's lock queue (first come, first served, no polling), bounded by a
+        transaction-local ``lock_timeout``; the lock lives until the transaction ends."""
+        connection = connect(self.engine)
+        try:
+            with translated(self.engine, f"taking lock {self.name!r}"):
+                connection.execute(
+                    text(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")
+                )
+                try:
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _pg_key(self.name)}
+                    )
+                except DBAPIError as e:
+                    if getattr(e.orig, "sqlstate", None) != _PG_LOCK_NOT_AVAILABLE:
+                        raise
+                    raise StorageUnavailable(
+                        f"could not take lock {self.name!r} on {masked(self.engine)} "
+                        f"within {self.timeout:g} s"
+                    ) from None
+        except BaseException:
+            connection.invalidate()
+            connection.close()
+            raise
+        self._connection = connection
+
+    def _acquire_mysql(self, statement: object, params: dict[str, object]) -> None:
         connection = connect(self.engine)
         deadline = time.monotonic() + self.timeout
         try:
             with translated(self.engine, f"taking lock {self.name!r}"):
                 while True:
                     got = connection.execute(statement, params).scalar()  # type: ignore[call-overload]
-                    connection.commit()
+                    connection.commit()  # GET_LOCK's lock is the session's, not the transaction's
                     if got in (True, 1):
                         break
                     if time.monotonic() > deadline:
                         raise StorageUnavailable(
                             f"could not take lock {self.name!r} on {masked(self.engine)} "
                             f"within {self.timeout:g} s"
-                        )
-                    if self.engine.dialect.name == "postgresql":
-                        time.sleep(0.05)  # GET_LOCK already waited 1 s server-side
+                        )  # GET_LOCK already waited 1 s server-side
         except BaseException:
             connection.invalidate()
             connection.close()
@@ -133,9 +160,7 @@ class NamedLock:
             connection, self._connection = self._connection, None
             try:
                 if self.engine.dialect.name == "postgresql":
-                    connection.execute(
-                        text("SELECT pg_advisory_unlock(:key)"), {"key": _pg_key(self.name)}
-                    )
+                    connection.rollback()  # ends the transaction, and with it the lock
                 else:
                     connection.execute(
                         text("SELECT RELEASE_LOCK(:name)"), {"name": _mysql_name(self.name)}

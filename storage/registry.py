@@ -128,8 +128,14 @@ class ModelRegistry:
     Use it as a context manager, or call `close`, to release its connections.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
         """Open the registry at a storage URL.
+
+        Args:
+            url: The storage URL.
+            engine: A server engine to share (a worker passes its Optuna storage's, so one
+                small pool serves the whole process); the caller keeps it and disposes it.
+                Left out, the registry makes its own and `close` disposes it.
 
         Raises:
             InvalidStorageURL: The URL is not a supported storage URL.
@@ -138,8 +144,13 @@ class ModelRegistry:
         """
         normalized = normalize_storage_url(url)
         require_sqlite_directory(normalized)
-        self._engine = create_engine(normalized)
+        self._owns_engine = engine is None
+        self._engine = create_engine(normalized) if engine is None else engine
         self._dialect = self._engine.dialect.name
+        if engine is not None and self._dialect == "sqlite":
+            # Our SQLite engine begins transactions itself (BEGIN IMMEDIATE for writers); an
+            # engine without those hooks would autocommit. SQLite holds no server connections.
+            raise ValueError("a shared engine is for server databases, not SQLite")
         if self._dialect == "sqlite":
             self._writer: Engine = self._engine.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
         else:
@@ -149,8 +160,13 @@ class ModelRegistry:
         try:
             ensure_schema(self._engine)
         except BaseException:
-            self._engine.dispose()
+            self.close()
             raise
+
+    @property
+    def engine(self) -> Engine:
+        """The engine the registry works through (shared or its own)."""
+        return self._engine
 
     @property
     def url(self) -> str:
@@ -161,8 +177,9 @@ class ModelRegistry:
         return f"ModelRegistry({self.url!r})"
 
     def close(self) -> None:
-        """Close all pooled connections; the registry must not be used afterwards."""
-        self._engine.dispose()
+        """Close all pooled connections of its own engine; it must not be used afterwards."""
+        if self._owns_engine:
+            self._engine.dispose()
 
     def __enter__(self) -> ModelRegistry:
         return self
