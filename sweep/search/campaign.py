@@ -125,6 +125,8 @@ class Campaign:
         self._storage: SweepStorage | None = None
         self._lock_engine: Any = None
         self._owns_lock_engine = False
+        # Seconds this process spent waiting for slot locks (the scale benchmark's contention).
+        self.slot_lock_seconds = 0.0
         # Optuna's storage first: a database Optuna refuses (a newer schema, another
         # application's SQLite file, a full disk) must be refused before our tables or the
         # campaign row are written into it.
@@ -247,8 +249,8 @@ class Campaign:
         expressions = {**stored.expressions, **self.config.expressions}
         return replace(self.config, operations=tuple(ops), expressions=expressions)
 
-    def _slot_lock(self, study: optuna.Study) -> NamedLock:
-        return NamedLock(self._lock_engine, f"{study.study_name}:slots")
+    def _slot_lock(self, study: optuna.Study) -> SlotLock:
+        return _TimedLock(NamedLock(self._lock_engine, f"{study.study_name}:slots"), self)
 
     def _study(self, operation: Operation) -> optuna.Study:
         config = self.config
@@ -445,6 +447,24 @@ class Campaign:
 
     def _fail_stale(self, study: optuna.Study) -> None:
         self._patience.call(lambda: optuna.storages.fail_stale_trials(study))
+
+
+class _TimedLock:
+    """A slot lock that adds the time spent taking it to its campaign's `slot_lock_seconds`."""
+
+    def __init__(self, lock: NamedLock, campaign: Campaign) -> None:
+        self._lock = lock
+        self._campaign = campaign
+
+    def acquire(self) -> None:
+        started = time.monotonic()
+        try:
+            self._lock.acquire()
+        finally:
+            self._campaign.slot_lock_seconds += time.monotonic() - started
+
+    def release(self) -> None:
+        self._lock.release()
 
 
 def open_storage(url: str) -> tuple[SweepStorage, ModelRegistry]:

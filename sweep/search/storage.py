@@ -8,10 +8,13 @@ per-trial writes, and heartbeats so a killed worker's trial is failed and retrie
 from __future__ import annotations
 
 import optuna
+import sqlalchemy
+from sqlalchemy.engine import Engine
 
 from storage import (
     StorageError,
     StorageInternalError,
+    StorageUnavailable,
     check_not_foreign,
     check_reachable,
     create_engine,
@@ -56,31 +59,60 @@ def optuna_storage(url: str) -> SweepStorage:
     quiet_optuna()
     check_reachable(url)
     enable_sqlite_wal(url)
-    current = settings.current()
     engine = create_engine(url)
     try:
         check_not_foreign(engine)
+        if _optuna_tables_ready(engine, url):
+            # Nothing to create: no lock, and this engine's connection goes before Optuna's
+            # engine opens, so a joining worker never holds more than its 2 connections.
+            engine.dispose()
+            return _open_sweep_storage(url)
         with NamedLock(engine, "optuna-schema"):
-            try:
-                return SweepStorage(
-                    url,
-                    engine_kwargs=engine_options(url),
-                    heartbeat_interval=current.heartbeat_interval,
-                    grace_period=current.grace_period,
-                    heartbeat_stale_trial_callback=(
-                        optuna.storages.RetryHeartbeatStaleTrialCallback(
-                            max_retry=MAX_RETRIES_OF_A_STALE_TRIAL
-                        )
-                    ),
-                )
-            except (SweepError, StorageError):
-                raise
-            except Exception as e:  # a full disk, a newer Optuna schema, a refused CREATE
-                raise StorageInternalError(
-                    f"cannot open Optuna's tables on {mask_url(url)}: {short_reason(e, url)}"
-                ) from e
+            return _open_sweep_storage(url)
     finally:
         engine.dispose()
+
+
+def _optuna_tables_ready(engine: Engine, url: str) -> bool:
+    """Optuna's tables exist and are stamped (its version row and alembic's revision)."""
+    try:
+        with engine.connect() as connection:
+            inspector = sqlalchemy.inspect(connection)
+            if not all(inspector.has_table(t) for t in ("version_info", "alembic_version")):
+                return False
+            stamped = connection.execute(
+                sqlalchemy.text(
+                    "SELECT (SELECT count(*) FROM version_info) * (SELECT count(*) FROM "
+                    "alembic_version)"
+                )
+            ).scalar()
+            return bool(stamped)
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise StorageUnavailable(
+            f"cannot read Optuna's tables on {mask_url(url)}: {short_reason(e, url)}"
+        ) from e
+
+
+def _open_sweep_storage(url: str) -> SweepStorage:
+    current = settings.current()
+    try:
+        return SweepStorage(
+            url,
+            engine_kwargs=engine_options(url),
+            heartbeat_interval=current.heartbeat_interval,
+            grace_period=current.grace_period,
+            heartbeat_stale_trial_callback=(
+                optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_RETRIES_OF_A_STALE_TRIAL
+                )
+            ),
+        )
+    except (SweepError, StorageError):
+        raise
+    except Exception as e:  # a full disk, a newer Optuna schema, a refused CREATE
+        raise StorageInternalError(
+            f"cannot open Optuna's tables on {mask_url(url)}: {short_reason(e, url)}"
+        ) from e
 
 
 def open_existing_storage(url: str, error: type[SweepError]) -> optuna.storages.RDBStorage:
