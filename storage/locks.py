@@ -16,13 +16,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import random
 import threading
 import time
 from types import TracebackType
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
 from storage._boundary import connect, masked, translated
 from storage.engine import sqlite_path
@@ -31,7 +31,8 @@ from storage.errors import StorageUnavailable
 __all__ = ["NamedLock"]
 
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
-_PG_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
+_PG_FIRST_DELAY = 0.005
+_PG_MAX_DELAY = 0.05
 
 
 def _pg_key(name: str) -> int:
@@ -73,29 +74,34 @@ class NamedLock:
         self.held = True
 
     def _acquire_postgresql(self) -> None:
-        """Wait in the server's lock queue (first come, first served, no polling), bounded by a
-        transaction-local ``lock_timeout``; the lock lives until the transaction ends."""
+        """Try, and between tries end the transaction: a waiter pins no server connection.
+
+        Behind PgBouncer every open transaction holds one of its few server connections; a
+        blocking wait (``pg_advisory_xact_lock``) would let the waiters take them all while the
+        holder needs one more to finish, and nobody would move until the timeout.
+        """
         connection = connect(self.engine)
+        deadline = time.monotonic() + self.timeout
+        statement = text("SELECT pg_try_advisory_xact_lock(:key)")
+        key = {"key": _pg_key(self.name)}
+        delay = _PG_FIRST_DELAY
         try:
             with translated(self.engine, f"taking lock {self.name!r}"):
-                connection.execute(
-                    text(f"SET LOCAL lock_timeout = {max(1, int(self.timeout * 1000))}")
-                )
-                try:
-                    connection.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _pg_key(self.name)}
-                    )
-                except DBAPIError as e:
-                    if getattr(e.orig, "sqlstate", None) != _PG_LOCK_NOT_AVAILABLE:
-                        raise
-                    raise StorageUnavailable(
-                        f"could not take lock {self.name!r} on {masked(self.engine)} "
-                        f"within {self.timeout:g} s"
-                    ) from None
+                while not connection.execute(statement, key).scalar():
+                    connection.rollback()
+                    if time.monotonic() > deadline:
+                        raise StorageUnavailable(
+                            f"could not take lock {self.name!r} on {masked(self.engine)} "
+                            f"within {self.timeout:g} s"
+                        )
+                    # Short and jittered, so many waiters neither spin nor move in lockstep.
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, _PG_MAX_DELAY)
         except BaseException:
             connection.invalidate()
             connection.close()
             raise
+        # The lock lives as long as this transaction, which stays open until `release`.
         self._connection = connection
 
     def _acquire_mysql(self, statement: object, params: dict[str, object]) -> None:
