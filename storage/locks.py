@@ -19,16 +19,19 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from storage._boundary import connect, masked, translated
 from storage.engine import sqlite_path
 from storage.errors import StorageUnavailable
 
-__all__ = ["NamedLock"]
+__all__ = ["NamedLock", "transaction_lock"]
 
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
 _PG_FIRST_DELAY = 0.005
@@ -189,3 +192,36 @@ class NamedLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+@contextmanager
+def transaction_lock(connection: Connection, name: str, timeout: float = 120.0) -> Iterator[None]:
+    """Serialise the transaction open on `connection` with others taking the lock `name`.
+
+    PostgreSQL: an advisory lock taken inside that very transaction and released when it ends
+    (commit or rollback), so the holder needs no second connection: behind PgBouncer, holders
+    that each wanted one more server connection could otherwise take them all and wait for
+    each other. The wait is bounded by a transaction-local ``lock_timeout``. Other databases:
+    a `NamedLock` on its own connection, held until the block ends.
+
+    Raises:
+        StorageUnavailable: the lock was not free within `timeout` seconds.
+    """
+    engine = connection.engine
+    if engine.dialect.name != "postgresql":
+        with NamedLock(engine, name, timeout):
+            yield
+        return
+    milliseconds = max(1, int(timeout * 1000))
+    with translated(engine, f"taking lock {name!r}"):
+        connection.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
+        try:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _pg_key(name)})
+        except DBAPIError as e:
+            if getattr(e.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            raise StorageUnavailable(
+                f"could not take lock {name!r} on {masked(engine)} within {timeout:g} s"
+            ) from None
+        connection.execute(text("SET LOCAL lock_timeout = 0"))
+    yield

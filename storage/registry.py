@@ -7,6 +7,7 @@ database write lock with ``BEGIN IMMEDIATE``), so the compare and the write see 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -34,7 +35,7 @@ from storage.errors import (
     PromotionRefused,
     StorageInternalError,
 )
-from storage.locks import NamedLock
+from storage.locks import transaction_lock
 from storage.models import best_table, campaigns_table, ensure_schema, model_versions_table
 from storage.urls import normalize_storage_url
 
@@ -537,11 +538,14 @@ class ModelRegistry:
             return self._retrying(lambda: self._register_once(name, merge))
 
     def _register_once(self, name: str, merge: CampaignMerge) -> dict[str, Any]:
-        lock = NamedLock(self._engine, _CAMPAIGNS_LOCK) if self._dialect != "sqlite" else None
-        if lock is not None:
-            lock.acquire()
-        try:
-            with connect(self._writer) as connection, connection.begin():
+        with connect(self._writer) as connection, connection.begin():
+            # SQLite: BEGIN IMMEDIATE already admits one writer at a time.
+            lock = (
+                transaction_lock(connection, _CAMPAIGNS_LOCK)
+                if self._dialect != "sqlite"
+                else contextlib.nullcontext()
+            )
+            with lock:
                 names = connection.execute(
                     select(campaigns_table.c.name).where(
                         func.lower(campaigns_table.c.name) == name.lower()
@@ -578,9 +582,6 @@ class ModelRegistry:
                     )
                     return wanted
                 return stored
-        finally:
-            if lock is not None:
-                lock.release()
 
     def _parse_campaign(self, name: str, text: str) -> dict[str, Any]:
         try:
