@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -34,8 +33,10 @@ from storage.errors import StorageUnavailable
 __all__ = ["NamedLock", "transaction_lock"]
 
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
-_PG_FIRST_DELAY = 0.005
-_PG_MAX_DELAY = 0.05
+_PG_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
+# How long one round of waiting for a PostgreSQL lock lasts before the waiter lets go of its
+# server connection and queues again.
+_PG_WAIT_ROUND_SECONDS = 0.25
 
 
 def _pg_key(name: str) -> int:
@@ -77,34 +78,41 @@ class NamedLock:
         self.held = True
 
     def _acquire_postgresql(self) -> None:
-        """Try, and between tries end the transaction: a waiter pins no server connection.
+        """Wait in the server's lock queue in short rounds, ending the transaction between them.
 
-        Behind PgBouncer every open transaction holds one of its few server connections; a
-        blocking wait (``pg_advisory_xact_lock``) would let the waiters take them all while the
-        holder needs one more to finish, and nobody would move until the timeout.
+        Within a round the server wakes the waiter the moment the lock is free (no polling
+        traffic, however many workers wait). Between rounds the waiter holds no server
+        connection: behind PgBouncer every open transaction pins one of its few server
+        connections, and waiters that never let go could starve the holder, which needs a
+        second one to create its trial.
         """
         connection = connect(self.engine)
         deadline = time.monotonic() + self.timeout
-        statement = text("SELECT pg_try_advisory_xact_lock(:key)")
         key = {"key": _pg_key(self.name)}
-        delay = _PG_FIRST_DELAY
+        round_ms = int(_PG_WAIT_ROUND_SECONDS * 1000)
         try:
             with translated(self.engine, f"taking lock {self.name!r}"):
-                while not connection.execute(statement, key).scalar():
+                while True:
+                    connection.execute(text(f"SET LOCAL lock_timeout = {round_ms}"))
+                    try:
+                        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
+                        break
+                    except DBAPIError as e:
+                        if getattr(e.orig, "sqlstate", None) != _PG_LOCK_NOT_AVAILABLE:
+                            raise
                     connection.rollback()
                     if time.monotonic() > deadline:
                         raise StorageUnavailable(
                             f"could not take lock {self.name!r} on {masked(self.engine)} "
                             f"within {self.timeout:g} s"
                         )
-                    # Short and jittered, so many waiters neither spin nor move in lockstep.
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, _PG_MAX_DELAY)
+                # The lock lives as long as this transaction, open until `release`; the
+                # statements run under it must not inherit the short timeout.
+                connection.execute(text("SET LOCAL lock_timeout = 0"))
         except BaseException:
             connection.invalidate()
             connection.close()
             raise
-        # The lock lives as long as this transaction, which stays open until `release`.
         self._connection = connection
 
     def _acquire_mysql(self, statement: object, params: dict[str, object]) -> None:
@@ -218,7 +226,7 @@ def transaction_lock(connection: Connection, name: str, timeout: float = 120.0) 
         try:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _pg_key(name)})
         except DBAPIError as e:
-            if getattr(e.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            if getattr(e.orig, "sqlstate", None) != _PG_LOCK_NOT_AVAILABLE:
                 raise
             raise StorageUnavailable(
                 f"could not take lock {name!r} on {masked(engine)} within {timeout:g} s"
