@@ -382,9 +382,11 @@ def _cmd_run(args: argparse.Namespace, url: str, campaign: str) -> int:
     install_signal_handlers()
     try:
         with Campaign(config, url, trainer, on_promoted=_publisher()) as prepared:
+            # The import silences stderr while it runs: nothing may be printed before it ends.
+            trainer.wait()
             return _run_prepared(args, url, config, prepared)
     finally:
-        trainer.wait()  # an error message must not go out while the import silences stderr
+        trainer.wait()  # nor an error message
 
 
 def _run_prepared(args: argparse.Namespace, url: str, config: Any, prepared: Any) -> int:
@@ -437,13 +439,13 @@ def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
     name = fallback.name if fallback is not None else campaign
     reporter = QuietReporter() if args.quiet else ProgressReporter(live=False)
     try:
-        with (
-            Campaign.join(url, name, trainer, fallback, on_promoted=_publisher()) as prepared,
-            reporter,
-        ):
-            entries = prepared.run(reporter)
+        with Campaign.join(url, name, trainer, fallback, on_promoted=_publisher()) as prepared:
+            # The import silences stderr while it runs: nothing may be printed before it ends.
+            trainer.wait()
+            with reporter:
+                entries = prepared.run(reporter)
     finally:
-        trainer.wait()  # an error message must not go out while the import silences stderr
+        trainer.wait()  # nor an error message
     if not args.quiet:
         say(
             f"worker done: campaign {name!r}, {len(entries)} operation(s) with a model",
