@@ -260,6 +260,37 @@ class Campaign:
             2 if config.multi_objective else 1
         )
         name = study_name(config.name, operation.name)
+        if self._seeded(name):
+            # Joining a study that is created and seeded: no slot lock (behind dozens of
+            # reserving workers its wait could outlast the lock's timeout) and no load of
+            # every trial to see whether it has any.
+            study = optuna.load_study(
+                study_name=name,
+                storage=self.storage,
+                sampler=make_sampler(config, operation.name),
+                pruner=make_pruner(config, max_epochs),
+            )
+        else:
+            study = self._create_study(operation, name, max_epochs, directions)
+        return self._checked(operation, study)
+
+    def _seeded(self, name: str) -> bool:
+        """The study exists and its attributes are written (`objective` is the last of them)."""
+        try:
+            study_id = self.storage.get_study_id_from_name(name)
+        except KeyError:
+            return False
+        return "objective" in self.storage.get_study_user_attrs(study_id)
+
+    def _create_study(
+        self,
+        operation: Operation,
+        name: str,
+        max_epochs: int,
+        directions: list[StudyDirection],
+    ) -> optuna.Study:
+        config = self.config
+        space = config.space_for(operation.name)
         # Under the study's slot lock: workers starting together create and seed it once.
         with NamedLock(self._lock_engine, f"{name}:slots"):
             study = optuna.create_study(
@@ -276,6 +307,12 @@ class Campaign:
                     designs = designs[: config.trials]
                 for params in designs:
                     study.enqueue_trial(params, user_attrs={"startup_design": True})
+        return study
+
+    def _checked(self, operation: Operation, study: optuna.Study) -> optuna.Study:
+        """Refuse a study swept on other data; write its attributes on first use."""
+        config = self.config
+        name = study.study_name
         dataset = self.datasets[operation.name]
         recorded = study.user_attrs.get("data_fingerprint")
         if recorded is not None and recorded != dataset.fingerprint:
