@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
+from optuna.trial import TrialState
 
 from storage import (
     ModelEntry,
@@ -270,6 +271,10 @@ class Campaign:
                 sampler=make_sampler(config, operation.name),
                 pruner=make_pruner(config, max_epochs),
             )
+            # Load its trials into Optuna's cache now: the first trial needs them (WAITING
+            # ones first, then the sampler all), and here the load overlaps the worker's
+            # TensorFlow import (sweep.nets.background).
+            study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         else:
             study = self._create_study(operation, name, max_epochs, directions)
         return self._checked(operation, study)
