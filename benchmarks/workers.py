@@ -282,3 +282,121 @@ def run_workers(
                     if on_run is not None:
                         on_run(run)
     return runs
+
+
+# -- a worker's start to its first trial ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FirstTrial:
+    """One `sweep run --workers 1` on a prefilled study: its start to its first new trial."""
+
+    study_size: int
+    code: str  # which checkout ran (PYTHONPATH), e.g. "this branch" or "main at 395d973"
+    first_trial_seconds: float  # process start to the first new trial's start (its objective)
+    import_tensorflow_seconds: float  # bare `python -c "import tensorflow"`, just before
+    load_after: str
+
+    @property
+    def ratio(self) -> float:
+        return self.first_trial_seconds / self.import_tensorflow_seconds
+
+
+def _bare_import_seconds() -> float:
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import tensorflow"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+def measure_first_trial(
+    url: str, campaign: str, *, size: int, config: Path, folder: Path, seed: SeedSweep,
+    code: str, pythonpath: str | None,
+) -> FirstTrial:
+    """Prefill `size` trials, then one `sweep run --trials size+1`: when did its trial start?"""
+    prefill_study(url, campaign, seed, size)
+    bare = _bare_import_seconds()
+    env = {**os.environ, "SWEEP_STORAGE": url, "SWEEP_ARTIFACTS": str(folder / "artifacts")}
+    env.pop("SWEEP_CAMPAIGN", None)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    command = [
+        sys.executable, "-m", "sweep", "run", "--ops", OPERATION, "--trials", str(size + 1),
+        "--config", str(config), "--campaign", campaign, "--workers", "1",
+    ]
+    started = time.time()
+    completed = subprocess.run(command, env=env, cwd=folder, check=False,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"`sweep run` exited {completed.returncode}: {completed.stderr[-800:]}")
+    trials, _ = _load_trials(url, campaign)
+    first = min(t.datetime_start for t in trials[size:] if t.datetime_start is not None)
+    return FirstTrial(size, code, first.timestamp() - started, bare, load_average())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.workers first-trial [--size 1000] [--repeats 2] [--base PATH]``
+    or ``python -m benchmarks.workers ratio [--trials 60] [--repeats 1]``: the issue-18 checks
+    of section 4 on the local PostgreSQL, as Markdown rows on stdout."""
+    import argparse
+
+    from benchmarks._common import DEFAULT_POSTGRES_ADMIN_URL, temporary_postgres
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.workers")
+    parser.add_argument("what", choices=("first-trial", "ratio"))
+    parser.add_argument("--size", type=int, default=1000)
+    parser.add_argument("--trials", type=int, default=60)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--seed-trials", type=int, default=40)
+    parser.add_argument("--base", default=None,
+                        help="another checkout to measure side by side (its PYTHONPATH)")
+    parser.add_argument("--admin-url", default=DEFAULT_POSTGRES_ADMIN_URL)
+    args = parser.parse_args(argv)
+    from sweep.search._optuna import quiet_optuna
+
+    quiet_optuna()
+
+    def database() -> AbstractContextManager[str]:
+        return temporary_postgres(args.admin_url)
+
+    log(f"workers: load at start {load_average()}")
+    if args.what == "ratio":
+        runs = run_workers(database, sizes=(args.trials + 40,), new_trials=args.trials,
+                           seed_trials=args.seed_trials, epochs=None, repeats=args.repeats)
+        print("| workers | repeat | trials | process s | span s | trials/min (process) |"
+              " trials/min (span) | load after |\n|---|---|---|---|---|---|---|---|")
+        for run in runs:
+            print(f"| {run.workers} | {run.repeat} | {run.counted_trials} |"
+                  f" {run.process_seconds:.1f} | {run.span_seconds:.1f} |"
+                  f" {run.trials_per_minute_process:.1f} | {run.trials_per_minute_span:.1f} |"
+                  f" {run.load_after} |")
+        return 0
+    codes: list[tuple[str, str | None]] = [("this checkout", None)]
+    if args.base:
+        codes.append((f"base ({args.base})", args.base))
+    results: list[FirstTrial] = []
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-first-") as name:
+        folder = Path(name)
+        config = _campaign_file(folder, None)
+        with database() as url:
+            seed = run_seed_sweep(url, args.seed_trials, config, folder)
+        for repeat in range(args.repeats):
+            for code, path in codes if repeat % 2 == 0 else codes[::-1]:
+                with database() as url:
+                    result = measure_first_trial(
+                        url, f"first-{repeat}", size=args.size, config=config, folder=folder,
+                        seed=seed, code=code, pythonpath=path,
+                    )
+                log(f"workers: {code}: first trial after {result.first_trial_seconds:.1f} s,"
+                    f" bare import {result.import_tensorflow_seconds:.1f} s")
+                results.append(result)
+    print("| code | study size | start to first trial s | bare `import tensorflow` s |"
+          " ratio | load after |\n|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r.code} | {r.study_size} | {r.first_trial_seconds:.1f} |"
+              f" {r.import_tensorflow_seconds:.1f} | {r.ratio:.2f}x | {r.load_after} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

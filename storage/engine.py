@@ -22,6 +22,8 @@ from storage.errors import StorageInternalError, StorageUnavailable
 from storage.urls import dialect_of, mask_url, normalize_storage_url, redact_password
 
 __all__ = [
+    "SERVER_MAX_OVERFLOW",
+    "SERVER_POOL_SIZE",
     "SQLITE_BUSY_TIMEOUT_SECONDS",
     "check_reachable",
     "create_engine",
@@ -33,12 +35,16 @@ __all__ = [
 ]
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
-# Many workers share one server: a small pool per process keeps the total under
-# max_connections (100 on a default PostgreSQL) even with a few dozen workers.
+# Many workers share one server, and each worker process uses one engine for Optuna's storage,
+# the named locks and the registry: one connection kept open, a second only while the slot
+# lock is held (or a heartbeat overlaps a write) and closed when returned. So a worker holds
+# at most 2 server connections and 1 when idle (docs/deployment.md sizes max_connections).
+SERVER_POOL_SIZE = 1
+SERVER_MAX_OVERFLOW = 1
 _SERVER_POOL: dict[str, Any] = {
     "pool_pre_ping": True,
-    "pool_size": 2,
-    "max_overflow": 2,
+    "pool_size": SERVER_POOL_SIZE,
+    "max_overflow": SERVER_MAX_OVERFLOW,
     "pool_recycle": 300,
     "pool_timeout": 30,
 }
@@ -59,7 +65,13 @@ def engine_options(url: str) -> dict[str, Any]:
     dialect = dialect_of(url)
     if dialect == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
-    return {**_SERVER_POOL, "connect_args": {"connect_timeout": _CONNECT_TIMEOUT_SECONDS}}
+    connect_args: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT_SECONDS}
+    if dialect == "postgresql":
+        # No server-side prepared statements: behind PgBouncer in transaction pooling mode
+        # consecutive transactions may run on different server connections, where a statement
+        # psycopg prepared on another one does not exist.
+        connect_args["prepare_threshold"] = None
+    return {**_SERVER_POOL, "connect_args": connect_args}
 
 
 def create_engine(url: str) -> Engine:

@@ -1,11 +1,14 @@
 """Cross-process, cross-host named locks, so workers can reserve trial slots exactly.
 
-PostgreSQL uses a session advisory lock and MySQL/MariaDB a named lock (``GET_LOCK``): both are
-released by the server if the holder's connection dies, so a killed worker never leaves a lock
-behind. SQLite, a single-host database, uses ``flock`` on a file next to the database.
+PostgreSQL uses a transaction-scoped advisory lock (``pg_try_advisory_xact_lock``) held by an
+open transaction, so it relies on no session state and works behind PgBouncer in transaction
+pooling mode (a session lock would stay on a server connection PgBouncer hands to another
+client). MySQL/MariaDB use a named lock (``GET_LOCK``). Both are released by the server if the
+holder's connection dies, so a killed worker never leaves a lock behind. SQLite, a single-host
+database, uses ``flock`` on a file next to the database.
 
 The lock is held on its own connection, so the holder may write through other connections
-(Optuna's engine) while holding it.
+(Optuna's storage, the registry; the same engine) while holding it.
 """
 
 from __future__ import annotations
@@ -15,18 +18,25 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from storage._boundary import connect, masked, translated
 from storage.engine import sqlite_path
 from storage.errors import StorageUnavailable
 
-__all__ = ["NamedLock"]
+__all__ = ["NamedLock", "transaction_lock"]
 
 _MEMORY_LOCKS: dict[str, threading.Lock] = {}
+_PG_LOCK_NOT_AVAILABLE = "55P03"  # lock_timeout expired
+# How long one round of waiting for a PostgreSQL lock lasts before the waiter lets go of its
+# server connection and queues again.
+_PG_WAIT_ROUND_SECONDS = 0.25
 
 
 def _pg_key(name: str) -> int:
@@ -60,32 +70,66 @@ class NamedLock:
         if dialect == "sqlite":
             self._acquire_sqlite()
         elif dialect == "postgresql":
-            self._acquire_server(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": _pg_key(self.name)}
-            )
+            self._acquire_postgresql()
         else:
-            self._acquire_server(
+            self._acquire_mysql(
                 text("SELECT GET_LOCK(:name, 1)"), {"name": _mysql_name(self.name)}
             )
         self.held = True
 
-    def _acquire_server(self, statement: object, params: dict[str, object]) -> None:
+    def _acquire_postgresql(self) -> None:
+        """Wait in the server's lock queue in short rounds, ending the transaction between them.
+
+        Within a round the server wakes the waiter the moment the lock is free (no polling
+        traffic, however many workers wait). Between rounds the waiter holds no server
+        connection: behind PgBouncer every open transaction pins one of its few server
+        connections, and waiters that never let go could starve the holder, which needs a
+        second one to create its trial.
+        """
+        connection = connect(self.engine)
+        deadline = time.monotonic() + self.timeout
+        key = {"key": _pg_key(self.name)}
+        round_ms = int(_PG_WAIT_ROUND_SECONDS * 1000)
+        try:
+            with translated(self.engine, f"taking lock {self.name!r}"):
+                while True:
+                    connection.execute(text(f"SET LOCAL lock_timeout = {round_ms}"))
+                    try:
+                        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), key)
+                        break
+                    except DBAPIError as e:
+                        if getattr(e.orig, "sqlstate", None) != _PG_LOCK_NOT_AVAILABLE:
+                            raise
+                    connection.rollback()
+                    if time.monotonic() > deadline:
+                        raise StorageUnavailable(
+                            f"could not take lock {self.name!r} on {masked(self.engine)} "
+                            f"within {self.timeout:g} s"
+                        )
+                # The lock lives as long as this transaction, open until `release`; the
+                # statements run under it must not inherit the short timeout.
+                connection.execute(text("SET LOCAL lock_timeout = 0"))
+        except BaseException:
+            connection.invalidate()
+            connection.close()
+            raise
+        self._connection = connection
+
+    def _acquire_mysql(self, statement: object, params: dict[str, object]) -> None:
         connection = connect(self.engine)
         deadline = time.monotonic() + self.timeout
         try:
             with translated(self.engine, f"taking lock {self.name!r}"):
                 while True:
                     got = connection.execute(statement, params).scalar()  # type: ignore[call-overload]
-                    connection.commit()
+                    connection.commit()  # GET_LOCK's lock is the session's, not the transaction's
                     if got in (True, 1):
                         break
                     if time.monotonic() > deadline:
                         raise StorageUnavailable(
                             f"could not take lock {self.name!r} on {masked(self.engine)} "
                             f"within {self.timeout:g} s"
-                        )
-                    if self.engine.dialect.name == "postgresql":
-                        time.sleep(0.05)  # GET_LOCK already waited 1 s server-side
+                        )  # GET_LOCK already waited 1 s server-side
         except BaseException:
             connection.invalidate()
             connection.close()
@@ -133,9 +177,7 @@ class NamedLock:
             connection, self._connection = self._connection, None
             try:
                 if self.engine.dialect.name == "postgresql":
-                    connection.execute(
-                        text("SELECT pg_advisory_unlock(:key)"), {"key": _pg_key(self.name)}
-                    )
+                    connection.rollback()  # ends the transaction, and with it the lock
                 else:
                     connection.execute(
                         text("SELECT RELEASE_LOCK(:name)"), {"name": _mysql_name(self.name)}
@@ -158,3 +200,36 @@ class NamedLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+@contextmanager
+def transaction_lock(connection: Connection, name: str, timeout: float = 120.0) -> Iterator[None]:
+    """Serialise the transaction open on `connection` with others taking the lock `name`.
+
+    PostgreSQL: an advisory lock taken inside that very transaction and released when it ends
+    (commit or rollback), so the holder needs no second connection: behind PgBouncer, holders
+    that each wanted one more server connection could otherwise take them all and wait for
+    each other. The wait is bounded by a transaction-local ``lock_timeout``. Other databases:
+    a `NamedLock` on its own connection, held until the block ends.
+
+    Raises:
+        StorageUnavailable: the lock was not free within `timeout` seconds.
+    """
+    engine = connection.engine
+    if engine.dialect.name != "postgresql":
+        with NamedLock(engine, name, timeout):
+            yield
+        return
+    milliseconds = max(1, int(timeout * 1000))
+    with translated(engine, f"taking lock {name!r}"):
+        connection.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
+        try:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _pg_key(name)})
+        except DBAPIError as e:
+            if getattr(e.orig, "sqlstate", None) != _PG_LOCK_NOT_AVAILABLE:
+                raise
+            raise StorageUnavailable(
+                f"could not take lock {name!r} on {masked(engine)} within {timeout:g} s"
+            ) from None
+        connection.execute(text("SET LOCAL lock_timeout = 0"))
+    yield

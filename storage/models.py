@@ -37,7 +37,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from storage._boundary import connect, masked, translated
 from storage.engine import SQLITE_BEGIN_IMMEDIATE
 from storage.errors import ForeignDatabase, IncompatibleSchema, StorageInternalError
-from storage.locks import NamedLock
+from storage.locks import transaction_lock
 
 __all__ = [
     "OPTUNA_TABLES",
@@ -296,11 +296,12 @@ def _create_and_upgrade(engine: Engine) -> int:
             immediate = connection.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
             with immediate.begin():
                 return _create_and_upgrade_locked(immediate, engine)
-    # Servers: the one cross-process lock implementation (storage.locks), held on its own
-    # connection across MySQL's implicit commits of DDL.
-    with NamedLock(engine, _SCHEMA_LOCK, timeout=_SCHEMA_LOCK_TIMEOUT_SECONDS), connect(
-        engine
-    ) as connection, connection.begin():
+    # Servers: the schema lock (storage.locks). PostgreSQL takes it inside this transaction
+    # (DDL is transactional there), MySQL on a connection of its own, held across its implicit
+    # commits of DDL.
+    with connect(engine) as connection, connection.begin(), transaction_lock(
+        connection, _SCHEMA_LOCK, timeout=_SCHEMA_LOCK_TIMEOUT_SECONDS
+    ):
         return _create_and_upgrade_locked(connection, engine)
 
 

@@ -7,6 +7,7 @@ database write lock with ``BEGIN IMMEDIATE``), so the compare and the write see 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -34,7 +35,7 @@ from storage.errors import (
     PromotionRefused,
     StorageInternalError,
 )
-from storage.locks import NamedLock
+from storage.locks import transaction_lock
 from storage.models import best_table, campaigns_table, ensure_schema, model_versions_table
 from storage.urls import normalize_storage_url
 
@@ -128,8 +129,14 @@ class ModelRegistry:
     Use it as a context manager, or call `close`, to release its connections.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
         """Open the registry at a storage URL.
+
+        Args:
+            url: The storage URL.
+            engine: A server engine to share (a worker passes its Optuna storage's, so one
+                small pool serves the whole process); the caller keeps it and disposes it.
+                Left out, the registry makes its own and `close` disposes it.
 
         Raises:
             InvalidStorageURL: The URL is not a supported storage URL.
@@ -138,8 +145,13 @@ class ModelRegistry:
         """
         normalized = normalize_storage_url(url)
         require_sqlite_directory(normalized)
-        self._engine = create_engine(normalized)
+        self._owns_engine = engine is None
+        self._engine = create_engine(normalized) if engine is None else engine
         self._dialect = self._engine.dialect.name
+        if engine is not None and self._dialect == "sqlite":
+            # Our SQLite engine begins transactions itself (BEGIN IMMEDIATE for writers); an
+            # engine without those hooks would autocommit. SQLite holds no server connections.
+            raise ValueError("a shared engine is for server databases, not SQLite")
         if self._dialect == "sqlite":
             self._writer: Engine = self._engine.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
         else:
@@ -149,8 +161,13 @@ class ModelRegistry:
         try:
             ensure_schema(self._engine)
         except BaseException:
-            self._engine.dispose()
+            self.close()
             raise
+
+    @property
+    def engine(self) -> Engine:
+        """The engine the registry works through (shared or its own)."""
+        return self._engine
 
     @property
     def url(self) -> str:
@@ -161,8 +178,9 @@ class ModelRegistry:
         return f"ModelRegistry({self.url!r})"
 
     def close(self) -> None:
-        """Close all pooled connections; the registry must not be used afterwards."""
-        self._engine.dispose()
+        """Close all pooled connections of its own engine; it must not be used afterwards."""
+        if self._owns_engine:
+            self._engine.dispose()
 
     def __enter__(self) -> ModelRegistry:
         return self
@@ -520,11 +538,14 @@ class ModelRegistry:
             return self._retrying(lambda: self._register_once(name, merge))
 
     def _register_once(self, name: str, merge: CampaignMerge) -> dict[str, Any]:
-        lock = NamedLock(self._engine, _CAMPAIGNS_LOCK) if self._dialect != "sqlite" else None
-        if lock is not None:
-            lock.acquire()
-        try:
-            with connect(self._writer) as connection, connection.begin():
+        with connect(self._writer) as connection, connection.begin():
+            # SQLite: BEGIN IMMEDIATE already admits one writer at a time.
+            lock = (
+                transaction_lock(connection, _CAMPAIGNS_LOCK)
+                if self._dialect != "sqlite"
+                else contextlib.nullcontext()
+            )
+            with lock:
                 names = connection.execute(
                     select(campaigns_table.c.name).where(
                         func.lower(campaigns_table.c.name) == name.lower()
@@ -561,9 +582,6 @@ class ModelRegistry:
                     )
                     return wanted
                 return stored
-        finally:
-            if lock is not None:
-                lock.release()
 
     def _parse_campaign(self, name: str, text: str) -> dict[str, Any]:
         try:

@@ -363,15 +363,30 @@ def _publisher() -> Any:
     return publisher(default_artifact_dir())
 
 
+def _background_trainer(workers: int, *, start: bool) -> Any:
+    """TensorFlow imported in a thread while the campaign opens (or, unstarted, on first use)."""
+    from sweep.nets.background import BackgroundTrainer
+    from sweep.search.workers import threads_per_worker
+
+    return BackgroundTrainer(threads_per_worker(workers), start=start)
+
+
 def _cmd_run(args: argparse.Namespace, url: str, campaign: str) -> int:
     config = _build_config(args, campaign)
-    trainer = _training_runtime(args.workers)
+    # With K >= 2 workers this process only coordinates: its workers import TensorFlow, it
+    # does not (the processes start sooner, and K imports do not queue behind a K+1-th).
+    trainer = _background_trainer(args.workers, start=args.workers == 1)
     from sweep.search.campaign import Campaign
     from sweep.search.workers import install_signal_handlers
 
     install_signal_handlers()
-    with Campaign(config, url, trainer, on_promoted=_publisher()) as prepared:
-        return _run_prepared(args, url, config, prepared)
+    try:
+        with Campaign(config, url, trainer, on_promoted=_publisher()) as prepared:
+            # The import silences stderr while it runs: nothing may be printed before it ends.
+            trainer.wait()
+            return _run_prepared(args, url, config, prepared)
+    finally:
+        trainer.wait()  # nor an error message
 
 
 def _run_prepared(args: argparse.Namespace, url: str, config: Any, prepared: Any) -> int:
@@ -408,7 +423,7 @@ def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
         workers_from_environment,
     )
 
-    trainer = _training_runtime(workers_from_environment())
+    # Pinned first: TensorFlow's threads, started by the import, inherit the core.
     pin_to_assigned_core()
     install_signal_handlers()
     exit_with_parent()
@@ -417,16 +432,20 @@ def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
         args.ops = args.trials = args.timeout = args.seed = args.sampler = args.pruner = None
         args.expr = []
         fallback = _build_config(args, campaign)
+    trainer = _background_trainer(workers_from_environment(), start=True)
     from sweep.cli.display import ProgressReporter, QuietReporter
     from sweep.search.campaign import Campaign
 
     name = fallback.name if fallback is not None else campaign
     reporter = QuietReporter() if args.quiet else ProgressReporter(live=False)
-    with (
-        Campaign.join(url, name, trainer, fallback, on_promoted=_publisher()) as prepared,
-        reporter,
-    ):
-        entries = prepared.run(reporter)
+    try:
+        with Campaign.join(url, name, trainer, fallback, on_promoted=_publisher()) as prepared:
+            # The import silences stderr while it runs: nothing may be printed before it ends.
+            trainer.wait()
+            with reporter:
+                entries = prepared.run(reporter)
+    finally:
+        trainer.wait()  # nor an error message
     if not args.quiet:
         say(
             f"worker done: campaign {name!r}, {len(entries)} operation(s) with a model",

@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
+from optuna.trial import TrialState
 
 from storage import (
     ModelEntry,
@@ -57,7 +58,7 @@ from sweep.search.retry import DatabasePatience, FailureCount, database_error, i
 from sweep.search.samplers import make_sampler, operation_seed
 from sweep.search.storage import SweepStorage, optuna_storage
 
-__all__ = ["Campaign", "PromotedModel", "PromotionHook", "run_campaign"]
+__all__ = ["Campaign", "PromotedModel", "PromotionHook", "open_storage", "run_campaign"]
 
 # How long a worker waits before it looks again at operations whose slots are all taken.
 WAIT_SECONDS = 2.0
@@ -82,8 +83,8 @@ PromotionHook = Callable[[PromotedModel], None]
 class Campaign:
     """A validated campaign bound to a storage: datasets built, studies created or loaded.
 
-    Opens a model registry, a lock engine and Optuna's storage; `close` (or ``with``) closes
-    them all.
+    Opens Optuna's storage, a model registry and the named locks on one engine (on a server:
+    one small pool, at most 2 connections per process); `close` (or ``with``) closes them.
     """
 
     def __init__(
@@ -94,11 +95,14 @@ class Campaign:
         *,
         on_promoted: PromotionHook | None = None,
         update_settings: bool = True,
+        opened: tuple[SweepStorage, ModelRegistry] | None = None,
     ) -> None:
         """Validate, build datasets, then register the campaign and create its studies.
 
-        `update_settings` stores this config's run settings (budgets, sampler, operations)
-        over an existing campaign's, so workers that join later follow the newest `sweep run`.
+        `opened` is what `open_storage` returned (the campaign closes it); left out, the
+        campaign opens it. `update_settings` stores this config's run settings (budgets,
+        sampler, operations) over an existing campaign's, so workers that join later follow
+        the newest `sweep run`.
 
         Raises:
             ConfigError: invalid settings, or an identity that conflicts with the stored one.
@@ -121,15 +125,13 @@ class Campaign:
         self._status: dict[str, OperationStatus] = {}
         self._storage: SweepStorage | None = None
         self._lock_engine: Any = None
+        self._owns_lock_engine = False
+        # Seconds this process spent waiting for slot locks (the scale benchmark's contention).
+        self.slot_lock_seconds = 0.0
         # Optuna's storage first: a database Optuna refuses (a newer schema, another
         # application's SQLite file, a full disk) must be refused before our tables or the
         # campaign row are written into it.
-        self._storage = optuna_storage(url)
-        try:
-            self.registry = ModelRegistry(url)
-        except BaseException:
-            self._close_storage()
-            raise
+        self._storage, self.registry = opened if opened is not None else open_storage(url)
         try:
             self._open(update_settings)
         except BaseException:
@@ -151,7 +153,9 @@ class Campaign:
                     f"campaign {config.name!r} already exists with a different "
                     f"{', '.join(conflicts)}; use --campaign NEW_NAME for a new campaign"
                 )
-        self._lock_engine = create_engine(self.url)
+        shared = self.registry.engine if self.registry.engine.dialect.name != "sqlite" else None
+        self._owns_lock_engine = shared is None
+        self._lock_engine = shared if shared is not None else create_engine(self.url)
 
         def merge(raw: dict[str, Any] | None) -> dict[str, Any] | None:
             """Decided in the registry's transaction: another run may have created the
@@ -178,9 +182,9 @@ class Campaign:
     def close(self) -> None:
         """Release every connection the campaign opened; idempotent."""
         self.registry.close()
-        if self._lock_engine is not None:
+        if self._lock_engine is not None and self._owns_lock_engine:
             self._lock_engine.dispose()
-            self._lock_engine = None
+        self._lock_engine = None
         self._close_storage()
 
     def _close_storage(self) -> None:
@@ -214,23 +218,29 @@ class Campaign:
         Several workers may start at once with the same `fallback`; the first one creates the
         campaign and the others join it (their fallback must agree on the campaign identity).
         """
-        with ModelRegistry(url) as registry:
-            stored = load_campaign_config(registry, name)
-        if stored is None:
-            if fallback is None:
+        opened = open_storage(url)  # once: the campaign goes on with the same engine
+        try:
+            stored = load_campaign_config(opened[1], name)
+            if stored is None and fallback is None:
                 raise ConfigError(
                     f"campaign {name!r} does not exist on {mask_url(url)}; create it with "
                     "`sweep run` or pass --config FILE"
                 )
-            return cls(fallback, url, trainer, on_promoted=on_promoted, update_settings=False)
-        if fallback is not None:
-            conflicts = fallback.identity_conflicts(stored)
-            if conflicts:
-                raise ConfigError(
-                    f"campaign {name!r} exists with a different {', '.join(conflicts)} than "
-                    "--config gives"
-                )
-        return cls(stored, url, trainer, on_promoted=on_promoted, update_settings=False)
+            if stored is not None and fallback is not None:
+                conflicts = fallback.identity_conflicts(stored)
+                if conflicts:
+                    raise ConfigError(
+                        f"campaign {name!r} exists with a different {', '.join(conflicts)} "
+                        "than --config gives"
+                    )
+            config = stored if stored is not None else fallback
+            assert config is not None
+            return cls(
+                config, url, trainer, on_promoted=on_promoted, update_settings=False, opened=opened
+            )
+        except BaseException:
+            _close_opened(opened)  # idempotent: a campaign that failed has closed it already
+            raise
 
     def _merged_config(self, stored: CampaignConfig | None) -> CampaignConfig:
         if stored is None:
@@ -240,8 +250,8 @@ class Campaign:
         expressions = {**stored.expressions, **self.config.expressions}
         return replace(self.config, operations=tuple(ops), expressions=expressions)
 
-    def _slot_lock(self, study: optuna.Study) -> NamedLock:
-        return NamedLock(self._lock_engine, f"{study.study_name}:slots")
+    def _slot_lock(self, study: optuna.Study) -> SlotLock:
+        return _TimedLock(NamedLock(self._lock_engine, f"{study.study_name}:slots"), self)
 
     def _study(self, operation: Operation) -> optuna.Study:
         config = self.config
@@ -251,6 +261,41 @@ class Campaign:
             2 if config.multi_objective else 1
         )
         name = study_name(config.name, operation.name)
+        if self._seeded(name):
+            # Joining a study that is created and seeded: no slot lock (behind dozens of
+            # reserving workers its wait could outlast the lock's timeout) and no load of
+            # every trial to see whether it has any.
+            study = optuna.load_study(
+                study_name=name,
+                storage=self.storage,
+                sampler=make_sampler(config, operation.name),
+                pruner=make_pruner(config, max_epochs),
+            )
+            # Load its trials into Optuna's cache now: the first trial needs them (WAITING
+            # ones first, then the sampler all), and here the load overlaps the worker's
+            # TensorFlow import (sweep.nets.background).
+            study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        else:
+            study = self._create_study(operation, name, max_epochs, directions)
+        return self._checked(operation, study)
+
+    def _seeded(self, name: str) -> bool:
+        """The study exists and its attributes are written (`objective` is the last of them)."""
+        try:
+            study_id = self.storage.get_study_id_from_name(name)
+        except KeyError:
+            return False
+        return "objective" in self.storage.get_study_user_attrs(study_id)
+
+    def _create_study(
+        self,
+        operation: Operation,
+        name: str,
+        max_epochs: int,
+        directions: list[StudyDirection],
+    ) -> optuna.Study:
+        config = self.config
+        space = config.space_for(operation.name)
         # Under the study's slot lock: workers starting together create and seed it once.
         with NamedLock(self._lock_engine, f"{name}:slots"):
             study = optuna.create_study(
@@ -267,6 +312,12 @@ class Campaign:
                     designs = designs[: config.trials]
                 for params in designs:
                     study.enqueue_trial(params, user_attrs={"startup_design": True})
+        return study
+
+    def _checked(self, operation: Operation, study: optuna.Study) -> optuna.Study:
+        """Refuse a study swept on other data; write its attributes on first use."""
+        config = self.config
+        name = study.study_name
         dataset = self.datasets[operation.name]
         recorded = study.user_attrs.get("data_fingerprint")
         if recorded is not None and recorded != dataset.fingerprint:
@@ -438,6 +489,48 @@ class Campaign:
 
     def _fail_stale(self, study: optuna.Study) -> None:
         self._patience.call(lambda: optuna.storages.fail_stale_trials(study))
+
+
+class _TimedLock:
+    """A slot lock that adds the time spent taking it to its campaign's `slot_lock_seconds`."""
+
+    def __init__(self, lock: NamedLock, campaign: Campaign) -> None:
+        self._lock = lock
+        self._campaign = campaign
+
+    def acquire(self) -> None:
+        started = time.monotonic()
+        try:
+            self._lock.acquire()
+        finally:
+            self._campaign.slot_lock_seconds += time.monotonic() - started
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def open_storage(url: str) -> tuple[SweepStorage, ModelRegistry]:
+    """Optuna's storage and the model registry, sharing Optuna's engine on a server.
+
+    One engine per process, so a worker's connections are bounded by one small pool
+    (`storage.engine.SERVER_POOL_SIZE` + overflow), not three.
+    """
+    optuna_side = optuna_storage(url)
+    try:
+        engine = optuna_side.engine
+        registry = ModelRegistry(url, engine=engine if engine.dialect.name != "sqlite" else None)
+    except BaseException:
+        optuna_side.remove_session()
+        optuna_side.engine.dispose()
+        raise
+    return optuna_side, registry
+
+
+def _close_opened(opened: tuple[SweepStorage, ModelRegistry]) -> None:
+    optuna_side, registry = opened
+    registry.close()
+    optuna_side.remove_session()
+    optuna_side.engine.dispose()
 
 
 def _trial_runner(objective: Objective, lock: SlotLock) -> Callable[[optuna.Trial], Any]:

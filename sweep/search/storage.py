@@ -7,11 +7,17 @@ per-trial writes, and heartbeats so a killed worker's trial is failed and retrie
 
 from __future__ import annotations
 
+import random
+import time
+
 import optuna
+import sqlalchemy
+from sqlalchemy.engine import Engine
 
 from storage import (
     StorageError,
     StorageInternalError,
+    StorageUnavailable,
     check_not_foreign,
     check_reachable,
     create_engine,
@@ -38,6 +44,8 @@ __all__ = [
 # A worker killed mid-trial (SIGKILL, machine loss) stops beating; after the grace period any
 # worker marks its trial FAIL and the retry callback queues a copy.
 MAX_RETRIES_OF_A_STALE_TRIAL = 3
+# Workers starting together on a fresh server database: tries at creating Optuna's tables.
+_CREATE_ATTEMPTS = 5
 
 
 def optuna_storage(url: str) -> SweepStorage:
@@ -45,8 +53,7 @@ def optuna_storage(url: str) -> SweepStorage:
 
     ``optuna.load_study(study_name="arith.multiply", storage=sweep.optuna_storage(url))``
     opens a campaign's study exactly as a worker does. Creates Optuna's tables on a fresh
-    database (serialised across processes: workers starting together would race on CREATE
-    TABLE).
+    database; workers starting together race on CREATE TABLE, and the losers try again.
 
     Raises:
         storage.InvalidStorageURL: `url` is not a supported storage URL.
@@ -56,31 +63,75 @@ def optuna_storage(url: str) -> SweepStorage:
     quiet_optuna()
     check_reachable(url)
     enable_sqlite_wal(url)
-    current = settings.current()
     engine = create_engine(url)
     try:
         check_not_foreign(engine)
-        with NamedLock(engine, "optuna-schema"):
-            try:
-                return SweepStorage(
-                    url,
-                    engine_kwargs=engine_options(url),
-                    heartbeat_interval=current.heartbeat_interval,
-                    grace_period=current.grace_period,
-                    heartbeat_stale_trial_callback=(
-                        optuna.storages.RetryHeartbeatStaleTrialCallback(
-                            max_retry=MAX_RETRIES_OF_A_STALE_TRIAL
-                        )
-                    ),
-                )
-            except (SweepError, StorageError):
-                raise
-            except Exception as e:  # a full disk, a newer Optuna schema, a refused CREATE
-                raise StorageInternalError(
-                    f"cannot open Optuna's tables on {mask_url(url)}: {short_reason(e, url)}"
-                ) from e
+        ready = _optuna_tables_ready(engine, url)
+        if engine.dialect.name == "sqlite" and not ready:
+            with NamedLock(engine, "optuna-schema"):  # a file lock: no connection held
+                return _open_sweep_storage(url)
     finally:
         engine.dispose()
+    if ready:
+        # Nothing to create; this check's connection is gone before Optuna's engine opens,
+        # so a joining worker never holds more than its 2 connections.
+        return _open_sweep_storage(url)
+    # A server: no lock held across Optuna's table creation, which uses 2 connections at once
+    # itself; a lock on a third would need 3 server connections per worker, and behind a
+    # small PgBouncer pool that waits forever. Workers racing on CREATE TABLE (or on stamping
+    # the version) get a database error; the tables are there on the next try.
+    for attempt in range(_CREATE_ATTEMPTS):
+        try:
+            return _open_sweep_storage(url)
+        except StorageInternalError as e:
+            if attempt + 1 == _CREATE_ATTEMPTS or not isinstance(
+                e.__cause__, sqlalchemy.exc.SQLAlchemyError
+            ):
+                raise
+            time.sleep(0.2 * (attempt + 1) * (0.5 + random.random()))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _optuna_tables_ready(engine: Engine, url: str) -> bool:
+    """Optuna's tables exist and are stamped (its version row and alembic's revision)."""
+    try:
+        with engine.connect() as connection:
+            inspector = sqlalchemy.inspect(connection)
+            if not all(inspector.has_table(t) for t in ("version_info", "alembic_version")):
+                return False
+            stamped = connection.execute(
+                sqlalchemy.text(
+                    "SELECT (SELECT count(*) FROM version_info) * (SELECT count(*) FROM "
+                    "alembic_version)"
+                )
+            ).scalar()
+            return bool(stamped)
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise StorageUnavailable(
+            f"cannot read Optuna's tables on {mask_url(url)}: {short_reason(e, url)}"
+        ) from e
+
+
+def _open_sweep_storage(url: str) -> SweepStorage:
+    current = settings.current()
+    try:
+        return SweepStorage(
+            url,
+            engine_kwargs=engine_options(url),
+            heartbeat_interval=current.heartbeat_interval,
+            grace_period=current.grace_period,
+            heartbeat_stale_trial_callback=(
+                optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_RETRIES_OF_A_STALE_TRIAL
+                )
+            ),
+        )
+    except (SweepError, StorageError):
+        raise
+    except Exception as e:  # a full disk, a newer Optuna schema, a refused CREATE
+        raise StorageInternalError(
+            f"cannot open Optuna's tables on {mask_url(url)}: {short_reason(e, url)}"
+        ) from e
 
 
 def open_existing_storage(url: str, error: type[SweepError]) -> optuna.storages.RDBStorage:

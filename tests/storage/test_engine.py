@@ -31,9 +31,15 @@ def test_engine_options_per_dialect() -> None:
     for url in ("postgresql://u@h/db", "mariadb://u@h/db"):
         options = engine_options(url)
         assert options["pool_pre_ping"] is True
-        assert options["pool_size"] + options["max_overflow"] <= 4
+        # A worker's one engine: one connection kept, at most two at once.
+        assert (options["pool_size"], options["max_overflow"]) == (1, 1)
         assert options["pool_recycle"] == 300
-        assert options["connect_args"] == {"connect_timeout": 10}
+    assert engine_options("mariadb://u@h/db")["connect_args"] == {"connect_timeout": 10}
+    # No server-side prepared statements (PgBouncer in transaction pooling mode).
+    assert engine_options("postgresql://u@h/db")["connect_args"] == {
+        "connect_timeout": 10,
+        "prepare_threshold": None,
+    }
     # A fresh dict each time: Optuna adds keys to the one it is given.
     first = engine_options("postgresql://u@h/db")
     first["connect_args"]["extra"] = 1

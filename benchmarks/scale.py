@@ -1,0 +1,398 @@
+"""Section 8, scale: K worker processes of the real campaign machinery on one PostgreSQL.
+
+Each worker is `Campaign.join(...).run()`, as `sweep worker` runs it: Optuna's storage with
+heartbeats, the sampler and pruner, the slot locks that keep the budget exact, the registry
+and its promotions. Only the trainer differs: `LinearTrainer`, a real implementation of the
+`sweep.nets.Trainer` protocol in NumPy (a least-squares fit whose quality depends on the
+trial's hyperparameters, one report per epoch), so the search loop runs without TensorFlow
+and the figures are the machinery's own cost, not training's.
+
+``python -m benchmarks.scale [--sizes 8,32,64] [--repeats 2] [--trials 150]
+[--admin-url URL | --own-cluster]`` prints the Markdown rows of BENCHMARKS.md section 9.
+`--own-cluster` starts a throwaway PostgreSQL (initdb in /tmp, `max_connections = 100`, its
+own port) and stops it afterwards, so a shared server is neither reconfigured nor crowded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy
+from sqlalchemy.pool import NullPool
+
+from benchmarks._common import DEFAULT_POSTGRES_ADMIN_URL, load_average, log, temporary_postgres
+
+SIZES: tuple[int, ...] = (8, 32, 64)
+OPERATIONS: tuple[str, ...] = ("add", "multiply")
+CAMPAIGN = "scale"
+_WORKER_FLAG = "--worker"
+_PG_BIN = Path("/usr/lib/postgresql")
+
+
+# -- the trivial trainer ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """``y = x @ weights + bias`` in float64; saved as JSON, which round-trips floats exactly."""
+
+    weights: tuple[float, ...]
+    bias: float
+    epochs_run: int = 0
+    train_seconds: float = 0.0
+    refitted: bool = False
+    stopped_reason: str | None = None
+
+    def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        features = np.asarray(x, dtype=np.float64).reshape(-1, len(self.weights))
+        return features @ np.asarray(self.weights, dtype=np.float64) + self.bias
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"weights": list(self.weights), "bias": self.bias}).encode()
+
+
+class LinearTrainer:
+    """A `sweep.nets.Trainer` without Keras: least squares, shrunk by how far the trial's
+    learning rate is from 1e-2.5, so trials differ, TPE has a signal, the pruner prunes and
+    better models are promoted now and then."""
+
+    def train(
+        self,
+        spec: Any,
+        x_train: npt.NDArray[np.generic],
+        y_train: npt.NDArray[np.float64],
+        x_val: npt.NDArray[np.generic],
+        y_val: npt.NDArray[np.float64],
+        *,
+        on_epoch: Any = None,
+        max_seconds: float = 300.0,
+        seed: int = 0,
+    ) -> LinearModel:
+        started = time.monotonic()
+        features = np.asarray(x_train, dtype=np.float64)
+        design = np.column_stack([features, np.ones(len(features))])
+        solution, *_ = np.linalg.lstsq(design, np.asarray(y_train, np.float64), rcond=None)
+        miss = abs(math.log10(spec.learning_rate) + 2.5)
+        shrink = 1.0 - min(0.5, 0.02 * miss)
+        model = LinearModel(
+            tuple(float(w) * shrink for w in solution[:-1]), float(solution[-1]) * shrink
+        )
+        for epoch in range(int(spec.epochs)):
+            if on_epoch is not None:
+                # A learning curve: the error falls towards the fit's as epochs pass.
+                on_epoch(epoch, model.predict(x_val) * (1.0 + miss / (epoch + 1)))
+        return LinearModel(
+            model.weights, model.bias, int(spec.epochs), time.monotonic() - started
+        )
+
+    def load(self, data: bytes, *, label: str) -> LinearModel:
+        raw = json.loads(data)
+        return LinearModel(tuple(float(w) for w in raw["weights"]), float(raw["bias"]))
+
+    def versions(self) -> dict[str, str]:
+        # The registry records the framework a model needs; here that is NumPy alone.
+        return {"keras": "none (NumPy model)", "tensorflow": f"none (NumPy {np.__version__})"}
+
+
+# -- one worker process -------------------------------------------------------------------
+
+
+class _CountingReporter:
+    """Counts the warnings a worker would print (a failed trial, a database error)."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def operation_started(self, status: Any) -> None:
+        pass
+
+    def trial_finished(self, status: Any) -> None:
+        pass
+
+    def operation_finished(self, status: Any) -> None:
+        pass
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def _worker_main() -> int:
+    """One worker: join the campaign, run it, print its figures as one JSON line."""
+    started = time.monotonic()
+    from sweep.search.campaign import Campaign
+
+    reporter = _CountingReporter()
+    url = os.environ["SWEEP_STORAGE"]
+    with Campaign.join(url, CAMPAIGN, LinearTrainer()) as campaign:
+        joined = time.monotonic()
+        campaign.run(reporter)
+        lock_seconds = campaign.slot_lock_seconds
+    print(json.dumps({
+        "join_seconds": joined - started,
+        "run_seconds": time.monotonic() - joined,
+        "slot_lock_seconds": lock_seconds,
+        "warnings": reporter.warnings,
+    }))
+    return 0
+
+
+# -- the measurement ----------------------------------------------------------------------
+
+
+@dataclass
+class ScaleRun:
+    workers: int
+    repeat: int
+    max_connections: int
+    trials: int  # budget per operation
+    counted: dict[str, int] = field(default_factory=dict)
+    running_left: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    peak_connections: int = 0  # this campaign's database
+    peak_server_connections: int = 0  # the whole server, our sampler excluded
+    wall_seconds: float = math.nan  # first process start to last exit
+    span_seconds: float = math.nan  # first trial start to last trial end
+    slot_lock_seconds: float = 0.0  # summed over workers
+    run_seconds: float = 0.0  # summed over workers: time inside Campaign.run
+    load: str = ""
+
+    @property
+    def exact(self) -> bool:
+        return all(c == self.trials for c in self.counted.values()) and len(self.counted) == len(
+            OPERATIONS
+        )
+
+    @property
+    def total_trials(self) -> int:
+        return sum(self.counted.values())
+
+    def row(self) -> str:
+        per_second = self.total_trials / self.wall_seconds
+        steady = self.total_trials / self.span_seconds
+        lock_share = self.slot_lock_seconds / self.run_seconds if self.run_seconds else math.nan
+        per_trial_lock_ms = 1000 * self.slot_lock_seconds / max(1, self.total_trials)
+        return (
+            f"| {self.workers} | {self.repeat} | {self.total_trials} "
+            f"({'exact' if self.exact else 'NOT exact: ' + str(self.counted)}) | "
+            f"{self.running_left} | {self.failed} | {len(self.errors)} | "
+            f"{self.peak_connections} | {self.peak_server_connections} / {self.max_connections}"
+            f" | {per_second:.1f} | {steady:.1f} | {per_trial_lock_ms:.0f} ms "
+            f"({100 * lock_share:.1f}%) | {self.wall_seconds:.0f} s | {self.load} |"
+        )
+
+
+HEADER = (
+    "| workers | run | trials counted | RUNNING left | FAIL | errors | peak connections "
+    "(campaign db) | peak on server / max_connections | trials/s (wall) | trials/s "
+    "(first to last trial) | slot-lock wait per trial (share of run time) | wall | load |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+class _ConnectionSampler:
+    """Polls pg_stat_activity every 20 ms on one connection of its own (not counted)."""
+
+    def __init__(self, admin_url: str, database: str) -> None:
+        self._engine = sqlalchemy.create_engine(admin_url, poolclass=NullPool)
+        self._database = database
+        self._stop = threading.Event()
+        self.peak_database = 0
+        self.peak_server = 0
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> _ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._engine.dispose()
+
+    def _poll(self) -> None:
+        query = sqlalchemy.text(
+            "SELECT count(*) FILTER (WHERE datname = :db), "
+            "count(*) FILTER (WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())"
+            " FROM pg_stat_activity"
+        )
+        with self._engine.connect() as connection:
+            while not self._stop.is_set():
+                row = connection.execute(query, {"db": self._database}).one()
+                connection.rollback()  # a fresh snapshot of the statistics each time
+                self.peak_database = max(self.peak_database, int(row[0]))
+                self.peak_server = max(self.peak_server, int(row[1]))
+                self._stop.wait(0.02)
+
+
+def _max_connections(admin_url: str) -> int:
+    engine = sqlalchemy.create_engine(admin_url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(sqlalchemy.text("SHOW max_connections")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _config(trials: int) -> Any:
+    from sweep.problem.data import DataSpec
+    from sweep.search.config import CampaignConfig
+
+    return CampaignConfig(
+        name=CAMPAIGN,
+        operations=OPERATIONS,
+        trials=trials,
+        data=DataSpec(examples=2_000, test_examples=200, extrapolation_examples=200),
+    )
+
+
+def run_scale_once(admin_url: str, workers: int, repeat: int, trials: int) -> ScaleRun:
+    """One campaign with `workers` processes on a fresh database, checked and measured."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweep.search.campaign import Campaign
+
+    run = ScaleRun(workers, repeat, _max_connections(admin_url), trials)
+    with temporary_postgres(admin_url) as url:
+        with Campaign(_config(trials), url, LinearTrainer()):
+            pass  # created (studies, startup designs, campaign row) once, as `sweep run` does
+        database = sqlalchemy.engine.make_url(url).database or ""
+        env = {**os.environ, "SWEEP_STORAGE": url, "SWEEP_WORKERS": str(workers)}
+        command = [sys.executable, "-m", "benchmarks.scale", _WORKER_FLAG]
+        with _ConnectionSampler(admin_url, database) as sampler:
+            started = time.monotonic()
+            processes = [
+                subprocess.Popen(
+                    command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                )
+                for _ in range(workers)
+            ]
+            outputs = [p.communicate(timeout=1800) for p in processes]
+            run.wall_seconds = time.monotonic() - started
+        run.peak_connections = sampler.peak_database
+        run.peak_server_connections = sampler.peak_server
+        for process, (stdout, stderr) in zip(processes, outputs, strict=True):
+            if process.returncode != 0 or "Traceback" in stderr:
+                run.errors.append(f"exit {process.returncode}: {stderr.strip()[-400:]}")
+                continue
+            figures = json.loads(stdout.strip().splitlines()[-1])
+            run.slot_lock_seconds += figures["slot_lock_seconds"]
+            run.run_seconds += figures["run_seconds"]
+            run.errors += figures["warnings"]
+        first: float = math.inf
+        last: float = -math.inf
+        for operation in OPERATIONS:
+            study = optuna.load_study(study_name=f"{CAMPAIGN}.{operation}", storage=url)
+            trials_ = study.get_trials(deepcopy=False)
+            counted = [t for t in trials_ if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+            run.counted[operation] = len(counted)
+            run.running_left += sum(t.state == TrialState.RUNNING for t in trials_)
+            run.failed += sum(t.state == TrialState.FAIL for t in trials_)
+            for t in counted:
+                assert t.datetime_start is not None and t.datetime_complete is not None
+                first = min(first, t.datetime_start.timestamp())
+                last = max(last, t.datetime_complete.timestamp())
+        run.span_seconds = last - first
+    run.load = load_average()
+    return run
+
+
+def run_scale(
+    admin_url: str, sizes: Sequence[int], repeats: int, trials: int
+) -> list[ScaleRun]:
+    runs = []
+    for workers in sizes:
+        for repeat in range(1, repeats + 1):
+            log(f"scale: {workers} workers, run {repeat} (load {load_average()})")
+            run = run_scale_once(admin_url, workers, repeat, trials)
+            log(f"scale: {run.row()}")
+            runs.append(run)
+    return runs
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def own_cluster(max_connections: int = 100) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster in /tmp on a free port, run as the postgres user."""
+    versions = sorted(_PG_BIN.iterdir()) if _PG_BIN.is_dir() else []
+    if not versions:
+        raise RuntimeError(f"no PostgreSQL binaries under {_PG_BIN}")
+    bin_dir = versions[-1] / "bin"
+    folder = Path(tempfile.mkdtemp(prefix="sweep-scale-pg-"))
+    shutil.chown(folder, "postgres", "postgres")
+    data = folder / "data"
+    port = _free_port()
+
+    def as_postgres(*args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
+    options = (
+        f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={folder} "
+        f"-c max_connections={max_connections}"
+    )
+    as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
+                str(folder / "log"), "start")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments == [_WORKER_FLAG]:
+        return _worker_main()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=150, help="budget per operation")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--admin-url", default=DEFAULT_POSTGRES_ADMIN_URL)
+    where.add_argument("--own-cluster", action="store_true")
+    args = parser.parse_args(arguments)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    from sweep.search._optuna import quiet_optuna
+
+    quiet_optuna()
+    log(f"scale: load at start {load_average()}")
+    cluster = own_cluster() if args.own_cluster else contextlib.nullcontext(args.admin_url)
+    with cluster as admin_url:
+        runs = run_scale(admin_url, sizes, args.repeats, args.trials)
+    print(HEADER)
+    for run in runs:
+        print(run.row())
+    bad = [r for r in runs if not r.exact or r.running_left or r.failed or r.errors]
+    for run in bad:
+        for error in run.errors[:3]:
+            log(f"scale: {run.workers} workers run {run.repeat}: {error}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

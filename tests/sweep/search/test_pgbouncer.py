@@ -1,0 +1,130 @@
+"""Behind a real PgBouncer in transaction pooling mode: locks and budgets without session state."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy
+from _pgbouncer import SERVER_POOL_SIZE, pgbouncer_in_front_of
+from _servers import drop_server_database, make_server_database, require_server
+from optuna.trial import TrialState
+
+from storage import ModelRegistry, StorageUnavailable, create_engine
+from storage.locks import NamedLock
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture
+def direct_url() -> Iterator[str]:
+    require_server("postgresql")
+    url = make_server_database("postgresql")
+    try:
+        yield url
+    finally:
+        drop_server_database("postgresql", url)
+
+
+@pytest.fixture
+def bouncer_url(direct_url: str) -> Iterator[str]:
+    with pgbouncer_in_front_of(direct_url) as url:
+        yield url
+
+
+def _advisory_locks(direct_url: str) -> int:
+    engine = sqlalchemy.create_engine(direct_url, poolclass=sqlalchemy.NullPool)
+    try:
+        with engine.connect() as connection:
+            database = sqlalchemy.engine.make_url(direct_url).database
+            return int(connection.execute(sqlalchemy.text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+                "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = :db"
+            ), {"db": database}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_named_lock_is_exclusive_behind_pgbouncer(direct_url: str, bouncer_url: str) -> None:
+    holder, contender, busy = (create_engine(bouncer_url) for _ in range(3))
+    try:
+        lock = NamedLock(holder, "slots", timeout=10)
+        lock.acquire()
+        # Other clients' transactions go through the same few server connections meanwhile.
+        for _ in range(4 * SERVER_POOL_SIZE):
+            with busy.connect() as connection:
+                assert connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
+        assert _advisory_locks(direct_url) == 1
+        with pytest.raises(StorageUnavailable, match="could not take lock 'slots'"):
+            NamedLock(contender, "slots", timeout=1).acquire()
+        lock.release()
+        lock.release()  # idempotent
+        assert _advisory_locks(direct_url) == 0
+        with NamedLock(contender, "slots", timeout=10):
+            assert _advisory_locks(direct_url) == 1
+        assert _advisory_locks(direct_url) == 0
+    finally:
+        for engine in (holder, contender, busy):
+            engine.dispose()
+
+
+def test_registry_schema_and_campaign_lock_behind_pgbouncer(bouncer_url: str) -> None:
+    # The registry's schema upgrade and campaign registration take named locks and write
+    # through a second connection: both through PgBouncer.
+    with ModelRegistry(bouncer_url) as registry:
+        registry.register_campaign("bounced", lambda stored: {"trials": 3})
+    with ModelRegistry(bouncer_url) as registry:
+        assert registry.register_campaign("bounced", lambda stored: None) == {"trials": 3}
+
+
+@pytest.mark.slow
+def test_two_workers_fill_an_exact_budget_behind_pgbouncer(
+    direct_url: str, bouncer_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "campaign.toml"
+    config.write_text(
+        """
+[campaign]
+operations = ["add"]
+trials = 6
+[data]
+examples = 600
+test_examples = 200
+extrapolation_examples = 200
+[space]
+epochs = 2
+layers = { low = 0, high = 1 }
+"""
+    )
+    env = {**os.environ, "SWEEP_STORAGE": bouncer_url, "SWEEP_CAMPAIGN": "bounced",
+           "SWEEP_WORKERS": "2"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sweep", "worker", "--config", str(config)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for worker in workers:
+            _, stderr = worker.communicate(timeout=400)
+            assert worker.returncode == 0, stderr
+            assert "Traceback" not in stderr and "database error" not in stderr, stderr
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    study = optuna.load_study(study_name="bounced.add", storage=direct_url)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states) == 6, states
+    assert not {TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL} & set(states), states
+    workers_seen = {t.user_attrs.get("worker") for t in study.get_trials(deepcopy=False)}
+    assert len(workers_seen) == 2, workers_seen  # both really worked
+    with ModelRegistry(direct_url) as registry:
+        assert registry.best("bounced", "add") is not None
