@@ -1,4 +1,4 @@
-"""Section 8, scale: K worker processes of the real campaign machinery on one PostgreSQL.
+"""Section 9, scale: K worker processes of the real campaign machinery on one PostgreSQL.
 
 Each worker is `Campaign.join(...).run()`, as `sweep worker` runs it: Optuna's storage with
 heartbeats, the sampler and pruner, the slot locks that keep the budget exact, the registry
@@ -8,9 +8,12 @@ trial's hyperparameters, one report per epoch), so the search loop runs without 
 and the figures are the machinery's own cost, not training's.
 
 ``python -m benchmarks.scale [--sizes 8,32,64] [--repeats 2] [--trials 150]
-[--admin-url URL | --own-cluster]`` prints the Markdown rows of BENCHMARKS.md section 9.
-`--own-cluster` starts a throwaway PostgreSQL (initdb in /tmp, `max_connections = 100`, its
-own port) and stops it afterwards, so a shared server is neither reconfigured nor crowded.
+[--admin-url URL | --own-cluster] [--pgbouncer POOL]`` prints the Markdown rows of
+BENCHMARKS.md section 9. `--own-cluster` starts a throwaway PostgreSQL (initdb in /tmp,
+`max_connections = 100`, its own port) and stops it afterwards, so a shared server is
+neither reconfigured nor crowded.
+`--pgbouncer POOL` puts a real PgBouncer (transaction pooling, POOL server connections) between
+the workers and that database, the deployment for more workers than `max_connections / 2`.
 """
 
 from __future__ import annotations
@@ -89,7 +92,9 @@ class LinearTrainer:
         features = np.asarray(x_train, dtype=np.float64)
         design = np.column_stack([features, np.ones(len(features))])
         solution, *_ = np.linalg.lstsq(design, np.asarray(y_train, np.float64), rcond=None)
-        miss = abs(math.log10(spec.learning_rate) + 2.5)
+        # A power-family trial has no learning rate (0.0): its closed-form fit is the centre.
+        rate = spec.learning_rate if spec.learning_rate > 0 else 10**-2.5
+        miss = abs(math.log10(rate) + 2.5)
         shrink = 1.0 - min(0.5, 0.02 * miss)
         model = LinearModel(
             tuple(float(w) * shrink for w in solution[:-1]), float(solution[-1]) * shrink
@@ -173,6 +178,7 @@ class ScaleRun:
     slot_lock_seconds: float = 0.0  # summed over workers
     run_seconds: float = 0.0  # summed over workers: time inside Campaign.run
     load: str = ""
+    pgbouncer_pool: int | None = None  # workers reached the server through PgBouncer
 
     @property
     def exact(self) -> bool:
@@ -189,8 +195,11 @@ class ScaleRun:
         steady = self.total_trials / self.span_seconds
         lock_share = self.slot_lock_seconds / self.run_seconds if self.run_seconds else math.nan
         per_trial_lock_ms = 1000 * self.slot_lock_seconds / max(1, self.total_trials)
+        via = (
+            f" via PgBouncer (pool {self.pgbouncer_pool})" if self.pgbouncer_pool else ""
+        )
         return (
-            f"| {self.workers} | {self.repeat} | {self.total_trials} "
+            f"| {self.workers}{via} | {self.repeat} | {self.total_trials} "
             f"({'exact' if self.exact else 'NOT exact: ' + str(self.counted)}) | "
             f"{self.running_left} | {self.failed} | {len(self.errors)} | "
             f"{self.peak_connections} | {self.peak_server_connections} / {self.max_connections}"
@@ -263,19 +272,35 @@ def _config(trials: int) -> Any:
     )
 
 
-def run_scale_once(admin_url: str, workers: int, repeat: int, trials: int) -> ScaleRun:
-    """One campaign with `workers` processes on a fresh database, checked and measured."""
+def run_scale_once(
+    admin_url: str, workers: int, repeat: int, trials: int, pgbouncer_pool: int | None = None
+) -> ScaleRun:
+    """One campaign with `workers` processes on a fresh database, checked and measured.
+
+    With `pgbouncer_pool`, the workers reach the database through a real PgBouncer in
+    transaction pooling mode holding at most that many server connections (the deployment
+    docs/deployment.md gives for more workers than `max_connections / 2`).
+    """
     import optuna
     from optuna.trial import TrialState
 
     from sweep.search.campaign import Campaign
 
     run = ScaleRun(workers, repeat, _max_connections(admin_url), trials)
-    with temporary_postgres(admin_url) as url:
+    run.pgbouncer_pool = pgbouncer_pool
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(temporary_postgres(admin_url))
         with Campaign(_config(trials), url, LinearTrainer()):
             pass  # created (studies, startup designs, campaign row) once, as `sweep run` does
         database = sqlalchemy.engine.make_url(url).database or ""
-        env = {**os.environ, "SWEEP_STORAGE": url, "SWEEP_WORKERS": str(workers)}
+        worker_url = url
+        if pgbouncer_pool is not None:
+            from benchmarks.pgbouncer import pgbouncer_in_front_of
+
+            worker_url = stack.enter_context(pgbouncer_in_front_of(
+                url, pool_size=pgbouncer_pool, max_client_conn=max(100, 4 * workers)
+            ))
+        env = {**os.environ, "SWEEP_STORAGE": worker_url, "SWEEP_WORKERS": str(workers)}
         command = [sys.executable, "-m", "benchmarks.scale", _WORKER_FLAG]
         with _ConnectionSampler(admin_url, database) as sampler:
             started = time.monotonic()
@@ -316,13 +341,14 @@ def run_scale_once(admin_url: str, workers: int, repeat: int, trials: int) -> Sc
 
 
 def run_scale(
-    admin_url: str, sizes: Sequence[int], repeats: int, trials: int
+    admin_url: str, sizes: Sequence[int], repeats: int, trials: int,
+    pgbouncer_pool: int | None = None,
 ) -> list[ScaleRun]:
     runs = []
     for workers in sizes:
         for repeat in range(1, repeats + 1):
             log(f"scale: {workers} workers, run {repeat} (load {load_average()})")
-            run = run_scale_once(admin_url, workers, repeat, trials)
+            run = run_scale_once(admin_url, workers, repeat, trials, pgbouncer_pool)
             log(f"scale: {run.row()}")
             runs.append(run)
     return runs
@@ -375,6 +401,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--admin-url", default=DEFAULT_POSTGRES_ADMIN_URL)
     where.add_argument("--own-cluster", action="store_true")
+    parser.add_argument(
+        "--pgbouncer", type=int, default=None, metavar="POOL",
+        help="workers go through a real PgBouncer (transaction pooling) holding at most POOL "
+        "server connections",
+    )
     args = parser.parse_args(arguments)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     from sweep.search._optuna import quiet_optuna
@@ -383,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"scale: load at start {load_average()}")
     cluster = own_cluster() if args.own_cluster else contextlib.nullcontext(args.admin_url)
     with cluster as admin_url:
-        runs = run_scale(admin_url, sizes, args.repeats, args.trials)
+        runs = run_scale(admin_url, sizes, args.repeats, args.trials, args.pgbouncer)
     print(HEADER)
     for run in runs:
         print(run.row())

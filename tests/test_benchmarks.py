@@ -139,3 +139,31 @@ def test_quick_benchmark_writes_every_table(tmp_path: Path) -> None:
     for optimizer in ("sweep", "keras"):
         rows = _rows(report, optimizer)
         assert rows and all(_is_number(cell) for cell in rows[0][1:5]), (optimizer, rows)
+
+
+@pytest.mark.timeout(300)
+def test_scale_benchmark_runs_real_workers_through_pgbouncer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Section 9's machinery at its smallest: 3 worker processes behind a real PgBouncer with
+    a 2-connection server pool fill an exact budget, nothing left RUNNING or failed."""
+    postgres_down = unreachable_reason("postgresql")
+    if postgres_down:
+        if "CI" in os.environ:
+            pytest.fail(f"PostgreSQL is unreachable in CI: {postgres_down}", pytrace=False)
+        pytest.skip(postgres_down)
+    from benchmarks.pgbouncer import binary
+    from benchmarks.scale import run_scale_once
+
+    if binary() is None:
+        if "CI" in os.environ:
+            pytest.fail("pgbouncer is not installed (CI is set)", pytrace=False)
+        pytest.skip("pgbouncer is not installed")
+    monkeypatch.chdir(REPO_ROOT)  # the workers run `python -m benchmarks.scale --worker`
+    run = run_scale_once(admin_url("postgresql"), workers=3, repeat=1, trials=8,
+                         pgbouncer_pool=2)
+    assert run.exact, run.counted
+    assert (run.running_left, run.failed, run.errors) == (0, 0, []), run
+    # The campaign's database never saw more server connections than PgBouncer's pool.
+    assert run.peak_connections <= 2, run.peak_connections
+    assert _is_number(run.row().split("|")[9])
