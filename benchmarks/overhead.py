@@ -97,7 +97,9 @@ class _WriteCounter:
 
 def _synthetic_value(spec: ModelSpec) -> float:
     """A made-up validation error with structure, so TPE has something to model."""
-    return abs(math.log10(spec.learning_rate) + 2.5) + 0.1 * len(spec.hidden_layers)
+    # A power-family trial has no learning rate (0.0): its closed-form fit is the centre.
+    rate = spec.learning_rate if spec.learning_rate > 0 else 10**-2.5
+    return abs(math.log10(rate) + 2.5) + 0.1 * len(spec.hidden_layers)
 
 
 def _user_attrs(spec: ModelSpec, value: float) -> dict[str, Any]:

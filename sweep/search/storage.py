@@ -84,12 +84,26 @@ def optuna_storage(url: str) -> SweepStorage:
         try:
             return _open_sweep_storage(url)
         except StorageInternalError as e:
-            if attempt + 1 == _CREATE_ATTEMPTS or not isinstance(
-                e.__cause__, sqlalchemy.exc.SQLAlchemyError
-            ):
+            if attempt + 1 == _CREATE_ATTEMPTS or not _lost_a_creation_race(e):
                 raise
             time.sleep(0.2 * (attempt + 1) * (0.5 + random.random()))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _lost_a_creation_race(error: BaseException) -> bool:
+    """A database error under `error`: SQLAlchemy's own, or Optuna's wrapping of one (two
+    workers inserting Optuna's version row at once get Optuna's StorageInternalError, "An
+    exception is raised during the commit", from an IntegrityError)."""
+    cause = error.__cause__
+    for _ in range(8):  # a chain, not a cycle
+        if cause is None:
+            return False
+        if isinstance(
+            cause, sqlalchemy.exc.SQLAlchemyError | optuna.exceptions.StorageInternalError
+        ):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _optuna_tables_ready(engine: Engine, url: str) -> bool:

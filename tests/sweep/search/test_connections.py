@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+import optuna
 import pytest
 import sqlalchemy
 from _servers import admin_url
@@ -96,3 +97,27 @@ def test_workers_starting_together_create_optunas_tables_once(
                 assert rows.scalar_one() == 1, table
     finally:
         engine.dispose()
+
+
+def test_a_lost_creation_race_is_retried_also_when_optuna_wraps_it() -> None:
+    """Optuna's `_create_scoped_session` turns a failed commit into its StorageInternalError
+    (seen in CI: two workers opening a fresh database through PgBouncer); that is a lost race
+    to retry, as SQLAlchemy's own errors are, while anything else is not."""
+    from storage import StorageInternalError
+    from sweep.search.storage import _lost_a_creation_race
+
+    def wrapped(cause: BaseException) -> StorageInternalError:
+        try:
+            raise cause
+        except BaseException as e:
+            error = StorageInternalError("cannot open Optuna's tables")
+            error.__cause__ = e
+            return error
+
+    commit_failed = optuna.exceptions.StorageInternalError("An exception is raised during commit")
+    commit_failed.__cause__ = sqlalchemy.exc.OperationalError("COMMIT", {}, Exception("lost"))
+    assert _lost_a_creation_race(wrapped(commit_failed))
+    assert _lost_a_creation_race(
+        wrapped(sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key")))
+    )
+    assert not _lost_a_creation_race(wrapped(ValueError("a newer schema")))

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy
 from _pgbouncer import SERVER_POOL_SIZE, pgbouncer_in_front_of
 from _servers import drop_server_database, make_server_database, require_server
+from conftest import StartTogether
 from optuna.trial import TrialState
 
 from storage import ModelRegistry, StorageUnavailable, create_engine
@@ -128,3 +129,35 @@ layers = { low = 0, high = 1 }
     assert len(workers_seen) == 2, workers_seen  # both really worked
     with ModelRegistry(direct_url) as registry:
         assert registry.best("bounced", "add") is not None
+
+
+_OPEN_STORAGE = """
+import json, sys
+from sweep.search.storage import optuna_storage
+print("ready", flush=True)
+sys.stdin.readline()
+storage = optuna_storage(sys.argv[1])
+print(json.dumps(storage.get_all_studies() == []))
+storage.engine.dispose()
+"""
+
+
+def test_workers_starting_together_create_optunas_tables_behind_pgbouncer(
+    direct_url: str, start_together: StartTogether
+) -> None:
+    # Racers on a fresh database: a loser's failed commit may come wrapped in Optuna's
+    # StorageInternalError, and is retried like any lost race. Creating the tables takes 2
+    # connections at once, so the pool holds 2 per racer (docs/deployment.md's sizing).
+    from benchmarks.pgbouncer import pgbouncer_in_front_of as bouncer
+
+    with bouncer(direct_url, pool_size=8) as url:
+        results = start_together([["-c", _OPEN_STORAGE, url] for _ in range(4)])
+    assert results == [True] * 4
+    engine = sqlalchemy.create_engine(direct_url, poolclass=sqlalchemy.NullPool)
+    try:
+        with engine.connect() as connection:
+            for table in ("version_info", "alembic_version"):
+                rows = connection.execute(sqlalchemy.text(f"SELECT count(*) FROM {table}"))
+                assert rows.scalar_one() == 1, table
+    finally:
+        engine.dispose()
