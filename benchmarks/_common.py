@@ -146,3 +146,12 @@ def training_runtime() -> None:
 
     configure_tensorflow(1)
     quiet_optuna()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for servers we start)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from benchmarks._common import free_port
+
 __all__ = ["PgBouncerMissing", "binary", "pgbouncer_in_front_of"]
 
 
@@ -44,10 +46,6 @@ def binary() -> str | None:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -74,7 +72,7 @@ def _run(
     found: str, server_url: str, folder: Path, pool_size: int, max_client_conn: int
 ) -> Iterator[str]:
     url = make_url(server_url)
-    port = _free_port()
+    port = free_port()
     (folder / "users.txt").write_text(f'"{url.username}" ""\n')
     (folder / "pgbouncer.ini").write_text(
         f"""[databases]

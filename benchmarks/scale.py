@@ -24,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,13 @@ import numpy.typing as npt
 import sqlalchemy
 from sqlalchemy.pool import NullPool
 
-from benchmarks._common import DEFAULT_POSTGRES_ADMIN_URL, load_average, log, temporary_postgres
+from benchmarks._common import (
+    DEFAULT_POSTGRES_ADMIN_URL,
+    free_port,
+    load_average,
+    log,
+    temporary_postgres,
+)
 
 SIZES: tuple[int, ...] = (8, 32, 64)
 OPERATIONS: tuple[str, ...] = ("add", "multiply")
@@ -354,10 +359,6 @@ def run_scale(
     return runs
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -370,7 +371,7 @@ def own_cluster(max_connections: int = 100) -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="sweep-scale-pg-"))
     shutil.chown(folder, "postgres", "postgres")
     data = folder / "data"
-    port = _free_port()
+    port = free_port()
 
     def as_postgres(*args: str) -> None:
         subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import log, median
+from benchmarks._common import free_port, log, median
 
 __all__ = ["InProcessResult", "ServeLatency", "ServingResult", "run_serving"]
 
@@ -107,12 +107,6 @@ def _seed(url: str) -> None:
         )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _sweep() -> list[str]:
@@ -249,7 +243,7 @@ def run_serving(workdir: Path, *, quick: bool) -> ServingResult:
     result.predict_seconds, result.predict_runs = median(timings), runs
     log(f"serving: sweep predict {result.predict_seconds:.1f} s per call")
 
-    port = _free_port()
+    port = free_port()
     started = time.perf_counter()
     server = subprocess.Popen(
         [*_sweep(), "serve", "--storage", url, "--port", str(port), OPERATION],

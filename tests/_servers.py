@@ -121,3 +121,28 @@ def drop_server_database(kind: ServerKind, url: str) -> None:
                 connection.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
     finally:
         engine.dispose()
+
+
+# A worker's opening of Optuna's storage, for `start_together` (conftest): prints whether the
+# opened storage is empty, as it is on a fresh database.
+OPEN_OPTUNA_STORAGE = """
+import json, sys
+from sweep.search.storage import optuna_storage
+print("ready", flush=True)
+sys.stdin.readline()
+storage = optuna_storage(sys.argv[1])
+print(json.dumps(storage.get_all_studies() == []))
+storage.engine.dispose()
+"""
+
+
+def assert_optuna_tables_stamped_once(url: str) -> None:
+    """Racers created Optuna's tables once: one version row, one alembic revision."""
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            for table in ("version_info", "alembic_version"):
+                rows = connection.execute(sqlalchemy.text(f"SELECT count(*) FROM {table}"))
+                assert rows.scalar_one() == 1, table
+    finally:
+        engine.dispose()

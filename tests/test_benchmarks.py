@@ -145,8 +145,10 @@ def test_quick_benchmark_writes_every_table(tmp_path: Path) -> None:
 def test_scale_benchmark_runs_real_workers_through_pgbouncer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Section 9's machinery at its smallest: 3 worker processes behind a real PgBouncer with
-    a 2-connection server pool fill an exact budget, nothing left RUNNING or failed."""
+    """Section 9's machinery at its smallest: 3 worker processes behind a real PgBouncer fill
+    an exact budget, nothing left RUNNING or failed. The pool is docs/deployment.md's 2 per
+    worker starting together (opening Optuna's storage holds 2 at once; a 2-connection pool
+    starved 1 run in 4 here until PgBouncer's query_wait_timeout)."""
     postgres_down = unreachable_reason("postgresql")
     if postgres_down:
         if "CI" in os.environ:
@@ -161,9 +163,9 @@ def test_scale_benchmark_runs_real_workers_through_pgbouncer(
         pytest.skip("pgbouncer is not installed")
     monkeypatch.chdir(REPO_ROOT)  # the workers run `python -m benchmarks.scale --worker`
     run = run_scale_once(admin_url("postgresql"), workers=3, repeat=1, trials=8,
-                         pgbouncer_pool=2)
+                         pgbouncer_pool=6)
     assert run.exact, run.counted
     assert (run.running_left, run.failed, run.errors) == (0, 0, []), run
     # The campaign's database never saw more server connections than PgBouncer's pool.
-    assert run.peak_connections <= 2, run.peak_connections
+    assert run.peak_connections <= 6, run.peak_connections
     assert _is_number(run.row().split("|")[9])

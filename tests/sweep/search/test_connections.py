@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import optuna
 import pytest
 import sqlalchemy
-from _servers import admin_url
+from _servers import OPEN_OPTUNA_STORAGE, admin_url, assert_optuna_tables_stamped_once
 from conftest import StartTogether
 from optuna.trial import TrialState
 
@@ -72,31 +72,13 @@ def test_a_joining_worker_holds_at_most_two_connections(postgresql_url: str) -> 
     assert 1 <= peak.peak <= 2, peak.peak
 
 
-_OPEN_STORAGE = """
-import json, sys
-from sweep.search.storage import optuna_storage
-print("ready", flush=True)
-sys.stdin.readline()
-storage = optuna_storage(sys.argv[1])
-print(json.dumps(storage.get_all_studies() == []))
-storage.engine.dispose()
-"""
-
-
 def test_workers_starting_together_create_optunas_tables_once(
     server_url: str, start_together: StartTogether
 ) -> None:
     # No lock is held across Optuna's table creation on a server; the racers retry.
-    results = start_together([["-c", _OPEN_STORAGE, server_url] for _ in range(4)])
+    results = start_together([["-c", OPEN_OPTUNA_STORAGE, server_url] for _ in range(4)])
     assert results == [True] * 4
-    engine = sqlalchemy.create_engine(server_url, poolclass=sqlalchemy.NullPool)
-    try:
-        with engine.connect() as connection:
-            for table in ("version_info", "alembic_version"):
-                rows = connection.execute(sqlalchemy.text(f"SELECT count(*) FROM {table}"))
-                assert rows.scalar_one() == 1, table
-    finally:
-        engine.dispose()
+    assert_optuna_tables_stamped_once(server_url)
 
 
 def test_a_lost_creation_race_is_retried_also_when_optuna_wraps_it() -> None:

@@ -12,7 +12,13 @@ import optuna
 import pytest
 import sqlalchemy
 from _pgbouncer import SERVER_POOL_SIZE, pgbouncer_in_front_of
-from _servers import drop_server_database, make_server_database, require_server
+from _servers import (
+    OPEN_OPTUNA_STORAGE,
+    assert_optuna_tables_stamped_once,
+    drop_server_database,
+    make_server_database,
+    require_server,
+)
 from conftest import StartTogether
 from optuna.trial import TrialState
 
@@ -141,17 +147,6 @@ layers = { low = 0, high = 1 }
         assert registry.best("bounced", "add") is not None
 
 
-_OPEN_STORAGE = """
-import json, sys
-from sweep.search.storage import optuna_storage
-print("ready", flush=True)
-sys.stdin.readline()
-storage = optuna_storage(sys.argv[1])
-print(json.dumps(storage.get_all_studies() == []))
-storage.engine.dispose()
-"""
-
-
 def test_workers_starting_together_create_optunas_tables_behind_pgbouncer(
     direct_url: str, start_together: StartTogether
 ) -> None:
@@ -161,13 +156,6 @@ def test_workers_starting_together_create_optunas_tables_behind_pgbouncer(
     from benchmarks.pgbouncer import pgbouncer_in_front_of as bouncer
 
     with bouncer(direct_url, pool_size=8) as url:
-        results = start_together([["-c", _OPEN_STORAGE, url] for _ in range(4)])
+        results = start_together([["-c", OPEN_OPTUNA_STORAGE, url] for _ in range(4)])
     assert results == [True] * 4
-    engine = sqlalchemy.create_engine(direct_url, poolclass=sqlalchemy.NullPool)
-    try:
-        with engine.connect() as connection:
-            for table in ("version_info", "alembic_version"):
-                rows = connection.execute(sqlalchemy.text(f"SELECT count(*) FROM {table}"))
-                assert rows.scalar_one() == 1, table
-    finally:
-        engine.dispose()
+    assert_optuna_tables_stamped_once(direct_url)
