@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
 from sweep import settings
 from sweep.errors import ConfigError
 
 _configured = False
+# fd 2 as it was before `quiet_tensorflow` pointed it at /dev/null (None when not redirected).
+_saved_stderr: int | None = None
+_stderr_lock = threading.Lock()
 
 
 def _verbose() -> bool:
@@ -35,16 +39,35 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     if "tensorflow" in sys.modules or _verbose():
         return
+    global _saved_stderr
     sys.stderr.flush()
-    saved = os.dup(2)
-    try:
+    with _stderr_lock:
+        _saved_stderr = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.close(devnull)
+    try:
         import tensorflow  # noqa: F401
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        with _stderr_lock:
+            if _saved_stderr is not None:
+                os.dup2(_saved_stderr, 2)
+                os.close(_saved_stderr)
+                _saved_stderr = None
+
+
+def restore_stderr() -> None:
+    """Give fd 2 back now, while an import in another thread may still be running.
+
+    For a process that leaves without waiting for that import (Ctrl-C): its last message must
+    reach the terminal, and the import's own chatter no longer matters.
+    """
+    global _saved_stderr
+    with _stderr_lock:
+        if _saved_stderr is not None:
+            os.dup2(_saved_stderr, 2)
+            os.close(_saved_stderr)
+            _saved_stderr = None
 
 
 def configure_tensorflow(threads: int) -> int:

@@ -18,6 +18,7 @@ import time
 from sweep import settings
 from sweep.errors import ConfigError, FatalSweepError
 from sweep.search._signals import install_signal_handlers as install_signal_handlers
+from sweep.search._signals import interrupting_signal as interrupting_signal
 from sweep.search.budget import progress
 from sweep.search.campaign import Campaign
 from sweep.search.reporting import OperationStatus, Reporter

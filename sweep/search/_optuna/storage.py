@@ -132,7 +132,8 @@ class SweepStorage(optuna.storages.RDBStorage):
                 )
             if row is None:
                 raise KeyError(models.NOT_FOUND_MSG)
-            known = (int(row[0]), TrialState(row[1]))
+            study_id: Any = row[0]  # (typed optional by SQLAlchemy 2.1; the column is NOT NULL)
+            known = (int(study_id), TrialState(row[1]))
             if not known[1].is_finished():
                 self._trials_known[trial_id] = known
         self.check_trial_is_updatable(trial_id, known[1])
@@ -286,7 +287,8 @@ class SweepStorage(optuna.storages.RDBStorage):
         """
         with _create_scoped_session(self.scoped_session) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-            if cast(TrialState, trial.state).is_finished():  # Optuna's check and message
+            state: Any = trial.state  # (Optuna's model is typed Mapped[] on some versions)
+            if TrialState(state).is_finished():  # Optuna's check and message
                 raise UpdateFinishedTrialError(
                     f"Trial#{trial.number} has already finished and can not be updated."
                 )

@@ -151,3 +151,34 @@ def test_real_sweep_through_the_command_line(tmp_path: Path) -> None:
         # normalisation, square and a*a*a as linear maps in the log_abs domain.
         assert row["hit_rate"] == 1.0, row
         assert row["extrapolation_hit_rate"] == 1.0, row
+
+
+def _class_interrupted_while_created() -> None:
+    class Interrupts:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    class Holder:  # Python 3.11 wraps the interrupt: "RuntimeError: Error calling __set_name__"
+        field = Interrupts()
+
+
+def test_ctrl_c_that_python_wrapped_in_another_error_still_ends_as_interrupted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_main = sys.modules["sweep.cli.main"]  # (`sweep.cli.main` the attribute is the function)
+
+    with pytest.raises(BaseException) as raised:
+        _class_interrupted_while_created()
+    assert not isinstance(raised.value, KeyboardInterrupt)  # what CI saw, as a traceback
+    monkeypatch.setattr(cli_main, "_main", lambda argv: _class_interrupted_while_created())
+    monkeypatch.delenv("SWEEP_PARENT_PID", raising=False)
+    try:
+        assert main([]) == 130
+    finally:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert "sweep: interrupted" in capsys.readouterr().err
+    monkeypatch.setattr(cli_main, "_main", lambda argv: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # a real bug still shows itself
+        main([])
