@@ -90,9 +90,51 @@ class StudySummary:
 class SweepStorage(optuna.storages.RDBStorage):
     """RDBStorage with buffered per-trial writes, a summary query and a fault-tolerant beat."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        engine_kwargs: dict[str, Any] | None = None,
+        skip_compatibility_check: bool = False,
+        **kwargs: Any,
+    ) -> None:
         self._init_buffer()
-        super().__init__(*args, **kwargs)
+        super().__init__(url, engine_kwargs, True, **kwargs)
+        self.skip_compatibility_check = skip_compatibility_check
+        self._check_schema()
+
+    def _check_schema(self) -> None:
+        """Optuna's schema check, one connection at a time.
+
+        Optuna's own (`_VersionManager.check_table_schema_compatibility`) reads the alembic
+        revision on a second connection while its first holds a transaction open: a worker
+        needs two server connections at once just to start, and workers starting together
+        behind a small PgBouncer pool each hold one and wait for another (64 workers behind a
+        40-connection pool deadlocked; 3 behind a 2-connection pool failed 1 run in 4).
+        Same verdict and message as Optuna's.
+        """
+        if self.skip_compatibility_check:
+            return
+        versions = self._version_manager
+        current = versions.get_current_version()  # its own connection, closed again
+        if current == versions.get_head_version():
+            return
+        with _create_scoped_session(self.scoped_session) as session:
+            info = models.VersionInfoModel.find(session)
+            library_version = info.library_version if info is not None else "unknown"
+        message = (
+            f"The runtime optuna version {optuna.__version__} is no longer compatible with "
+            f"the table schema (set up by optuna {library_version}). "
+        )
+        if current in versions.get_all_versions():
+            message += (
+                "Please execute `$ optuna storage upgrade --storage $STORAGE_URL` "
+                "for upgrading the storage."
+            )
+        else:
+            message += (
+                "Please try updating optuna to the latest version by `$ pip install -U optuna`."
+            )
+        raise RuntimeError(message)
 
     def _init_buffer(self) -> None:
         self._pending: dict[int, _Pending] = {}
@@ -115,7 +157,10 @@ class SweepStorage(optuna.storages.RDBStorage):
 
     def __setstate__(self, state: dict[Any, Any]) -> None:
         self._init_buffer()
-        super().__setstate__(state)
+        skip = state.get("skip_compatibility_check", False)
+        super().__setstate__({**state, "skip_compatibility_check": True})
+        self.skip_compatibility_check = skip
+        self._check_schema()
 
     # -- buffered writes, checked at the call -------------------------------------------------
 

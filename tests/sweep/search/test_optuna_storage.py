@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -263,3 +264,50 @@ def test_pruning_reads_the_buffer_without_writing_it(tmp_path: Path) -> None:
     study.tell(trial, 0.2)
     tables = [w.split()[2].strip('"`') for w in writes if w.startswith(("INSERT", "DELETE"))]
     assert tables.count("trial_intermediate_values") == 2  # one DELETE, one 5-row INSERT
+
+
+def _peak_connections_while(action: Callable[[], object]) -> int:
+    """The most connections this process had checked out of any pool at once during `action`."""
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    out = peak = 0
+
+    def checkout(*_: object) -> None:
+        nonlocal out, peak
+        out += 1
+        peak = max(peak, out)
+
+    def checkin(*_: object) -> None:
+        nonlocal out
+        out -= 1
+
+    event.listen(Pool, "checkout", checkout)
+    event.listen(Pool, "checkin", checkin)
+    try:
+        action()
+    finally:
+        event.remove(Pool, "checkout", checkout)
+        event.remove(Pool, "checkin", checkin)
+    return peak
+
+
+def test_opening_the_storage_holds_one_connection_at_a_time(storage_url: str) -> None:
+    """Workers starting together behind a small PgBouncer pool each held one server
+    connection and waited for a second (Optuna's schema check): a deadlock. Only the very
+    first open of a database, which creates the tables and stamps alembic's revision, still
+    takes two (Optuna's `_init_alembic`); every later open and a copy (pickle) take one."""
+    storage = open_optuna_storage(storage_url)
+    assert _peak_connections_while(lambda: open_optuna_storage(storage_url)) == 1
+    assert _peak_connections_while(lambda: pickle.loads(pickle.dumps(storage))) == 1
+
+
+def test_a_schema_optuna_does_not_know_is_refused_with_optunas_message(storage_url: str) -> None:
+    open_optuna_storage(storage_url)
+    engine = sqlalchemy.create_engine(storage_url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'v99.0.0'"))
+    engine.dispose()
+    with pytest.raises(Exception, match="no longer compatible with the table schema") as raised:
+        open_optuna_storage(storage_url)
+    assert "pip install -U optuna" in str(raised.value)
