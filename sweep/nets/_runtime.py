@@ -49,11 +49,7 @@ def quiet_tensorflow() -> None:
     try:
         import tensorflow  # noqa: F401
     finally:
-        with _stderr_lock:
-            if _saved_stderr is not None:
-                os.dup2(_saved_stderr, 2)
-                os.close(_saved_stderr)
-                _saved_stderr = None
+        restore_stderr()  # (unless the main thread already did, leaving on Ctrl-C)
 
 
 def restore_stderr() -> None:
