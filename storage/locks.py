@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy import text
@@ -76,6 +77,81 @@ class NamedLock:
                 text("SELECT GET_LOCK(:name, 1)"), {"name": _mysql_name(self.name)}
             )
         self.held = True
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free right now, else return False at once (one round trip).
+
+        Lets a worker that finds one operation's slots being reserved by another go and
+        reserve a slot of another operation instead of queueing behind it.
+        """
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            got = self._try_sqlite()
+        elif dialect == "postgresql":
+            got = self._try_postgresql()
+        else:
+            got = self._try_mysql()
+        self.held = got
+        return got
+
+    def _try_postgresql(self) -> bool:
+        connection = connect(self.engine)
+        try:
+            with translated(self.engine, f"taking lock {self.name!r}"):
+                got = connection.execute(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _pg_key(self.name)}
+                ).scalar()
+                if not got:
+                    connection.rollback()
+                    connection.close()
+                    return False
+        except BaseException:
+            connection.invalidate()
+            connection.close()
+            raise
+        self._connection = connection
+        return True
+
+    def _try_mysql(self) -> bool:
+        connection = connect(self.engine)
+        try:
+            with translated(self.engine, f"taking lock {self.name!r}"):
+                got = connection.execute(
+                    text("SELECT GET_LOCK(:name, 0)"), {"name": _mysql_name(self.name)}
+                ).scalar()
+                connection.commit()
+        except BaseException:
+            connection.invalidate()
+            connection.close()
+            raise
+        if got not in (True, 1):
+            connection.close()
+            return False
+        self._connection = connection
+        return True
+
+    def _try_sqlite(self) -> bool:
+        path = sqlite_path(str(self.engine.url))
+        if path is None:
+            memory = _MEMORY_LOCKS.setdefault(self.name, threading.Lock())
+            if not memory.acquire(blocking=False):
+                return False
+            self._memory = memory
+            return True
+        fd = os.open(self._sqlite_lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._file = fd
+        return True
+
+    def _sqlite_lock_path(self, database: Path) -> Path:
+        # One hidden folder next to the database keeps the lock files out of the user's way.
+        folder = database.parent / f".{database.name}.locks"
+        folder.mkdir(exist_ok=True)
+        return folder / f"{hashlib.sha256(self.name.encode()).hexdigest()[:16]}.lock"
 
     def _acquire_postgresql(self) -> None:
         """Wait in the server's lock queue in short rounds, ending the transaction between them.
@@ -143,10 +219,7 @@ class NamedLock:
             if not self._memory.acquire(timeout=self.timeout):
                 raise StorageUnavailable(f"could not take lock {self.name!r} in {self.timeout} s")
             return
-        # One hidden folder next to the database keeps the lock files out of the user's way.
-        folder = path.parent / f".{path.name}.locks"
-        folder.mkdir(exist_ok=True)
-        lock_path = folder / f"{hashlib.sha256(self.name.encode()).hexdigest()[:16]}.lock"
+        lock_path = self._sqlite_lock_path(path)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.timeout
         while True:
