@@ -5,15 +5,16 @@ trials: they are an outcome of their hyperparameters). FAIL trials (crashes, a w
 mid-trial) do not count; they are retried. The budget is a total, not "this many more".
 
 A slot is reserved under the study's named lock: the lock is held while Optuna creates (or
-dequeues) the trial and released as soon as the objective starts, so RUNNING trials count as
-taken and K workers never start more trials than the budget has left.
+dequeues) the trial and released the moment the trial is RUNNING in the database (before
+Optuna samples its parameters), so RUNNING trials count as taken and K workers never start
+more trials than the budget has left.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import optuna
@@ -26,6 +27,7 @@ __all__ = [
     "COUNTED_STATES",
     "AllTaken",
     "BudgetMet",
+    "Busy",
     "Reservation",
     "Reserved",
     "SlotLock",
@@ -47,24 +49,28 @@ class TrialCounts:
     # worker's trial) are not taken: Optuna hands them out before it creates a new trial, so
     # starting a trial while counted + RUNNING < budget never exceeds the budget.
     reserved: int
-    last_state: str | None
+    last_state: str | None = None  # the newest trial's (`progress` reads it; `trial_counts` not)
 
 
 def trial_counts(study: optuna.Study) -> TrialCounts:
     """The study's counts: one aggregate query on a SweepStorage, else a load of the trials."""
-    if backend_of(study) is not None:
-        return progress(study)[0]
+    backend = backend_of(study)
+    if backend is not None:
+        states = backend.state_counts(study_id(study))
+        counted = sum(states.get(state, 0) for state in COUNTED_STATES)
+        return TrialCounts(counted, counted + sum(states.get(s, 0) for s in RESERVED_STATES))
     trials = study.get_trials(deepcopy=False)
     counted = sum(t.state in COUNTED_STATES for t in trials)
-    reserved = counted + sum(t.state in RESERVED_STATES for t in trials)
-    return TrialCounts(counted, reserved, trials[-1].state.name if trials else None)
+    return TrialCounts(counted, counted + sum(t.state in RESERVED_STATES for t in trials))
 
 
 def progress(study: optuna.Study) -> tuple[TrialCounts, float | None]:
     """Counts and best value together: one summary query on a SweepStorage."""
     backend = backend_of(study)
     if backend is None:
-        return trial_counts(study), best_value(study)
+        trials = study.get_trials(deepcopy=False)
+        last = trials[-1].state.name if trials else None
+        return replace(trial_counts(study), last_state=last), best_value(study)
     summary = backend.summary(study_id(study))
     counted = summary.count(*COUNTED_STATES)
     last = summary.last_state.name if summary.last_state is not None else None
@@ -86,6 +92,7 @@ class SlotLock(Protocol):
     """A lock that guards an operation's slots (`storage.locks.NamedLock`, or none)."""
 
     def acquire(self) -> None: ...
+    def try_acquire(self) -> bool: ...
     def release(self) -> None: ...
 
 
@@ -94,6 +101,9 @@ class _NoLock:
 
     def acquire(self) -> None:
         pass
+
+    def try_acquire(self) -> bool:
+        return True
 
     def release(self) -> None:
         pass
@@ -117,18 +127,27 @@ class BudgetMet:
     """The budget is spent: no more trials for this operation."""
 
 
-Reservation = Reserved | AllTaken | BudgetMet
+@dataclass(frozen=True)
+class Busy:
+    """Another worker is reserving a slot of this operation right now (asked not to wait):
+    reserve one of another operation meanwhile."""
+
+
+Reservation = Reserved | AllTaken | BudgetMet | Busy
 
 
 def reserve_slot(
     counts: Callable[[], TrialCounts],
     budget: int | None,
     make_lock: Callable[[], SlotLock],
+    *,
+    wait: bool = True,
 ) -> Reservation:
     """Reserve one trial slot of `budget`, reading `counts` before and again under the lock.
 
     The first read lets a worker skip the lock when the answer is already known; the second,
-    under the lock, is the one that decides.
+    under the lock, is the one that decides. With `wait` false, a lock another worker holds
+    gives `Busy` at once instead of a place in its queue.
     """
     if budget is None:
         return Reserved(_NoLock())
@@ -136,7 +155,10 @@ def reserve_slot(
     if decided is not None:
         return decided
     lock = make_lock()
-    lock.acquire()
+    if wait:
+        lock.acquire()
+    elif not lock.try_acquire():
+        return Busy()
     try:
         decided = _decide(counts(), budget)
     except BaseException:

@@ -11,6 +11,7 @@ caller about each promoted model through `on_promoted` (the CLI publishes it to 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ from sweep.search._signals import deferred_interrupts, interrupting_signal, rais
 from sweep.search.budget import (
     AllTaken,
     BudgetMet,
+    Busy,
     Reserved,
     SlotLock,
     progress,
@@ -56,7 +58,7 @@ from sweep.search.pruners import make_pruner
 from sweep.search.reporting import OperationStatus, Reporter, SilentReporter
 from sweep.search.retry import DatabasePatience, FailureCount, database_error, is_database_error
 from sweep.search.samplers import make_sampler, operation_seed
-from sweep.search.storage import SweepStorage, optuna_storage
+from sweep.search.storage import SweepStorage, backend_of, optuna_storage
 
 __all__ = ["Campaign", "PromotedModel", "PromotionHook", "open_storage", "run_campaign"]
 
@@ -121,13 +123,16 @@ class Campaign:
         self.trainer = trainer
         self.on_promoted = on_promoted
         self.studies: dict[str, optuna.Study] = {}
-        self._deadlines: dict[str, float | None] = {}
+        # Per operation: when this worker's time for it ends (its first trial + timeout).
+        self._deadlines: dict[str, float] = {}
+        self._failures: dict[str, FailureCount] = {}
         self._status: dict[str, OperationStatus] = {}
         self._storage: SweepStorage | None = None
         self._lock_engine: Any = None
         self._owns_lock_engine = False
         # Seconds this process spent waiting for slot locks (the scale benchmark's contention).
         self.slot_lock_seconds = 0.0
+        self.trials_run = 0  # trials this process started (reserved a slot for)
         # Optuna's storage first: a database Optuna refuses (a newer schema, another
         # application's SQLite file, a full disk) must be refused before our tables or the
         # campaign row are written into it.
@@ -352,46 +357,73 @@ class Campaign:
         """
         reporter = reporter or SilentReporter()
         pending = list(self.operations)
+        wait = False  # a first pass takes only slot locks that are free: workers spread out
         while pending:
+            ran = busy = False
             for operation in list(pending):
-                if self.run_operation(operation, reporter).done:
+                before = self.trials_run
+                status = self.run_operation(operation, reporter, wait=wait)
+                ran = ran or self.trials_run > before
+                if status.done:
                     pending.remove(operation)
-            if pending:
-                for operation in pending:
-                    self._fail_stale(self.studies[operation.name])
-                time.sleep(WAIT_SECONDS)
+                elif status.busy:
+                    busy = True
+                    if wait:  # queued behind one lock, got a trial: spread out again
+                        break
+            if not pending or ran:
+                wait = False
+                continue
+            if busy:  # every free slot is being reserved by others: queue for one
+                wait = True
+                continue
+            for operation in pending:  # every slot RUNNING elsewhere: retry the stale ones
+                self._fail_stale(self.studies[operation.name])
+            time.sleep(WAIT_SECONDS)
         return self.best()
 
     def best(self) -> list[ModelEntry]:
         names = {op.name for op in self.operations}
         return [e for e in self.registry.best_all(self.config.name) if e.operation in names]
 
-    def run_operation(self, operation: Operation, reporter: Reporter) -> OperationStatus:
+    def run_operation(
+        self, operation: Operation, reporter: Reporter, *, wait: bool = True
+    ) -> OperationStatus:
         """Run trials for one operation until its budget is met, with any number of workers.
 
-        Returns early (not done) when every remaining slot is RUNNING on other workers.
+        Returns early (not done) when every remaining slot is RUNNING on other workers, and
+        (`busy`) when another worker holds the operation's slot lock: with `wait` only after
+        a first trial (the first reservation queues for the lock), else at once.
         """
         config = self.config
         study = self.studies[operation.name]
         status = self._started(operation, study, reporter)
-        deadline = self._deadlines[operation.name]
-        failures = FailureCount()
+        # Per operation across calls: this worker may leave and come back between trials.
+        failures = self._failures.setdefault(operation.name, FailureCount())
         on_model = self._promotion_hook(operation, study, reporter)
+        ran = False
         while True:
             raise_if_interrupted()
+            deadline = self._deadlines.get(operation.name)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 break
             reservation = self._patience.call(
-                lambda: reserve_slot(
-                    lambda: trial_counts(study), config.trials, lambda: self._slot_lock(study)
+                functools.partial(
+                    reserve_slot, lambda: trial_counts(study), config.trials,
+                    lambda: self._slot_lock(study), wait=wait and not ran,
                 )
             )
+            status.busy = isinstance(reservation, Busy)
             if isinstance(reservation, BudgetMet):
                 break
-            if isinstance(reservation, AllTaken):
+            if isinstance(reservation, AllTaken | Busy):
                 return status
             assert isinstance(reservation, Reserved)
+            ran = True
+            self.trials_run += 1
+            if config.timeout and deadline is None:  # the clock starts at the first trial
+                self._deadlines[operation.name] = time.monotonic() + config.timeout
+                remaining = config.timeout
             objective = Objective(
                 self.datasets[operation.name],
                 config.space_for(operation.name),
@@ -403,7 +435,8 @@ class Campaign:
                 on_model=on_model,
             )
             try:
-                study.optimize(_trial_runner(objective, reservation.lock), n_trials=1)
+                with _released_once_started(study, reservation.lock):
+                    study.optimize(_trial_runner(objective, reservation.lock), n_trials=1)
             except FatalSweepError:
                 raise
             except Exception as e:
@@ -437,10 +470,8 @@ class Campaign:
     def _started(
         self, operation: Operation, study: optuna.Study, reporter: Reporter
     ) -> OperationStatus:
-        """The operation's status, created (and its deadline started) on the first visit."""
-        if operation.name not in self._deadlines:
-            timeout = self.config.timeout
-            self._deadlines[operation.name] = time.monotonic() + timeout if timeout else None
+        """The operation's status, created on the first visit."""
+        if operation.name not in self._status:
             counts, best = self._patience.call(lambda: progress(study))
             self._status[operation.name] = OperationStatus(
                 operation.name, study.study_name, counts.counted, self.config.trials, best
@@ -505,6 +536,9 @@ class _TimedLock:
         finally:
             self._campaign.slot_lock_seconds += time.monotonic() - started
 
+    def try_acquire(self) -> bool:
+        return self._lock.try_acquire()
+
     def release(self) -> None:
         self._lock.release()
 
@@ -533,8 +567,21 @@ def _close_opened(opened: tuple[SweepStorage, ModelRegistry]) -> None:
     optuna_side.engine.dispose()
 
 
+def _released_once_started(
+    study: optuna.Study, lock: SlotLock
+) -> contextlib.AbstractContextManager[None]:
+    """Release the slot lock the moment the reserved trial is RUNNING in the database, before
+    Optuna samples its parameters (TPE's read and fit would otherwise hold up every other
+    worker of the study); on a storage that cannot tell, when the objective starts."""
+    backend = backend_of(study)
+    if backend is None:
+        return contextlib.nullcontext()
+    return backend.when_trial_starts(lock.release)
+
+
 def _trial_runner(objective: Objective, lock: SlotLock) -> Callable[[optuna.Trial], Any]:
-    """The function Optuna runs: the trial exists once it is called, so the slot lock goes."""
+    """The function Optuna runs: the trial exists once it is called, so the slot lock goes
+    (if the storage has not released it already)."""
 
     def run_trial(trial: optuna.Trial) -> Any:
         lock.release()

@@ -23,6 +23,7 @@ class OperationStatus:
     best_value: float | None
     last_state: str | None = None
     done: bool = False
+    busy: bool = False  # another worker held its slot lock when this worker last tried
 
 
 class Reporter(Protocol):

@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -145,13 +145,14 @@ class SweepStorage(optuna.storages.RDBStorage):
         # read from the database, or is this process' own first use).
         self._trials_known: dict[int, tuple[int, TrialState]] = {}
         self._first_use: dict[int, dict[str, tuple[BaseDistribution, bool]]] = {}
+        self._on_start = threading.local()  # `when_trial_starts`' callback, per thread
 
     def __getstate__(self) -> dict[Any, Any]:
         """As RDBStorage (the engine is rebuilt on load); buffered writes are written first,
         so a copy never writes them twice."""
         self._flush_quietly(None)
         state = super().__getstate__()
-        for name in ("_pending", "_pending_lock", "_trials_known", "_first_use"):
+        for name in ("_pending", "_pending_lock", "_trials_known", "_first_use", "_on_start"):
             state.pop(name, None)
         return state
 
@@ -381,6 +382,8 @@ class SweepStorage(optuna.storages.RDBStorage):
         if not trial.state.is_finished():
             with self._pending_lock:
                 self._trials_known[trial._trial_id] = (study_id, trial.state)
+        if trial.state == TrialState.RUNNING:
+            self._trial_started()
         return trial
 
     def set_trial_state_values(
@@ -399,7 +402,31 @@ class SweepStorage(optuna.storages.RDBStorage):
             else:  # finished (a later write looks it up, and is refused), or another
                 # process took the WAITING trial first: only running trials are remembered
                 self._trials_known.pop(trial_id, None)
-            return changed
+        if changed and state == TrialState.RUNNING:  # a WAITING trial taken (`Study.ask`)
+            self._trial_started()
+        return changed
+
+    @contextlib.contextmanager
+    def when_trial_starts(self, callback: Callable[[], None]) -> Iterator[None]:
+        """Call `callback` once, the moment this thread's next trial is RUNNING in the
+        database (created, or taken from the WAITING queue), within the block.
+
+        The campaign's slot lock must cover the trial's creation and no more: in `Study.ask`
+        Optuna samples the trial's relative parameters right after creating it (TPE reads the
+        study and fits its estimators: most of the time `ask` takes), and every other worker
+        of the study waits for the lock meanwhile.
+        """
+        self._on_start.callback = callback
+        try:
+            yield
+        finally:
+            self._on_start.callback = None
+
+    def _trial_started(self) -> None:
+        callback = getattr(self._on_start, "callback", None)
+        if callback is not None:
+            self._on_start.callback = None
+            callback()
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         """The trial as stored, with its buffered writes shown on top (not written: Optuna's
@@ -470,12 +497,7 @@ class SweepStorage(optuna.storages.RDBStorage):
         trial = models.TrialModel
         value = models.TrialValueModel
         with _create_scoped_session(self.scoped_session) as session:
-            rows = (
-                session.query(trial.state, sqlalchemy.func.count(trial.trial_id))
-                .filter(trial.study_id == study_id)
-                .group_by(trial.state)
-                .all()
-            )
+            states = self._state_counts(session, study_id)
             last = (
                 session.query(trial.state)
                 .filter(trial.study_id == study_id)
@@ -495,7 +517,24 @@ class SweepStorage(optuna.storages.RDBStorage):
                 .scalar()
             )
         best_value = float(best) if best is not None and math.isfinite(best) else None
-        return StudySummary({state: int(n) for state, n in rows}, last, best_value)
+        return StudySummary(states, last, best_value)
+
+    def state_counts(self, study_id: int) -> dict[TrialState, int]:
+        """Trial counts per state alone: one query (a slot reservation reads it under the
+        study's lock, where every query is a wait for the study's other workers)."""
+        with _create_scoped_session(self.scoped_session) as session:
+            return self._state_counts(session, study_id)
+
+    @staticmethod
+    def _state_counts(session: sqlalchemy.orm.Session, study_id: int) -> dict[TrialState, int]:
+        trial = models.TrialModel
+        rows = (
+            session.query(trial.state, sqlalchemy.func.count(trial.trial_id))
+            .filter(trial.study_id == study_id)
+            .group_by(trial.state)
+            .all()
+        )
+        return {TrialState(state): int(n) for state, n in rows}
 
     # -- heartbeat ------------------------------------------------------------------------
 

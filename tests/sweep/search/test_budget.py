@@ -9,6 +9,7 @@ import pytest
 from sweep.search.budget import (
     AllTaken,
     BudgetMet,
+    Busy,
     Reserved,
     TrialCounts,
     reserve_slot,
@@ -16,11 +17,16 @@ from sweep.search.budget import (
 
 
 class RecordingLock:
-    def __init__(self) -> None:
+    def __init__(self, free: bool = True) -> None:
         self.events: list[str] = []
+        self.free = free
 
     def acquire(self) -> None:
         self.events.append("acquire")
+
+    def try_acquire(self) -> bool:
+        self.events.append("try" if self.free else "try: held elsewhere")
+        return self.free
 
     def release(self) -> None:
         self.events.append("release")
@@ -83,3 +89,20 @@ def test_a_failed_read_under_the_lock_releases_it() -> None:
     with pytest.raises(ConnectionError):
         reserve_slot(counts, 5, lambda: lock)
     assert lock.events == ["acquire", "release"]
+
+
+def test_not_waiting_a_held_lock_is_busy_and_a_free_one_reserves() -> None:
+    held = RecordingLock(free=False)
+    assert isinstance(reserve_slot(_reads((2, 3)), 5, lambda: held, wait=False), Busy)
+    assert held.events == ["try: held elsewhere"]  # no release: it was never ours
+
+    free = RecordingLock()
+    result = reserve_slot(_reads((2, 3), (2, 3)), 5, lambda: free, wait=False)
+    assert isinstance(result, Reserved) and result.lock is free
+    assert free.events == ["try"]
+
+
+def test_not_waiting_still_decides_under_the_lock() -> None:
+    lock = RecordingLock()
+    assert isinstance(reserve_slot(_reads((2, 3), (4, 5)), 5, lambda: lock, wait=False), AllTaken)
+    assert lock.events == ["try", "release"]

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
+from benchmarks.scale import LinearTrainer
+from benchmarks.scale import _config as _scale_config
 from storage import ModelRegistry
+from storage.engine import create_engine
+from storage.locks import NamedLock
 from sweep.errors import ConfigError
 from sweep.nets.training import KerasTrainer
 from sweep.problem.data import DataSpec
 from sweep.search._optuna.sampling import SnapshotPruner
+from sweep.search.budget import trial_counts
 from sweep.search.campaign import Campaign
 from sweep.search.config import CampaignConfig, study_name
 from sweep.search.pruners import make_pruner
@@ -179,3 +187,37 @@ def test_budget_is_a_total_and_resume_adds_only_the_difference(tmp_path: Path) -
     assert [t.params.get("input_normalization") for t in study.trials[:3]] == [
         "none", "log_abs", "standard",
     ]
+
+
+def test_a_worker_finding_a_slot_lock_held_works_on_another_operation(storage_url: str) -> None:
+    """Workers spread over operations instead of queueing behind one study's slot lock: with
+    `add`'s lock held elsewhere, this worker fills `multiply` first, then queues for `add`."""
+    trainer = LinearTrainer()
+    config = replace(_scale_config(3), operations=("add", "multiply"))
+    with Campaign(config, storage_url, trainer) as campaign:
+        other_worker = create_engine(storage_url)
+        lock = NamedLock(other_worker, f"{campaign.studies['add'].study_name}:slots")
+        lock.acquire()
+        multiply = campaign.studies["multiply"]
+
+        def release_once_multiply_is_done() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and trial_counts(multiply).counted < 3:
+                time.sleep(0.05)
+            lock.release()
+
+        releaser = threading.Thread(target=release_once_multiply_is_done)
+        releaser.start()
+        try:
+            campaign.run()
+        finally:
+            releaser.join()
+            other_worker.dispose()
+        add_trials = campaign.studies["add"].get_trials()
+        multiply_trials = multiply.get_trials()
+    counted = (TrialState.COMPLETE, TrialState.PRUNED)
+    assert [t.state in counted for t in add_trials] == [True] * 3
+    assert [t.state in counted for t in multiply_trials] == [True] * 3
+    first_add = min(t.datetime_start for t in add_trials if t.datetime_start)
+    assert all(t.datetime_complete and t.datetime_complete <= first_add for t in multiply_trials)
+    assert campaign.slot_lock_seconds > 0  # then it queued for add's lock, and got it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -73,7 +74,8 @@ def test_summary_counts_states_and_finds_the_best_finite_value(storage_url: str)
     assert summary.best_value == 1.5
     counts, best = progress(study)
     assert (counts.counted, counts.reserved, counts.last_state, best) == (4, 5, "RUNNING", 1.5)
-    assert trial_counts(study) == counts and best_value(study) == 1.5
+    assert trial_counts(study) == replace(counts, last_state=None) and best_value(study) == 1.5
+    assert storage.state_counts(study._study_id) == summary.states
 
 
 def test_a_failed_flush_drops_the_buffer_and_reports_the_error(storage_url: str) -> None:
@@ -311,3 +313,63 @@ def test_a_schema_optuna_does_not_know_is_refused_with_optunas_message(storage_u
     with pytest.raises(Exception, match="no longer compatible with the table schema") as raised:
         open_optuna_storage(storage_url)
     assert "pip install -U optuna" in str(raised.value)
+
+
+class _RecordingSampler(optuna.samplers.RandomSampler):
+    """Random sampling that notes when Optuna hands it the new trial (`before_trial`, in
+    `Study.ask`) and asks for the trial's relative parameters (at its first suggest)."""
+
+    def __init__(self, events: list[str]) -> None:
+        super().__init__(seed=0)
+        self.events = events
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.events.append("sampler")
+        super().before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: optuna.trial.FrozenTrial
+    ) -> dict[str, optuna.distributions.BaseDistribution]:
+        self.events.append("sampler")
+        return super().infer_relative_search_space(study, trial)
+
+
+def test_a_trial_start_is_announced_once_as_soon_as_it_runs(storage_url: str) -> None:
+    """The campaign releases its slot lock here: once the trial is RUNNING in the database
+    (created, or taken from the WAITING queue), before Optuna's sampler sees it."""
+    events: list[str] = []
+    storage = open_optuna_storage(storage_url)
+    assert isinstance(storage, SweepStorage)
+    study = optuna.create_study(storage=storage, sampler=_RecordingSampler(events))
+    study.enqueue_trial({"x": 0.5})  # a WAITING trial: created, not started
+
+    def started() -> None:
+        events.append("started")
+        assert _running(storage_url) == [len(study.trials) - 1]  # as other processes see it
+
+    def objective(trial: optuna.Trial) -> float:
+        events.append("objective")
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    def announced(n_trials: int) -> list[str]:
+        events.clear()
+        with storage.when_trial_starts(started):
+            study.optimize(objective, n_trials=n_trials)
+        return events[:1] + [e for e in events[1:] if e == "started"]
+
+    assert announced(1) == ["started"]  # the WAITING trial taken
+    assert announced(1) == ["started"]  # a new trial
+    assert announced(2) == ["started"]  # once per block, not per trial
+    assert events.count("objective") == 2 and "sampler" in events
+    events.clear()
+    with storage.when_trial_starts(started):
+        study.enqueue_trial({"x": 0.25})  # nor for a trial queued in it
+    study.optimize(objective, n_trials=1)  # nor outside one
+    assert "started" not in events
+    assert study.trials[0].params["x"] == 0.5 and study.trials[-1].params["x"] == 0.25
+
+
+def _running(url: str) -> list[int]:
+    """Numbers of the RUNNING trials, as another process sees them."""
+    study = optuna.load_study(study_name=None, storage=url)
+    return [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]
