@@ -46,6 +46,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.search._optuna.internals import unwrapped_storage
+from sweep.search._optuna.reading import read_trials
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -453,9 +454,10 @@ class SweepStorage(optuna.storages.RDBStorage):
         """The study's trials as stored, each with its buffered writes shown on top (the
         sampler's read at each trial's start, Optuna's pruners' read every epoch)."""
         with self._pending_lock:
-            trials = super()._get_trials(
-                study_id, states, included_trial_ids, trial_id_greater_than
-            )
+            with _create_scoped_session(self.scoped_session) as session:
+                trials = read_trials(
+                    session, study_id, states, included_trial_ids, trial_id_greater_than
+                )
             known = self._trials_known
             for trial in trials:  # e.g. a trial another worker failed as stale
                 if trial._trial_id in known:

@@ -7,13 +7,16 @@ import pickle
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 import sqlalchemy
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 
 from sweep.search._optuna.internals import trial_id
+from sweep.search._optuna.reading import read_trials
 from sweep.search.budget import best_value, progress, trial_counts
 from sweep.search.storage import SweepStorage, backend_of
 from sweep.search.storage import optuna_storage as open_optuna_storage
@@ -373,3 +376,81 @@ def _running(url: str) -> list[int]:
     """Numbers of the RUNNING trials, as another process sees them."""
     study = optuna.load_study(study_name=None, storage=url)
     return [t.number for t in study.get_trials(states=(TrialState.RUNNING,))]
+
+
+def test_trials_read_as_optunas_own_reader_reads_them(storage_url: str) -> None:
+    """`read_trials` (plain queries, each distribution parsed once) against Optuna's ORM read:
+    the same FrozenTrials for every filter Optuna's cache and samplers use."""
+    storage = open_optuna_storage(storage_url)
+    assert isinstance(storage, SweepStorage)
+    pair = optuna.create_study(storage=storage, directions=["minimize", "maximize"])
+    for values in ([1.0, 2.0], [math.inf, -3.0]):
+        pair.tell(pair.ask(), values)
+    study = optuna.create_study(storage=storage)
+    for number, value in enumerate((1.0, math.inf, -math.inf, 0.5)):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_int("layers", 0, 3)
+        trial.suggest_categorical("activation", ["relu", None, 2.5])
+        trial.report(math.nan if number == 1 else value, 0)
+        trial.report(-math.inf, 1)
+        trial.set_user_attr("spec", {"widths": [number, 2], "note": "é"})
+        storage.set_trial_system_attr(trial._trial_id, "worker", f"w{number}")
+        study.tell(trial, value)
+    pruned = study.ask()
+    pruned.suggest_float("lr", 1e-4, 1e-1, log=True)
+    study.tell(pruned, state=TrialState.PRUNED)
+    study.tell(study.ask(), state=TrialState.FAIL)
+    running = study.ask()
+    running.suggest_int("layers", 0, 3)
+    study.enqueue_trial({"layers": 1})
+    storage.flush()
+
+    reference = optuna.storages.RDBStorage(storage_url)
+    study_id = study._study_id
+    first_running = trial_id(running)
+    cases: list[tuple[object, set[int], int]] = [
+        (None, set(), -1),
+        ((TrialState.COMPLETE,), set(), -1),
+        ((TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING), set(), -1),
+        (None, set(), first_running - 2),
+        (None, {first_running, first_running - 3}, first_running - 1),
+        ((TrialState.WAITING,), set(), -1),
+    ]
+    for states, included, greater_than in cases:
+        with _session(storage) as session:
+            ours = read_trials(session, study_id, states, included, greater_than)  # type: ignore[arg-type]
+        theirs = reference._get_trials(study_id, states, included, greater_than)  # type: ignore[arg-type]
+        assert _comparable(ours) == _comparable(theirs), (states, included, greater_than)
+        assert [t.number for t in ours] == sorted(t.number for t in ours)
+    assert len(read_trials_all(storage, study_id)) == 8
+    assert read_trials_all(storage, pair._study_id) == reference._get_trials(
+        pair._study_id, None, set(), -1
+    )
+    assert [t.values for t in read_trials_all(storage, pair._study_id)] == [
+        [1.0, 2.0], [math.inf, -3.0],
+    ]
+    with pytest.raises(KeyError), _session(storage) as session:
+        read_trials(session, study_id + 1000, None, set(), -1)
+    reference.engine.dispose()
+
+
+def _comparable(trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
+    """Every field of each trial, a NaN report as the string 'nan' (NaN != NaN)."""
+    shown = []
+    for trial in trials:
+        fields = dict(vars(trial))
+        fields["intermediate_values"] = {
+            step: "nan" if math.isnan(v) else v for step, v in trial.intermediate_values.items()
+        }
+        shown.append(fields)
+    return shown
+
+
+def read_trials_all(storage: SweepStorage, study_id: int) -> list[optuna.trial.FrozenTrial]:
+    with _session(storage) as session:
+        return read_trials(session, study_id, None, set(), -1)
+
+
+def _session(storage: SweepStorage) -> Any:
+    return _create_scoped_session(storage.scoped_session)
