@@ -7,6 +7,7 @@ stderr. `--quick` shrinks every budget so the whole run takes a few minutes (the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
@@ -22,7 +23,7 @@ from types import FrameType
 from typing import TypeVar
 
 SECTIONS: tuple[str, ...] = (
-    "quality", "speed", "overhead", "workers", "memory", "startup", "serving", "exact",
+    "quality", "speed", "overhead", "workers", "memory", "startup", "serving", "exact", "scale",
 )
 FIT_STEPS_PER_EXECUTION = 32
 FULL_BUDGET = 300.0
@@ -61,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         "--exact-budget", type=float, default=30.0, metavar="SECONDS",
         help="seconds per method and case in the exact section (default %(default)s; 4 with "
         "--quick)",
+    )
+    parser.add_argument(
+        "--scale-sizes", default=None, metavar="K,K,...",
+        help="worker counts of the scale section (default 8,32,64 on a throwaway PostgreSQL "
+        "cluster with max_connections = 100, 2 runs each, 150 trials per operation; with "
+        "--quick, 2 workers once on --storage-postgres, 10 trials)",
     )
     parser.add_argument(
         "--sections", default=",".join(SECTIONS),
@@ -320,6 +327,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
                 None,
             )
+        if "scale" in sections and (server is not None or not args.quick):
+            from benchmarks.scale import (
+                OWN_CLUSTER,
+                ScaleRun,
+                own_cluster,
+                run_scale,
+                scale_settings,
+            )
+
+            scale_sizes = (
+                [int(k) for k in args.scale_sizes.split(",") if k.strip()] if args.scale_sizes
+                else [2] if args.quick else [8, 32, 64]
+            )
+            scale_repeats, scale_trials = (1, 10) if args.quick else (2, 150)
+            # The full run gets a server of its own at PostgreSQL's default max_connections.
+            where = f"the server at {mask_url(admin_url)}" if args.quick else OWN_CLUSTER
+            results.scale_settings = scale_settings(
+                scale_sizes, scale_repeats, scale_trials, where
+            )
+
+            def scale() -> list[ScaleRun]:
+                cluster = contextlib.nullcontext(admin_url) if args.quick else own_cluster()
+                with cluster as scale_admin:
+                    return run_scale(scale_admin, scale_sizes, scale_repeats, scale_trials)
+
+            results.scale = section("scale", scale, list[ScaleRun](), server=args.quick)
     except KeyboardInterrupt as e:
         results.failures.append(f"interrupted ({e or 'SIGINT'}); later sections did not run")
     finally:

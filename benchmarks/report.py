@@ -19,6 +19,9 @@ from benchmarks.quality import (
     SWEEP,
     OperationQuality,
 )
+from benchmarks.scale import ScaleRun
+from benchmarks.scale import render_section as _scale_section
+from benchmarks.scale import target_lines as _scale_targets
 from benchmarks.serving import ServingResult
 from benchmarks.speed import SpeedResult
 from benchmarks.startup import StartupResult
@@ -56,6 +59,8 @@ class Results:
     startup: list[StartupResult] = field(default_factory=list)
     serving: ServingResult | None = None
     exact: ExactResult | None = None
+    scale: list[ScaleRun] = field(default_factory=list)
+    scale_settings: str = ""
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -895,6 +900,7 @@ def _targets_section(results: Results) -> list[str]:
             " section 3).",
         ]
     lines += _exact_targets(results.exact)
+    lines += _scale_targets(results.scale)
     return lines
 
 
@@ -925,6 +931,7 @@ def render(results: Results) -> str:
         _startup_section(results),
         _serving_section(results),
         _exact_section(results.exact),
+        _scale_section(results.scale, results.scale_settings),
     ):
         if section:
             lines += [*section, ""]

@@ -221,6 +221,79 @@ HEADER = (
 )
 
 
+DESCRIPTION = (
+    "Each run: a fresh database, the campaign created once (as `sweep run` does), then K worker"
+    " processes, each `Campaign.join(...).run()` exactly as `sweep worker` runs it: Optuna's"
+    " storage with heartbeats, the TPE sampler and median pruner, the slot locks, the registry"
+    " and its promotions. Only the trainer is trivial: `benchmarks.scale.LinearTrainer`, a"
+    " NumPy implementation of the `sweep.nets.Trainer` protocol (least squares, quality"
+    " depending on the trial's learning rate, one report per epoch), so no TensorFlow is"
+    " imported and the figures are the machinery's. *Peak connections*: `pg_stat_activity`"
+    " polled every 20 ms on a connection of its own (not counted): the campaign's database,"
+    " and every client backend of the server. *Slot-lock wait*: time the workers spent taking"
+    " a slot lock, summed, per counted trial and as a share of the workers' summed time in"
+    " `Campaign.run`. *Errors*: warnings the workers reported plus workers that exited"
+    " non-zero."
+)
+
+
+def render_section(runs: Sequence[ScaleRun], settings: str) -> list[str]:
+    """Section 9 of BENCHMARKS.md."""
+    if not runs:
+        return []
+    return [
+        "## 9. Scale: many workers on one PostgreSQL",
+        "",
+        settings,
+        "",
+        DESCRIPTION,
+        "",
+        HEADER,
+        *(run.row() for run in runs),
+    ]
+
+
+def target_lines(runs: Sequence[ScaleRun]) -> list[str]:
+    """The line for "Where we stand against the targets"."""
+    if not runs:
+        return []
+    sizes = sorted({run.workers for run in runs})
+    bad = [r for r in runs if not r.exact or r.running_left or r.failed or r.errors]
+    state = "holds" if not bad else "does not hold yet"
+    problems = "; ".join(
+        f"{r.workers} workers run {r.repeat}: "
+        + ", ".join(
+            part for part in (
+                "" if r.exact else f"counted {r.counted}",
+                f"{r.running_left} RUNNING left" if r.running_left else "",
+                f"{r.failed} FAIL" if r.failed else "",
+                f"{len(r.errors)} errors" if r.errors else "",
+            ) if part
+        )
+        for r in bad
+    )
+    return [
+        f"- **Scale: {', '.join(map(str, sizes))} worker processes on one PostgreSQL, the"
+        f" budget exact, no trial left RUNNING, no errors: {state}** (section 9"
+        + (f"; {problems}" if problems else "")
+        + ").",
+    ]
+
+
+def scale_settings(
+    sizes: Sequence[int], repeats: int, trials: int, cluster: str,
+    pgbouncer_pool: int | None = None,
+) -> str:
+    via = (
+        f" through a real PgBouncer (transaction pooling, {pgbouncer_pool} server connections)"
+        if pgbouncer_pool else ""
+    )
+    return (
+        f"Worker counts {', '.join(map(str, sizes))}, {repeats} run(s) each; a budget of"
+        f" {trials} trials for each of {' and '.join(OPERATIONS)}; {cluster}{via}."
+    )
+
+
 class _ConnectionSampler:
     """Polls pg_stat_activity every 20 ms on one connection of its own (not counted)."""
 
@@ -361,6 +434,12 @@ def run_scale(
 
 
 
+OWN_CLUSTER = (
+    "a throwaway PostgreSQL cluster of the machine's PostgreSQL (initdb in /tmp, its own port,"
+    " `max_connections = 100`)"
+)
+
+
 @contextlib.contextmanager
 def own_cluster(max_connections: int = 100) -> Iterator[str]:
     """A throwaway PostgreSQL cluster in /tmp on a free port, run as the postgres user."""
@@ -409,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(arguments)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    from storage import mask_url
     from sweep.search._optuna import quiet_optuna
 
     quiet_optuna()
@@ -416,9 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cluster = own_cluster() if args.own_cluster else contextlib.nullcontext(args.admin_url)
     with cluster as admin_url:
         runs = run_scale(admin_url, sizes, args.repeats, args.trials, args.pgbouncer)
-    print(HEADER)
-    for run in runs:
-        print(run.row())
+    place = OWN_CLUSTER if args.own_cluster else f"the server at {mask_url(args.admin_url)}"
+    settings = scale_settings(sizes, args.repeats, args.trials, place, args.pgbouncer)
+    print("\n".join(render_section(runs, settings)))
     bad = [r for r in runs if not r.exact or r.running_left or r.failed or r.errors]
     for run in bad:
         for error in run.errors[:3]:

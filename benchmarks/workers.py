@@ -77,6 +77,8 @@ class WorkerRun:
     worker_seconds: float  # sum over worker processes of their own first start to last end
     prefill_seconds: float  # creating and prefilling the study: not part of the measurement
     load_after: str
+    startup_seconds: float = math.nan  # the command's start to the first new trial's start
+    tail_seconds: float = math.nan  # the last new trial's end to the command's exit
 
     @property
     def trials_per_minute_process(self) -> float:
@@ -110,8 +112,8 @@ def _campaign_file(folder: Path, epochs: int | None) -> Path:
 
 def _sweep_run(
     url: str, campaign: str, workers: int, trials: int, config: Path, folder: Path
-) -> float:
-    """One `sweep run` process; returns its wall seconds."""
+) -> tuple[float, float]:
+    """One `sweep run` process; returns its wall seconds and its start (`time.time()`)."""
     env = {**os.environ, "SWEEP_STORAGE": url, "SWEEP_ARTIFACTS": str(folder / "artifacts")}
     env.pop("SWEEP_CAMPAIGN", None)
     command = [
@@ -119,6 +121,7 @@ def _sweep_run(
         "--config", str(config), "--campaign", campaign, "--workers", str(workers),
     ]
     output = folder / f"{campaign}.log"
+    started_at = time.time()
     started = time.monotonic()
     with output.open("w", encoding="utf-8") as log_file:
         completed = subprocess.run(
@@ -130,7 +133,7 @@ def _sweep_run(
         raise RuntimeError(
             f"`sweep run --workers {workers}` exited {completed.returncode}:\n{tail}"
         )
-    return seconds
+    return seconds, started_at
 
 
 def _load_trials(url: str, campaign: str) -> tuple[list[FrozenTrial], dict[str, Any]]:
@@ -145,7 +148,7 @@ def _load_trials(url: str, campaign: str) -> tuple[list[FrozenTrial], dict[str, 
 
 def run_seed_sweep(url: str, trials: int, config: Path, folder: Path) -> SeedSweep:
     """A real 1-worker sweep of `trials` trials; its finished trials are the copies' source."""
-    seconds = _sweep_run(url, SEED_CAMPAIGN, 1, trials, config, folder)
+    seconds, _ = _sweep_run(url, SEED_CAMPAIGN, 1, trials, config, folder)
     finished, attrs = _load_trials(url, SEED_CAMPAIGN)
     kept = tuple(t for t in finished if t.state in COUNTED)
     if not kept:
@@ -195,7 +198,7 @@ def measure_run(
     started = time.monotonic()
     prefill_study(url, campaign, seed, prefilled)
     prefill_seconds = time.monotonic() - started
-    seconds = _sweep_run(url, campaign, workers, size, config, folder)
+    seconds, started_at = _sweep_run(url, campaign, workers, size, config, folder)
     trials, _ = _load_trials(url, campaign)
     mine = [t for t in trials if t.number >= prefilled]
     starts = [t.datetime_start for t in mine if t.datetime_start is not None]
@@ -226,6 +229,8 @@ def measure_run(
         worker_seconds=worker_seconds,
         prefill_seconds=prefill_seconds,
         load_after=load_average(),
+        startup_seconds=min(starts).timestamp() - started_at if starts else math.nan,
+        tail_seconds=started_at + seconds - max(ends).timestamp() if ends else math.nan,
     )
 
 
@@ -363,11 +368,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.what == "ratio":
         runs = run_workers(database, sizes=(args.trials + 40,), new_trials=args.trials,
                            seed_trials=args.seed_trials, epochs=None, repeats=args.repeats)
-        print("| workers | repeat | trials | process s | span s | trials/min (process) |"
-              " trials/min (span) | load after |\n|---|---|---|---|---|---|---|---|")
+        print("| workers | repeat | trials | process s | start to first trial s | span s |"
+              " last trial to exit s | trials/min (process) | trials/min (span) | load after |"
+              "\n|---|---|---|---|---|---|---|---|---|---|")
         for run in runs:
             print(f"| {run.workers} | {run.repeat} | {run.counted_trials} |"
-                  f" {run.process_seconds:.1f} | {run.span_seconds:.1f} |"
+                  f" {run.process_seconds:.1f} | {run.startup_seconds:.1f} |"
+                  f" {run.span_seconds:.1f} | {run.tail_seconds:.1f} |"
                   f" {run.trials_per_minute_process:.1f} | {run.trials_per_minute_span:.1f} |"
                   f" {run.load_after} |")
         return 0

@@ -81,6 +81,7 @@ def test_quick_benchmark_writes_every_table(tmp_path: Path) -> None:
         "## 3. Per-trial overhead: sampling + storage",
         "## 7. Prediction service",
         "## 8. Exact networks: expressions and signed ranges",
+        "## 9. Scale: many workers on one PostgreSQL",
     ):
         assert heading in report, heading
     assert "**Failed**" not in report
@@ -133,6 +134,12 @@ def test_quick_benchmark_writes_every_table(tmp_path: Path) -> None:
             runs = [row for row in _rows(report, size) if len(row) == 15]
             assert sorted(row[1] for row in runs) == ["1", "2"], runs
             assert all(_is_number(row[7]) and _is_number(row[11]) for row in runs), runs
+
+    # Scale: 2 real workers filled the budget exactly, and the verdict line is there.
+    if not postgres_down:
+        scale = [row for row in _rows(report, "2") if len(row) == 13]
+        assert scale and "(exact)" in scale[0][2] and scale[0][3:6] == ["0", "0", "0"], scale
+        assert "- **Scale: 2 worker processes on one PostgreSQL" in report
 
     # Memory: one run per optimizer, growth and speed are numbers.
     assert "## 5. Memory of a long-lived worker" in report
