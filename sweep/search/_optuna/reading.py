@@ -24,7 +24,7 @@ from optuna.distributions import BaseDistribution
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["read_trials"]
+__all__ = ["read_trials", "stored_now"]
 
 # Optuna 5 stores trial datetimes as naive UTC and shows them as naive local time; older
 # versions stored local time as is.
@@ -35,6 +35,13 @@ def _shown(stored: datetime.datetime | None) -> datetime.datetime | None:
     if stored is None or not _UTC_DATETIMES:
         return stored
     return stored.replace(tzinfo=datetime.UTC).astimezone().replace(tzinfo=None)
+
+
+def stored_now() -> datetime.datetime:
+    """Now as a trial's `datetime_start` column holds it."""
+    if _UTC_DATETIMES:
+        return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    return datetime.datetime.now()
 
 
 @lru_cache(maxsize=4096)

@@ -26,6 +26,7 @@ wrapped in Optuna's cache, tests/sweep/search/test_optuna_storage_contract.py):
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import math
@@ -46,7 +47,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.search._optuna.internals import unwrapped_storage
-from sweep.search._optuna.reading import read_trials
+from sweep.search._optuna.reading import read_trials, stored_now
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -555,6 +556,35 @@ class SweepStorage(optuna.storages.RDBStorage):
                 )
             if state is not None:
                 self._learn_state(trial_id, TrialState(state))
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials, and RUNNING trials that never had a heartbeat, started more
+        than twice the grace period ago.
+
+        Optuna never fails a trial without a heartbeat, yet a trial can be left RUNNING
+        before its first beat: its worker killed between creating the trial and starting the
+        heartbeat thread, or a connection lost while `Study.ask` read the new trial back (seen
+        under `pg_terminate_backend`: the budget then waited forever for a trial nobody ran).
+        Twice the grace period leaves room for clocks of different hosts (a trial's start is
+        the client's clock).
+        """
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        if not grace:
+            return stale
+        trial = models.TrialModel.__table__
+        beats = models.TrialHeartbeatModel.__table__
+        before = stored_now() - datetime.timedelta(seconds=2 * grace)
+        with _create_scoped_session(self.scoped_session) as session:
+            never_beat = session.execute(
+                sqlalchemy.select(trial.c.trial_id).where(
+                    trial.c.study_id == study_id,
+                    trial.c.state == TrialState.RUNNING,
+                    trial.c.datetime_start < before,
+                    ~sqlalchemy.exists().where(beats.c.trial_id == trial.c.trial_id),
+                )
+            ).scalars().all()
+        return stale + [int(i) for i in never_beat if i not in stale]
 
 
 def _with_writes(trial: FrozenTrial, writes: _Pending) -> FrozenTrial:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import pickle
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 
 from sweep.search._optuna.internals import trial_id
-from sweep.search._optuna.reading import read_trials
+from sweep.search._optuna.reading import read_trials, stored_now
 from sweep.search.budget import best_value, progress, trial_counts
 from sweep.search.storage import SweepStorage, backend_of
 from sweep.search.storage import optuna_storage as open_optuna_storage
@@ -454,3 +455,30 @@ def read_trials_all(storage: SweepStorage, study_id: int) -> list[optuna.trial.F
 
 def _session(storage: SweepStorage) -> Any:
     return _create_scoped_session(storage.scoped_session)
+
+
+def test_a_running_trial_that_never_beat_is_failed_as_stale(storage_url: str) -> None:
+    """Optuna never fails a trial without a heartbeat; one left RUNNING before its first beat
+    (its worker killed, or the connection lost while `ask` read it back) would hold its slot
+    of the budget forever. Twice the grace period after its start, it is stale."""
+    storage = SweepStorage(storage_url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(storage=storage)
+    orphan, recent, beating = (storage.create_new_trial(study._study_id) for _ in range(3))
+    storage.record_heartbeat(beating)
+    table = sqlalchemy.text(
+        "UPDATE trials SET datetime_start = :start WHERE trial_id IN (:orphan, :beating)"
+    )
+    with storage.engine.begin() as connection:
+        connection.execute(table, {
+            "start": stored_now() - datetime.timedelta(seconds=5),
+            "orphan": orphan, "beating": beating,
+        })
+    optuna.storages.fail_stale_trials(study)
+    states = {t._trial_id: t.state for t in _fresh_view_of(storage_url, study).get_trials()}
+    assert states == {orphan: TrialState.FAIL, recent: TrialState.RUNNING,
+                      beating: TrialState.RUNNING}
+    storage.engine.dispose()
+
+
+def _fresh_view_of(url: str, study: optuna.Study) -> optuna.Study:
+    return optuna.load_study(study_name=study.study_name, storage=url)
