@@ -571,8 +571,8 @@ def _released_once_started(
     study: optuna.Study, lock: SlotLock
 ) -> contextlib.AbstractContextManager[None]:
     """Release the slot lock the moment the reserved trial is RUNNING in the database, before
-    Optuna samples its parameters (TPE's read and fit would otherwise hold up every other
-    worker of the study); on a storage that cannot tell, when the objective starts."""
+    Optuna reads it back and starts its heartbeat (every other worker of the study waits for
+    the lock meanwhile); on a storage that cannot tell, when the objective starts."""
     backend = backend_of(study)
     if backend is None:
         return contextlib.nullcontext()

@@ -413,10 +413,10 @@ class SweepStorage(optuna.storages.RDBStorage):
         """Call `callback` once, the moment this thread's next trial is RUNNING in the
         database (created, or taken from the WAITING queue), within the block.
 
-        The campaign's slot lock must cover the trial's creation and no more: in `Study.ask`
-        Optuna samples the trial's relative parameters right after creating it (TPE reads the
-        study and fits its estimators: most of the time `ask` takes), and every other worker
-        of the study waits for the lock meanwhile.
+        The campaign's slot lock must cover the trial's creation and no more: after it,
+        `Study.ask` reads the trial back and `Study.optimize` starts its heartbeat, and every
+        other worker of the study waits for the lock meanwhile. (Optuna 5 samples relative
+        parameters lazily, at the first suggest, so sampling is outside the lock either way.)
         """
         self._on_start.callback = callback
         try:
