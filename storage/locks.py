@@ -85,46 +85,30 @@ class NamedLock:
         reserve a slot of another operation instead of queueing behind it.
         """
         dialect = self.engine.dialect.name
-        if dialect == "sqlite":
-            got = self._try_sqlite()
-        elif dialect == "postgresql":
-            got = self._try_postgresql()
-        else:
-            got = self._try_mysql()
+        got = self._try_sqlite() if dialect == "sqlite" else self._try_on_server()
         self.held = got
         return got
 
-    def _try_postgresql(self) -> bool:
+    def _try_on_server(self) -> bool:
+        """PostgreSQL's transaction-scoped advisory lock, or MySQL's session lock, if free."""
+        postgres = self.engine.dialect.name == "postgresql"
+        statement, params = (
+            ("SELECT pg_try_advisory_xact_lock(:key)", {"key": _pg_key(self.name)}) if postgres
+            else ("SELECT GET_LOCK(:name, 0)", {"name": _mysql_name(self.name)})
+        )
         connection = connect(self.engine)
         try:
             with translated(self.engine, f"taking lock {self.name!r}"):
-                got = connection.execute(
-                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _pg_key(self.name)}
-                ).scalar()
-                if not got:
+                got = connection.execute(text(statement), params).scalar() in (True, 1)
+                if not postgres:
+                    connection.commit()  # GET_LOCK's lock is the session's, not the transaction's
+                elif not got:
                     connection.rollback()
-                    connection.close()
-                    return False
         except BaseException:
             connection.invalidate()
             connection.close()
             raise
-        self._connection = connection
-        return True
-
-    def _try_mysql(self) -> bool:
-        connection = connect(self.engine)
-        try:
-            with translated(self.engine, f"taking lock {self.name!r}"):
-                got = connection.execute(
-                    text("SELECT GET_LOCK(:name, 0)"), {"name": _mysql_name(self.name)}
-                ).scalar()
-                connection.commit()
-        except BaseException:
-            connection.invalidate()
-            connection.close()
-            raise
-        if got not in (True, 1):
+        if not got:
             connection.close()
             return False
         self._connection = connection

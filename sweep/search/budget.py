@@ -13,8 +13,9 @@ more trials than the budget has left.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import optuna
@@ -56,12 +57,8 @@ def trial_counts(study: optuna.Study) -> TrialCounts:
     """The study's counts: one aggregate query on a SweepStorage, else a load of the trials."""
     backend = backend_of(study)
     if backend is not None:
-        states = backend.state_counts(study_id(study))
-        counted = sum(states.get(state, 0) for state in COUNTED_STATES)
-        return TrialCounts(counted, counted + sum(states.get(s, 0) for s in RESERVED_STATES))
-    trials = study.get_trials(deepcopy=False)
-    counted = sum(t.state in COUNTED_STATES for t in trials)
-    return TrialCounts(counted, counted + sum(t.state in RESERVED_STATES for t in trials))
+        return _counts(backend.state_counts(study_id(study)))
+    return _counts(Counter(t.state for t in study.get_trials(deepcopy=False)))
 
 
 def progress(study: optuna.Study) -> tuple[TrialCounts, float | None]:
@@ -70,12 +67,16 @@ def progress(study: optuna.Study) -> tuple[TrialCounts, float | None]:
     if backend is None:
         trials = study.get_trials(deepcopy=False)
         last = trials[-1].state.name if trials else None
-        return replace(trial_counts(study), last_state=last), best_value(study)
+        return _counts(Counter(t.state for t in trials), last), best_value(study)
     summary = backend.summary(study_id(study))
-    counted = summary.count(*COUNTED_STATES)
     last = summary.last_state.name if summary.last_state is not None else None
-    counts = TrialCounts(counted, counted + summary.count(*RESERVED_STATES), last)
-    return counts, summary.best_value
+    return _counts(summary.states, last), summary.best_value
+
+
+def _counts(states: Mapping[TrialState, int], last_state: str | None = None) -> TrialCounts:
+    counted = sum(states.get(state, 0) for state in COUNTED_STATES)
+    reserved = counted + sum(states.get(state, 0) for state in RESERVED_STATES)
+    return TrialCounts(counted, reserved, last_state)
 
 
 def best_value(study: optuna.Study) -> float | None:
