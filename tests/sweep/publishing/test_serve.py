@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -167,31 +168,46 @@ def test_the_server_process_never_loads_tensorflow(server: Server) -> None:
     assert rss_kib < 400 * 1024, f"the server holds {rss_kib} KiB"
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One response, with when its request left and when its answer came back (monotonic)."""
+
+    client: int
+    version: int
+    header: str
+    predictions: list[float]
+    pair: list[list[int]]
+    sent: float
+    received: float
+
+
 def _client_loop(
-    base: str, stop: threading.Event, seen: list[tuple[int, str, list[float], list[list[int]]]],
-    errors: list[str], seed: int, requests: int | None = None,
+    base: str, stop: threading.Event, seen: list[Answer], errors: list[str], seed: int,
+    requests: int | None = None,
 ) -> None:
     rng = np.random.default_rng(seed)
     with httpx.Client(timeout=30) as client:
         done = 0
         while not stop.is_set() and (requests is None or done < requests):
             pair = rng.integers(0, 1000, (1, 2)).tolist()
+            sent = time.monotonic()
             try:
                 response = _post(base, "add", pair, client)
             except httpx.HTTPError as e:
                 errors.append(repr(e))
                 continue
+            received = time.monotonic()
             if response.status_code != 200:
                 errors.append(f"{response.status_code} {response.text}")
                 continue
             body = response.json()
-            seen.append((body["model_version"], response.headers["X-Model-Version"],
-                         body["predictions"], pair))
+            seen.append(Answer(seed, body["model_version"], response.headers["X-Model-Version"],
+                               body["predictions"], pair, sent, received))
             done += 1
 
 
 def test_eight_concurrent_clients_get_right_answers(server: Server) -> None:
-    seen: list[tuple[int, str, list[float], list[list[int]]]] = []
+    seen: list[Answer] = []
     errors: list[str] = []
     stop = threading.Event()
     threads = [
@@ -204,14 +220,14 @@ def test_eight_concurrent_clients_get_right_answers(server: Server) -> None:
         thread.join(timeout=300)
     assert not errors, errors[:3]
     assert len(seen) == 8 * 60
-    for version, header, predictions, pair in seen:
-        assert (version, header) == (1, "1")
-        assert predictions == [pair[0][0] + pair[0][1] + 0.25]
+    for answer in seen:
+        assert (answer.version, answer.header) == (1, "1")
+        assert answer.predictions == [answer.pair[0][0] + answer.pair[0][1] + 0.25]
 
 
 def test_a_promotion_during_serving_is_picked_up_without_a_restart(server: Server) -> None:
     """Runs last in the module: it changes what `add` answers."""
-    seen: list[tuple[int, str, list[float], list[list[int]]]] = []
+    seen: list[Answer] = []
     errors: list[str] = []
     stop = threading.Event()
     threads = [
@@ -233,14 +249,21 @@ def test_a_promotion_during_serving_is_picked_up_without_a_restart(server: Serve
         for thread in threads:
             thread.join(timeout=60)
     assert not errors, errors[:3]  # no request failed while the new version was loaded
-    versions = [version for version, *_ in seen]
-    assert versions[0] == 1 and versions[-1] == 2
-    assert versions.index(2) > 0 and 1 not in versions[versions.index(2) + 8:]
-    for version, header, predictions, pair in seen:
+    first = min(answer.received for answer in seen if answer.version == 2)
+    assert any(answer.version == 1 for answer in seen)  # version 1 answered before it
+    # Once any client holds a version 2 answer, the swap has happened: no request sent after
+    # that moment is answered by version 1. (Judged by send time, not by the order the client
+    # threads append in: a thread starved on a loaded machine may append a v1 answer late.)
+    late = [a for a in seen if a.version == 1 and a.sent > first]
+    assert not late, late[:3]
+    for client in {answer.client for answer in seen}:
+        mine = [a.version for a in sorted(seen, key=lambda a: a.sent) if a.client == client]
+        assert mine == sorted(mine), (client, mine)  # each client: 1s, then only 2s
+    for answer in seen:
         # Each response is answered whole by the version it names.
-        assert header == str(version)
-        expected = pair[0][0] + pair[0][1] + (0.25 if version == 1 else 0.0)
-        assert predictions == [expected], (version, pair, predictions)
+        assert answer.header == str(answer.version)
+        expected = answer.pair[0][0] + answer.pair[0][1] + (0.25 if answer.version == 1 else 0.0)
+        assert answer.predictions == [expected], answer
     assert server.process.poll() is None
     assert "serving add version 2" in server.logged()
 
