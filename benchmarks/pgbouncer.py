@@ -99,7 +99,12 @@ pidfile = {folder / "pgbouncer.pid"}
         for child in folder.iterdir():
             shutil.chown(child, "postgres")
         command[1:1] = ["-u", "postgres"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Its output goes to a file, never a pipe: PgBouncer logs every login to stderr as well,
+    # and a pipe nobody reads fills up (64 KiB, a few hundred logins) and freezes PgBouncer
+    # in the middle of a write, with every client's query waiting behind it.
+    output_path = folder / "pgbouncer.out"
+    with output_path.open("wb") as output_file:
+        process = subprocess.Popen(command, stdout=output_file, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -109,11 +114,7 @@ pidfile = {folder / "pgbouncer.pid"}
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     log = folder / "pgbouncer.log"
-                    output = (
-                        process.stdout.read().decode()
-                        if process.poll() is not None and process.stdout is not None
-                        else ""
-                    )
+                    output = output_path.read_text(errors="replace")
                     raise RuntimeError(
                         f"pgbouncer did not start: {output} "
                         f"{log.read_text() if log.exists() else ''}"

@@ -159,3 +159,17 @@ def test_workers_starting_together_create_optunas_tables_behind_pgbouncer(
         results = start_together([["-c", OPEN_OPTUNA_STORAGE, url] for _ in range(4)])
     assert results == [True] * 4
     assert_optuna_tables_stamped_once(direct_url)
+
+
+@pytest.mark.timeout(120)
+def test_pgbouncer_keeps_answering_after_hundreds_of_logins(bouncer_url: str) -> None:
+    """PgBouncer logs every login and logout to stderr too. Its runner once sent that to a
+    pipe nobody read: after some 400 lines (64 KiB) PgBouncer froze in the write and every
+    client behind it waited forever (the 64-worker scale benchmark looked deadlocked)."""
+    engine = sqlalchemy.create_engine(bouncer_url, poolclass=sqlalchemy.NullPool)
+    try:
+        for _ in range(600):  # each login + logout logs about 300 bytes
+            with engine.connect() as connection:
+                assert connection.execute(sqlalchemy.text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
