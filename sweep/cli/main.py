@@ -459,7 +459,8 @@ def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
         workers_from_environment,
     )
 
-    # Pinned first: TensorFlow's threads, started by the import, inherit the core.
+    # Pinned first: TensorFlow's threads, started by the import, inherit the core. (NumPy has
+    # loaded by now: the parent sized its OpenBLAS pool through the environment, placement.)
     pin_to_assigned_core()
     install_signal_handlers()
     exit_with_parent()

@@ -21,6 +21,10 @@ from sweep.search._signals import install_signal_handlers as install_signal_hand
 from sweep.search._signals import interrupting_signal as interrupting_signal
 from sweep.search.budget import progress
 from sweep.search.campaign import Campaign
+from sweep.search.placement import native_thread_env as native_thread_env
+from sweep.search.placement import pin_to_assigned_core as pin_to_assigned_core
+from sweep.search.placement import threads_per_worker as threads_per_worker
+from sweep.search.placement import worker_cores as worker_cores
 from sweep.search.reporting import OperationStatus, Reporter
 
 STORAGE_ENV_VAR = "SWEEP_STORAGE"
@@ -29,47 +33,7 @@ WORKERS_ENV_VAR = "SWEEP_WORKERS"
 PARENT_ENV_VAR = "SWEEP_PARENT_PID"
 CORE_ENV_VAR = "SWEEP_WORKER_CORE"
 POLL_SECONDS = 1.0
-
-
-def threads_per_worker(workers: int, cores: int | None = None) -> int:
-    """Cores shared evenly, so K workers on K cores don't oversubscribe them."""
-    available = cores if cores is not None else (os.cpu_count() or 1)
-    return max(1, available // max(1, workers))
-
-
-def worker_cores(workers: int) -> list[int] | None:
-    """The core each of `workers` local workers is pinned to, or None to leave it to the OS.
-
-    Measured on a 2-core machine, two workers training the same model side by side with
-    Keras' `fit`: free to migrate, 5.1-7.9 s per model; pinned, a steadier 5.9-6.3 s. With the
-    sweep's own loop (sweep.nets.training), two pinned workers train as fast as one alone. Only
-    when the workers fit on this process's cores; `SWEEP_PIN_WORKERS=0` turns it off.
-    """
-    if workers < 2 or not settings.current().pin_workers:
-        return None
-    if not hasattr(os, "sched_getaffinity"):  # not Linux
-        return None
-    cores = sorted(os.sched_getaffinity(0))
-    if workers > len(cores):
-        return None
-    return cores[:workers]
-
-
-def pin_to_assigned_core() -> int | None:
-    """Pin every thread of this process to the core its parent assigned (`SWEEP_WORKER_CORE`).
-
-    All threads, not just this one: importing TensorFlow has already started some, and
-    threads started later inherit the mask of the thread that starts them.
-    """
-    core = settings.current().worker_core
-    if core is None or not hasattr(os, "sched_setaffinity"):
-        return None
-    try:
-        for tid in os.listdir("/proc/self/task"):
-            os.sched_setaffinity(int(tid), {core})
-    except OSError:  # a core that went away, a thread that just ended
-        return None
-    return core
+EXIT_POLL_SECONDS = 0.05
 
 
 def exit_with_parent() -> None:
@@ -112,6 +76,8 @@ def run_local_workers(campaign: Campaign, workers: int, reporter: Reporter) -> N
         PARENT_ENV_VAR: str(os.getpid()),
     }
     env.pop(CORE_ENV_VAR, None)
+    # Each worker's NumPy gets its share of the cores too, before it loads (see placement).
+    env.update(native_thread_env(threads_per_worker(workers)))
     command = [sys.executable, "-m", "sweep", "worker", "--quiet"]
     cores = worker_cores(workers)
     processes = [
@@ -145,7 +111,7 @@ def run_local_workers(campaign: Campaign, workers: int, reporter: Reporter) -> N
                     reporter.operation_finished(status)
             if not running:
                 break
-            time.sleep(POLL_SECONDS)
+            _wait_for_an_exit(running, POLL_SECONDS)
     except KeyboardInterrupt:
         # Ctrl-C reached the whole process group; SIGTERM reached only us: pass it on.
         for process in processes:
@@ -158,6 +124,16 @@ def run_local_workers(campaign: Campaign, workers: int, reporter: Reporter) -> N
     if failed:
         codes = ", ".join(f"worker {i} exited with code {code}" for i, code in failed)
         raise FatalSweepError(f"{codes}; see its message above")
+
+
+def _wait_for_an_exit(processes: list[subprocess.Popen[bytes]], seconds: float) -> None:
+    """Sleep up to `seconds`, less if one of `processes` exits: the sweep ends when its last
+    worker does, not at the next progress poll (up to a second later)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            return
+        time.sleep(EXIT_POLL_SECONDS)
 
 
 def workers_from_environment() -> int:
