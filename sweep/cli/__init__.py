@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
+import threading
 
 from sweep.cli.main import build_parser, main
 
@@ -29,4 +31,27 @@ def run() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    if code == 0 and "tensorflow" in sys.modules:
+        _leave_without_tensorflows_teardown()
     sys.exit(code)
+
+
+def _leave_without_tensorflows_teardown() -> None:
+    """Exit 0 now, skipping the interpreter's teardown, which TensorFlow makes slow.
+
+    Measured here: `import tensorflow`, one op and a normal exit 3.3-3.5 s; the same with this
+    exit 2.4-2.6 s (the exit handlers themselves take under 10 ms). For a worker that is the
+    end of every sweep (the parent of `run --workers K` waits for it). Everything is committed
+    and closed by now; the exit handlers (logging's flush, temporary folders) still run. Not
+    taken while a non-daemon thread is alive (the normal exit waits for those), nor when the
+    output cannot be flushed (the normal exit reports that).
+    """
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(0)
