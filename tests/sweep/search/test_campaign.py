@@ -204,6 +204,9 @@ def test_a_worker_finding_a_slot_lock_held_works_on_another_operation(storage_ur
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and trial_counts(multiply).counted < 3:
                 time.sleep(0.05)
+            # Held a moment longer: released the instant multiply's last trial counts, the
+            # worker's next try could find it free and never queue (1 run in 13 did).
+            time.sleep(1.0)
             lock.release()
 
         releaser = threading.Thread(target=release_once_multiply_is_done)

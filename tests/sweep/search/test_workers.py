@@ -185,8 +185,10 @@ def test_workers_survive_terminated_connections(server_url: str, tmp_path: Path)
     stop = threading.Event()
 
     def terminate() -> None:
+        # The first round at once, while the first trial runs: the whole sweep may take only
+        # a few seconds more, and a round that comes after it proves nothing.
         nonlocal terminated
-        while not stop.wait(3.0):
+        while True:
             with admin.connect() as connection:
                 terminated += len(connection.execute(
                     sqlalchemy.text(
@@ -195,6 +197,8 @@ def test_workers_survive_terminated_connections(server_url: str, tmp_path: Path)
                     ),
                     {"db": database},
                 ).all())
+            if stop.wait(1.0):
+                return
 
     _wait_for_running_trial(server_url)
     thread = threading.Thread(target=terminate, daemon=True)
@@ -254,3 +258,48 @@ def test_a_pinned_worker_keeps_all_its_threads_on_its_core() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert lines[-2:] == [str(core), str([[core]])]
+
+
+def test_native_thread_sizes_are_the_workers_share_unless_the_user_set_them() -> None:
+    from sweep.search.placement import NATIVE_THREAD_VARS, native_thread_env
+
+    assert native_thread_env(1, {}) == {name: "1" for name in NATIVE_THREAD_VARS}
+    assert "OMP_NUM_THREADS" not in native_thread_env(1, {"OMP_NUM_THREADS": "3"})
+
+
+_BLAS_THREADS = """
+import os
+from sweep.search.workers import pin_to_assigned_core  # loads NumPy, as `sweep worker` does
+import numpy as np
+print(pin_to_assigned_core())
+print(len(os.listdir("/proc/self/task")))
+a = np.random.default_rng(0).normal(size=(2000, 20))
+np.linalg.lstsq(a, a[:, 0], rcond=None)
+"""
+
+
+def _threads_after_numpy(env: dict[str, str]) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _BLAS_THREADS], env=env, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-2:]
+
+
+def test_a_pinned_worker_has_no_second_blas_thread_on_its_core() -> None:
+    """NumPy loads before a worker pins itself, so OpenBLAS would start a thread per core and
+    they would busy-wait on the one core (lstsq 66x slower, measured): the parent sizes the
+    pool through the environment it gives each worker."""
+    from sweep.search.placement import native_thread_env, threads_per_worker
+
+    cores = sorted(os.sched_getaffinity(0))
+    core = cores[-1]
+    base = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    base["SWEEP_WORKER_CORE"] = str(core)
+    workers = max(2, len(cores))
+    sized = _threads_after_numpy({**base, **native_thread_env(threads_per_worker(workers))})
+    assert sized == [str(core), "1"]  # the main thread alone: no OpenBLAS helper thread
+    if len(cores) > 1:  # the test can see the fault: unsized, OpenBLAS adds its threads
+        unsized = _threads_after_numpy(base)
+        assert unsized[0] == str(core) and int(unsized[1]) > 1, unsized
