@@ -78,6 +78,8 @@ class WorkerRun:
     prefill_seconds: float  # creating and prefilling the study: not part of the measurement
     load_after: str
     startup_seconds: float = math.nan  # the command's start to the first new trial's start
+    epochs: int = 0  # epochs reported by the new trials, summed: work differs between runs
+    pruned_trials: int = 0
     tail_seconds: float = math.nan  # the last new trial's end to the command's exit
 
     @property
@@ -231,6 +233,8 @@ def measure_run(
         load_after=load_average(),
         startup_seconds=min(starts).timestamp() - started_at if starts else math.nan,
         tail_seconds=started_at + seconds - max(ends).timestamp() if ends else math.nan,
+        epochs=sum(len(t.intermediate_values) for t in mine),
+        pruned_trials=sum(t.state == TrialState.PRUNED for t in mine),
     )
 
 
@@ -368,13 +372,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.what == "ratio":
         runs = run_workers(database, sizes=(args.trials + 40,), new_trials=args.trials,
                            seed_trials=args.seed_trials, epochs=None, repeats=args.repeats)
+        # Training per trial and the busy share tell a slower machine from a costlier loop:
+        # trials that the pruner stops early leave a second worker little to overlap.
         print("| workers | repeat | trials | process s | start to first trial s | span s |"
-              " last trial to exit s | trials/min (process) | trials/min (span) | load after |"
-              "\n|---|---|---|---|---|---|---|---|---|---|")
+              " last trial to exit s | pruned | epochs per trial | training s per trial |"
+              " outside training (busy) | trials/min (process) | trials/min (span) | load after |"
+              "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for run in runs:
+            per_trial = run.train_seconds / run.timed_trials if run.timed_trials else math.nan
             print(f"| {run.workers} | {run.repeat} | {run.counted_trials} |"
                   f" {run.process_seconds:.1f} | {run.startup_seconds:.1f} |"
-                  f" {run.span_seconds:.1f} | {run.tail_seconds:.1f} |"
+                  f" {run.span_seconds:.1f} | {run.tail_seconds:.1f} | {run.pruned_trials} |"
+                  f" {run.epochs / max(1, run.counted_trials):.1f} | {per_trial:.2f} |"
+                  f" {run.outside_training_share_busy:.1%} |"
                   f" {run.trials_per_minute_process:.1f} | {run.trials_per_minute_span:.1f} |"
                   f" {run.load_after} |")
         return 0
