@@ -105,9 +105,15 @@ class WorkerRun:
         return math.nan
 
 
-def _campaign_file(folder: Path, epochs: int | None) -> Path:
+def _campaign_file(folder: Path, epochs: int | None, family: str | None = None) -> Path:
+    """The campaign's settings: the defaults, or a fixed epoch cap, or one model family."""
     path = folder / "campaign.toml"
-    text = "# defaults\n" if epochs is None else f"[space]\nepochs = {epochs}\n"
+    lines = ["[space]"]
+    if epochs is not None:
+        lines.append(f"epochs = {epochs}")
+    if family is not None:
+        lines.append(f"family = [{family!r}]")
+    text = "\n".join(lines) + "\n" if len(lines) > 1 else "# defaults\n"
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -248,6 +254,7 @@ def run_workers(
     repeats: int,
     on_seed: Callable[[SeedSweep], None] | None = None,
     on_run: Callable[[WorkerRun], None] | None = None,
+    family: str | None = None,
 ) -> list[WorkerRun]:
     """At each study size, 1 and 2 workers, alternating (1, 2, then 2, 1, ...) so drift in the
     machine's load is shared. `database()` gives a fresh database for each `sweep run` (the
@@ -258,7 +265,7 @@ def run_workers(
     orders = [(1, 2) if repeat % 2 == 0 else (2, 1) for repeat in range(repeats)]
     with tempfile.TemporaryDirectory(prefix="sweep-bench-workers-") as name:
         folder = Path(name)
-        config = _campaign_file(folder, epochs)
+        config = _campaign_file(folder, epochs, family)
         log(f"workers: seed sweep, {seed_trials} trials of {OPERATION}, 1 worker")
         with database() as url:
             seed = run_seed_sweep(url, seed_trials, config, folder)
@@ -357,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed-trials", type=int, default=40)
+    parser.add_argument("--family", default=None,
+                        help="ratio: search one model family only (e.g. mlp: longer trials)")
     parser.add_argument("--base", default=None,
                         help="another checkout to measure side by side (its PYTHONPATH)")
     parser.add_argument("--admin-url", default=DEFAULT_POSTGRES_ADMIN_URL)
@@ -371,7 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"workers: load at start {load_average()}")
     if args.what == "ratio":
         runs = run_workers(database, sizes=(args.trials + 40,), new_trials=args.trials,
-                           seed_trials=args.seed_trials, epochs=None, repeats=args.repeats)
+                           seed_trials=args.seed_trials, epochs=None, repeats=args.repeats,
+                           family=args.family)
         # Training per trial and the busy share tell a slower machine from a costlier loop:
         # trials that the pruner stops early leave a second worker little to overlap.
         print("| workers | repeat | trials | process s | start to first trial s | span s |"
