@@ -192,6 +192,11 @@ class ScaleRun:
         )
 
     @property
+    def clean(self) -> bool:
+        """What the target asks of every run: exact, nothing RUNNING or FAIL, no errors."""
+        return self.exact and not (self.running_left or self.failed or self.errors)
+
+    @property
     def total_trials(self) -> int:
         return sum(self.counted.values())
 
@@ -258,7 +263,7 @@ def target_lines(runs: Sequence[ScaleRun]) -> list[str]:
     if not runs:
         return []
     sizes = sorted({run.workers for run in runs})
-    bad = [r for r in runs if not r.exact or r.running_left or r.failed or r.errors]
+    bad = [r for r in runs if not r.clean]
     state = "holds" if not bad else "does not hold yet"
     problems = "; ".join(
         f"{r.workers} workers run {r.repeat}: "
@@ -499,7 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     place = OWN_CLUSTER if args.own_cluster else f"the server at {mask_url(args.admin_url)}"
     settings = scale_settings(sizes, args.repeats, args.trials, place, args.pgbouncer)
     print("\n".join(render_section(runs, settings)))
-    bad = [r for r in runs if not r.exact or r.running_left or r.failed or r.errors]
+    bad = [r for r in runs if not r.clean]
     for run in bad:
         for error in run.errors[:3]:
             log(f"scale: {run.workers} workers run {run.repeat}: {error}")

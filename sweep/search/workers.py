@@ -21,7 +21,7 @@ from sweep.search._signals import install_signal_handlers as install_signal_hand
 from sweep.search._signals import interrupting_signal as interrupting_signal
 from sweep.search.budget import progress
 from sweep.search.campaign import Campaign
-from sweep.search.placement import native_thread_env as native_thread_env
+from sweep.search.placement import native_thread_env
 from sweep.search.placement import pin_to_assigned_core as pin_to_assigned_core
 from sweep.search.placement import threads_per_worker as threads_per_worker
 from sweep.search.placement import worker_cores as worker_cores
