@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
 import threading
+import time
 
 from sweep.cli.main import build_parser, main
+from sweep.search._signals import forget_swallowed_interrupt
 
 __all__ = ["build_parser", "main", "run"]
+
+REDELIVERY_DELAY_SECONDS = 0.01
+"""How long after a lost Ctrl-C it comes again: long enough for the finaliser to end."""
 
 
 def run() -> None:
@@ -20,6 +26,7 @@ def run() -> None:
     Python's shutdown (TensorFlow's exit handlers) must not turn it into a traceback or a
     death by signal.
     """
+    _deliver_interrupts_that_hit_a_finaliser()
     try:
         code = main()
     finally:
@@ -34,6 +41,50 @@ def run() -> None:
     if code == 0 and "tensorflow" in sys.modules:
         _leave_without_tensorflows_teardown()
     sys.exit(code)
+
+
+def _deliver_interrupts_that_hit_a_finaliser() -> None:
+    """Re-send a Ctrl-C that landed inside a finaliser, so that it lands in ordinary code.
+
+    Python runs a signal's handler wherever the main thread is; when that is a weakref callback
+    or a `__del__` (SQLAlchemy's event registry, during the garbage collection an error path
+    starts), the KeyboardInterrupt cannot propagate: Python prints "Exception ignored in ..."
+    with a traceback and carries on as if Ctrl-C never came (seen in CI: `sweep pull` stopped
+    at 0.3 s). Now nothing is printed and the signal comes again from a helper thread a moment
+    later, when the finaliser is over. Raising it from the hook itself would not do: Python
+    checks for signals after each call there and the interrupt would land in the hook. Other
+    unraisable errors go to the usual hook.
+    """
+    previous = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if not (isinstance(unraisable.exc_type, type)
+                and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+            previous(unraisable)
+            return
+        while True:
+            # (`run` and `worker` record the signal, SIGTERM too: the same comes again, and
+            # as a first one, not a repeat.)
+            signum = forget_swallowed_interrupt() or signal.SIGINT
+            try:
+                threading.Thread(
+                    target=_send_to_the_main_thread, args=(signum,), daemon=True
+                ).start()
+                return
+            except KeyboardInterrupt:
+                # The helper's signal arrived while this one started: that one is used up.
+                continue
+
+    sys.unraisablehook = hook
+
+
+def _send_to_the_main_thread(signum: int) -> None:
+    """A real signal (not a flag), so that a blocking call in the main thread returns too."""
+    time.sleep(REDELIVERY_DELAY_SECONDS)
+    main_thread = threading.main_thread().ident
+    if main_thread is not None:
+        with contextlib.suppress(OSError):  # (the process is already leaving)
+            signal.pthread_kill(main_thread, signum)
 
 
 def _leave_without_tensorflows_teardown() -> None:

@@ -44,6 +44,18 @@ def deferred_interrupts() -> Iterator[None]:
         _deferring -= 1
 
 
+def forget_swallowed_interrupt() -> int | None:
+    """The KeyboardInterrupt raised for the last signal never propagated (it hit a finaliser).
+
+    Returns that signal (None if these handlers did not see it). The program sends it again
+    (`sweep.cli.run`); it must then count as a first signal, which inside a trial is only
+    recorded, not as a repeat, which raises at once.
+    """
+    global _received
+    received, _received = _received, None
+    return received
+
+
 def interrupting_signal() -> str | None:
     """The name of the signal that asked this process to stop (``SIGTERM``), else None."""
     if _received is None:

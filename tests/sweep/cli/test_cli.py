@@ -182,3 +182,48 @@ def test_ctrl_c_that_python_wrapped_in_another_error_still_ends_as_interrupted(
     monkeypatch.setattr(cli_main, "_main", lambda argv: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # a real bug still shows itself
         main([])
+
+
+FINALISER_HIT_BY_A_SIGNAL = """
+import signal, sys, time, weakref
+import sweep.cli
+from sweep.search._signals import install_signal_handlers
+
+def command() -> int:
+    if sys.argv[1] == "SIGTERM":
+        install_signal_handlers()  # as `sweep run` and `sweep worker` do
+    class Thing: ...
+    def finaliser(_ref):
+        signal.raise_signal(getattr(signal, sys.argv[1]))  # arrives while a weakref callback runs
+    thing = Thing()
+    ref = weakref.ref(thing, finaliser)
+    try:
+        del thing
+        time.sleep(30)  # a blocking call: the interrupt must end it, not wait for it
+    except KeyboardInterrupt as stop:
+        print("stopped", *stop.args, flush=True)
+        return 130
+    print("ran to the end", flush=True)
+    return 0
+
+sweep.cli.main = command
+sweep.cli.run()
+"""
+
+
+@pytest.mark.parametrize(("signal_name", "printed"), [
+    ("SIGINT", "stopped\n"),  # Python's own handler (`pull`, `best`, ...)
+    ("SIGTERM", "stopped SIGTERM\n"),  # the sweep's, which records the signal
+])
+def test_a_signal_that_lands_in_a_finaliser_still_stops_the_command_without_a_traceback(
+    signal_name: str, printed: str, tmp_path: Path,
+) -> None:
+    """CI saw `sweep pull` interrupted inside SQLAlchemy's weakref callback print "Exception
+    ignored in ..." with a traceback, then carry on as if Ctrl-C never came. The program
+    sends such a signal again, and it lands where it can propagate."""
+    result = subprocess.run(
+        [sys.executable, "-c", FINALISER_HIT_BY_A_SIGNAL, signal_name], cwd=tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert (result.returncode, result.stdout) == (130, printed), result
+    assert result.stderr == ""
