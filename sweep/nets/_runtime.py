@@ -6,10 +6,15 @@ SQL (`sweep best`, `sweep models`) never start TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
 import logging
 import os
 import sys
 import threading
+import types
+from collections.abc import Iterator, Sequence
 
 from sweep import settings
 from sweep.errors import ConfigError
@@ -37,7 +42,10 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
-    if "tensorflow" in sys.modules or _verbose():
+    if "tensorflow" in sys.modules:
+        return
+    if _verbose():
+        _import_tensorflow()
         return
     global _saved_stderr
     sys.stderr.flush()
@@ -47,9 +55,15 @@ def quiet_tensorflow() -> None:
         os.dup2(devnull, 2)
         os.close(devnull)
     try:
-        import tensorflow  # noqa: F401
+        _import_tensorflow()
     finally:
         restore_stderr()  # (unless the main thread already did, leaving on Ctrl-C)
+
+
+def _import_tensorflow() -> None:
+    """`import tensorflow`, which imports Keras 3 too, without Keras' matplotlib."""
+    with keras_import_without_matplotlib():
+        import tensorflow  # noqa: F401
 
 
 def restore_stderr() -> None:
@@ -87,3 +101,58 @@ def configure_tensorflow(threads: int) -> int:
     tf.get_logger().setLevel(logging.ERROR)
     _configured = True
     return threads
+
+
+class _MatplotlibRefusedToKeras(importlib.abc.MetaPathFinder):
+    """Answers "not installed" to Keras' own imports of matplotlib, and only to those.
+
+    `import keras` (which `import tensorflow` runs) imports `matplotlib.pyplot`, for
+    `keras.visualization`'s image galleries, which the sweep never draws, and treats an
+    ImportError as "no matplotlib". That import is ~15% of a worker's start. Who imports is
+    read off the importing frame, so another thread's matplotlib (the report's plots) is never
+    refused, and an imported matplotlib is not looked up here at all.
+    """
+
+    active = False
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: types.ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not self.active or fullname.partition(".")[0] != "matplotlib":
+            return None
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None and _module_of(frame).startswith("importlib"):
+            frame = frame.f_back  # the import system's own frames
+        importer = _module_of(frame) if frame is not None else ""
+        if importer == "keras" or importer.startswith("keras."):
+            raise ModuleNotFoundError(f"No module named {fullname!r} (for Keras)", name=fullname)
+        return None
+
+
+def _module_of(frame: types.FrameType) -> str:
+    return str(frame.f_globals.get("__name__", ""))
+
+
+_keras_finder: _MatplotlibRefusedToKeras | None = None
+
+
+@contextlib.contextmanager
+def keras_import_without_matplotlib() -> Iterator[None]:
+    """Around the first `import keras` (`import tensorflow` makes it): Keras' import-time
+    matplotlib is refused.
+
+    The finder stays on `sys.meta_path`, idle outside this block: removing it could make an
+    import running in another thread skip the finder that comes next.
+    """
+    global _keras_finder
+    if _keras_finder is None:
+        _keras_finder = _MatplotlibRefusedToKeras()
+        sys.meta_path.insert(0, _keras_finder)
+    _keras_finder.active = True
+    try:
+        yield
+    finally:
+        _keras_finder.active = False
