@@ -38,7 +38,7 @@ def run() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    if code == 0 and "tensorflow" in sys.modules:
+    if code == 0 and _tensorflow_loaded_or_loading():
         _leave_without_tensorflows_teardown()
     sys.exit(code)
 
@@ -85,6 +85,13 @@ def _send_to_the_main_thread(signum: int) -> None:
     if main_thread is not None:
         with contextlib.suppress(OSError):  # (the process is already leaving)
             signal.pthread_kill(main_thread, signum)
+
+
+def _tensorflow_loaded_or_loading() -> bool:
+    """TensorFlow is imported, or its import runs in a thread (a worker that was not needed):
+    the interpreter's teardown would wait on it, or tear it down mid-import."""
+    background = sys.modules.get("sweep.nets.background")
+    return "tensorflow" in sys.modules or (background is not None and background.importing())
 
 
 def _leave_without_tensorflows_teardown() -> None:

@@ -411,21 +411,30 @@ def _cmd_run(args: argparse.Namespace, url: str, campaign: str) -> int:
     # With K >= 2 workers this process only coordinates: its workers import TensorFlow, it
     # does not (the processes start sooner, and K imports do not queue behind a K+1-th).
     trainer = _background_trainer(args.workers, start=args.workers == 1)
-    from sweep.search.campaign import Campaign
-    from sweep.search.workers import install_signal_handlers
+    from sweep.search.workers import LocalWorkers, install_signal_handlers
 
     install_signal_handlers()
+    # Started before Optuna loads here: their imports overlap the campaign's preparation.
+    workers = LocalWorkers(url, config.name, args.workers) if args.workers > 1 else None
     try:
+        from sweep.search.campaign import Campaign
+
         with Campaign(config, url, trainer, on_promoted=_publisher()) as prepared:
+            if workers is not None:
+                workers.release()
             # The import silences stderr while it runs: nothing may be printed before it ends.
             trainer.wait()
-            return _run_prepared(args, url, config, prepared)
+            return _run_prepared(args, url, config, prepared, workers)
     except BaseException:
+        if workers is not None:
+            workers.stop()
         _leave_background_import(trainer)
         raise
 
 
-def _run_prepared(args: argparse.Namespace, url: str, config: Any, prepared: Any) -> int:
+def _run_prepared(
+    args: argparse.Namespace, url: str, config: Any, prepared: Any, workers: Any
+) -> int:
     from storage import mask_url
     from sweep.search.workers import run_local_workers
 
@@ -443,24 +452,24 @@ def _run_prepared(args: argparse.Namespace, url: str, config: Any, prepared: Any
     from sweep.cli.display import ProgressReporter, print_best_table
 
     with ProgressReporter() as reporter:
-        if args.workers == 1:
+        if workers is None:
             prepared.run(reporter)
         else:
-            run_local_workers(prepared, args.workers, reporter)
+            run_local_workers(prepared, workers, reporter)
     print_best_table(prepared.best(), prepared.operations)
     return 0
 
 
 def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
-    from sweep.search.workers import (
+    from sweep.search.workers import (  # light: the pinning comes before NumPy loads
         exit_with_parent,
         install_signal_handlers,
         pin_to_assigned_core,
         workers_from_environment,
     )
 
-    # Pinned first: TensorFlow's threads, started by the import, inherit the core. (NumPy has
-    # loaded by now: the parent sized its OpenBLAS pool through the environment, placement.)
+    # Pinned first: TensorFlow's threads, started by the import, inherit the core, and so does
+    # NumPy's OpenBLAS pool (sized by the parent through the environment too, placement).
     pin_to_assigned_core()
     install_signal_handlers()
     exit_with_parent()
@@ -472,10 +481,14 @@ def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
     trainer = _background_trainer(workers_from_environment(), start=True)
     from sweep.cli.display import ProgressReporter, QuietReporter
     from sweep.search.campaign import Campaign
+    from sweep.search.workers import wait_for_the_parent
 
     name = fallback.name if fallback is not None else campaign
     reporter = QuietReporter() if args.quiet else ProgressReporter(live=False)
     try:
+        if not wait_for_the_parent():  # `run --workers K` could not prepare its campaign
+            trainer.abandon()
+            return 0
         with Campaign.join(url, name, trainer, fallback, on_promoted=_publisher()) as prepared:
             # The import silences stderr while it runs: nothing may be printed before it ends.
             trainer.wait()

@@ -19,7 +19,14 @@ from sweep.nets import EpochCallback, FloatArray, ModelSpec, Predictor, TrainedM
 if TYPE_CHECKING:
     from sweep.nets.training import KerasTrainer
 
-__all__ = ["BackgroundTrainer"]
+__all__ = ["BackgroundTrainer", "importing"]
+
+IMPORT_THREAD_NAME = "sweep-tensorflow-import"
+
+
+def importing() -> bool:
+    """Whether a background import of TensorFlow is still running in this process."""
+    return any(t.name == IMPORT_THREAD_NAME and t.is_alive() for t in threading.enumerate())
 
 
 class BackgroundTrainer:
@@ -38,7 +45,7 @@ class BackgroundTrainer:
         self._thread: threading.Thread | None = None
         if start:
             self._thread = threading.Thread(
-                target=self._import_quietly, name="sweep-tensorflow-import", daemon=True
+                target=self._import_quietly, name=IMPORT_THREAD_NAME, daemon=True
             )
             self._thread.start()
 

@@ -6,7 +6,10 @@ is interrupted while it trains.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,6 +111,61 @@ def test_sigterm_to_a_run_with_local_workers_stops_them_all(tmp_path: Path) -> N
     assert_registry_whole(url)
     # Resuming is the same as after a single-process run (above); two more TensorFlow
     # processes on a small machine would only make this test slow.
+
+
+def _processes_on(url: str) -> list[int]:
+    """Processes (other than this one) whose environment names storage `url`: the workers."""
+    wanted = f"SWEEP_STORAGE={url}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+@pytest.mark.parametrize(("how", "delay"), [
+    ("SIGTERM", 1.0), ("Ctrl-C", 1.0), ("SIGTERM", 3.0), ("Ctrl-C", 3.0),
+])
+def test_a_stop_while_local_workers_start_ends_them_all(
+    how: str, delay: float, tmp_path: Path
+) -> None:
+    """The workers of `run --workers 2` start before the campaign is prepared and wait for the
+    parent's go: a stop then (SIGTERM to the parent alone, or Ctrl-C to the whole group) must
+    end every process within seconds, with one line and no trial left RUNNING."""
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    env = sweep_env(url, tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sweep", "run", "--workers", "2", "--config",
+         str(campaign_file(tmp_path))],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    time.sleep(delay)
+    if how == "SIGTERM":
+        process.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(process.pid, signal.SIGINT)
+    sent = time.monotonic()
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        for pid in _processes_on(url):  # never leave a worker behind, whatever failed
+            os.kill(pid, signal.SIGKILL)
+    assert time.monotonic() - sent < EXIT_SECONDS
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert sum("interrupted" in line for line in stderr.splitlines()) == 1, stderr
+    assert _processes_on(url) == [], "a worker outlived the stopped run"
+    try:
+        found = states(url)
+    except KeyError:  # stopped before the parent had created the studies
+        found = {}
+    assert all(TrialState.RUNNING not in s for s in found.values()), found
 
 
 def test_a_killed_sweep_is_cleaned_up_by_the_next_run(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -128,6 +129,55 @@ def test_local_workers_on_sqlite(tmp_path: Path) -> None:
     assert "Best model per operation" in result.stdout
     _assert_budget_exact(url, 4)
     _assert_registry_holds_true_best(url)
+
+
+def test_local_workers_wait_for_the_go_and_leave_quietly_without_it(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`run --workers K` starts its workers before it prepares the campaign (their TensorFlow
+    import overlaps its own); until the go they must not open the database, and when the
+    preparation fails they must leave without a word (the parent prints the one error)."""
+    from sweep.search.workers import LocalWorkers
+
+    database = tmp_path / "never.db"
+    workers = LocalWorkers(f"sqlite:///{database}", "dist", 2)
+    try:
+        time.sleep(3.0)  # well into their imports, past their reading of the environment
+        assert all(p.poll() is None for p in workers.processes), "a worker did not wait"
+        assert not database.exists()
+    finally:
+        workers.stop()
+    assert [p.returncode for p in workers.processes] == [0, 0]
+    assert not database.exists()
+    assert capfd.readouterr().err == ""
+
+
+def test_run_with_workers_whose_campaign_cannot_be_prepared_says_one_line(
+    tmp_path: Path,
+) -> None:
+    """The parent's preparation fails after its workers started: its one error line, exit 2,
+    no word from the workers, and none of them is left running."""
+    from sweep.nets.background import BackgroundTrainer
+    from sweep.search.campaign import Campaign
+    from sweep.search.config import CampaignConfig, config_from_toml, load_toml
+
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    stored = config_from_toml(load_toml(_campaign_file(tmp_path, 1)), CampaignConfig())
+    with Campaign(replace(stored, name="dist"), url, BackgroundTrainer(1, start=False)):
+        pass  # created, never trained
+    other = tmp_path / "other.toml"  # the same campaign with other data: refused
+    other.write_text(_campaign_file(tmp_path, 1).read_text().replace(
+        "examples = 600", "examples = 700"))
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep", "run", "--workers", "2", "--config", str(other)],
+        env=_env(url), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already exists with a different data" in lines[0], done.stderr
+    left = subprocess.run(["pgrep", "-f", "sweep worker --quiet"], capture_output=True,
+                          text=True)
+    assert left.stdout.strip() == "", "a worker outlived its parent"
 
 
 def _wait_for_running_trial(url: str, pid: int | None = None, timeout: float = 120) -> None:
@@ -269,8 +319,8 @@ def test_native_thread_sizes_are_the_workers_share_unless_the_user_set_them() ->
 
 _BLAS_THREADS = """
 import os
-from sweep.search.workers import pin_to_assigned_core  # loads NumPy, as `sweep worker` does
-import numpy as np
+from sweep.search.workers import pin_to_assigned_core
+import numpy as np  # before the pinning: the worst case (a worker by hand may load it first)
 print(pin_to_assigned_core())
 print(len(os.listdir("/proc/self/task")))
 a = np.random.default_rng(0).normal(size=(2000, 20))
