@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,6 +82,7 @@ class WorkerRun:
     epochs: int = 0  # epochs reported by the new trials, summed: work differs between runs
     pruned_trials: int = 0
     tail_seconds: float = math.nan  # the last new trial's end to the command's exit
+    code: str = "this checkout"  # which checkout ran (PYTHONPATH)
 
     @property
     def trials_per_minute_process(self) -> float:
@@ -119,11 +121,15 @@ def _campaign_file(folder: Path, epochs: int | None, family: str | None = None) 
 
 
 def _sweep_run(
-    url: str, campaign: str, workers: int, trials: int, config: Path, folder: Path
+    url: str, campaign: str, workers: int, trials: int, config: Path, folder: Path,
+    pythonpath: str | None = None,
 ) -> tuple[float, float]:
-    """One `sweep run` process; returns its wall seconds and its start (`time.time()`)."""
+    """One `sweep run` process (of the checkout on `pythonpath`, else this one); returns its
+    wall seconds and its start (`time.time()`)."""
     env = {**os.environ, "SWEEP_STORAGE": url, "SWEEP_ARTIFACTS": str(folder / "artifacts")}
     env.pop("SWEEP_CAMPAIGN", None)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     command = [
         sys.executable, "-m", "sweep", "run", "--ops", OPERATION, "--trials", str(trials),
         "--config", str(config), "--campaign", campaign, "--workers", str(workers),
@@ -199,14 +205,15 @@ def _float_attr(trial: FrozenTrial, key: str) -> float | None:
 
 def measure_run(
     url: str, campaign: str, *, size: int, new: int, workers: int, repeat: int,
-    config: Path, folder: Path, seed: SeedSweep,
+    config: Path, folder: Path, seed: SeedSweep, code: str = "this checkout",
+    pythonpath: str | None = None,
 ) -> WorkerRun:
     """Prefill the study with size - new trials, then time `sweep run --trials size`."""
     prefilled = size - new
     started = time.monotonic()
     prefill_study(url, campaign, seed, prefilled)
     prefill_seconds = time.monotonic() - started
-    seconds, started_at = _sweep_run(url, campaign, workers, size, config, folder)
+    seconds, started_at = _sweep_run(url, campaign, workers, size, config, folder, pythonpath)
     trials, _ = _load_trials(url, campaign)
     mine = [t for t in trials if t.number >= prefilled]
     starts = [t.datetime_start for t in mine if t.datetime_start is not None]
@@ -224,6 +231,7 @@ def measure_run(
         last = max(t.datetime_complete for t in own if t.datetime_complete is not None)
         worker_seconds += (last - first).total_seconds()
     return WorkerRun(
+        code=code,
         study_size=size,
         workers=workers,
         repeat=repeat,
@@ -255,10 +263,13 @@ def run_workers(
     on_seed: Callable[[SeedSweep], None] | None = None,
     on_run: Callable[[WorkerRun], None] | None = None,
     family: str | None = None,
+    codes: Sequence[tuple[str, str | None]] = (("this checkout", None),),
 ) -> list[WorkerRun]:
     """At each study size, 1 and 2 workers, alternating (1, 2, then 2, 1, ...) so drift in the
-    machine's load is shared. `database()` gives a fresh database for each `sweep run` (the
-    seed sweep included), so no run sees another's rows. `epochs` None keeps the default."""
+    machine's load is shared; with several `codes` (name, PYTHONPATH), each worker count runs
+    every code in turn, also alternating. `database()` gives a fresh database for each
+    `sweep run` (the seed sweep included), so no run sees another's rows. `epochs` None keeps
+    the default."""
     if any(size <= new_trials for size in sizes):
         raise ValueError(f"every study size must exceed the {new_trials} measured trials")
     runs: list[WorkerRun] = []
@@ -277,16 +288,19 @@ def run_workers(
             on_seed(seed)
         for size in sizes:
             for repeat, order in enumerate(orders):
-                for workers in order:
+                turns = [(w, c) for w in order
+                         for c in (codes if repeat % 2 == 0 else codes[::-1])]
+                for workers, (code, pythonpath) in turns:
                     campaign = f"throughput-s{size}-w{workers}-r{repeat}"
                     log(
                         f"workers: {workers} worker(s), study of {size} trials "
-                        f"({size - new_trials} prefilled), #{repeat}"
+                        f"({size - new_trials} prefilled), #{repeat}, {code}"
                     )
                     with database() as url:
                         run = measure_run(
                             url, campaign, size=size, new=new_trials, workers=workers,
                             repeat=repeat, config=config, folder=folder, seed=seed,
+                            code=code, pythonpath=pythonpath,
                         )
                     log(
                         f"workers: {workers} at {size} -> {run.trials_per_minute_span:.1f}"
@@ -378,29 +392,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return temporary_postgres(args.admin_url)
 
     log(f"workers: load at start {load_average()}")
+    codes: list[tuple[str, str | None]] = [("this checkout", None)]
+    if args.base:
+        codes.append((f"base ({args.base})", args.base))
     if args.what == "ratio":
         runs = run_workers(database, sizes=(args.trials + 40,), new_trials=args.trials,
                            seed_trials=args.seed_trials, epochs=None, repeats=args.repeats,
-                           family=args.family)
+                           family=args.family, codes=codes)
         # Training per trial and the busy share tell a slower machine from a costlier loop:
         # trials that the pruner stops early leave a second worker little to overlap.
-        print("| workers | repeat | trials | process s | start to first trial s | span s |"
-              " last trial to exit s | pruned | epochs per trial | training s per trial |"
-              " outside training (busy) | trials/min (process) | trials/min (span) | load after |"
-              "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("| code | workers | repeat | trials | process s | start to first trial s |"
+              " span s | last trial to exit s | pruned | epochs per trial |"
+              " training s per trial | outside training (busy) | trials/min (process) |"
+              " trials/min (span) | load after |"
+              "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for run in runs:
             per_trial = run.train_seconds / run.timed_trials if run.timed_trials else math.nan
-            print(f"| {run.workers} | {run.repeat} | {run.counted_trials} |"
+            print(f"| {run.code} | {run.workers} | {run.repeat} | {run.counted_trials} |"
                   f" {run.process_seconds:.1f} | {run.startup_seconds:.1f} |"
                   f" {run.span_seconds:.1f} | {run.tail_seconds:.1f} | {run.pruned_trials} |"
                   f" {run.epochs / max(1, run.counted_trials):.1f} | {per_trial:.2f} |"
                   f" {run.outside_training_share_busy:.1%} |"
                   f" {run.trials_per_minute_process:.1f} | {run.trials_per_minute_span:.1f} |"
                   f" {run.load_after} |")
+        for code, _ in codes:
+            one = [r.process_seconds for r in runs if r.code == code and r.workers == 1]
+            two = [r.process_seconds for r in runs if r.code == code and r.workers == 2]
+            if one and two:
+                print(f"\n{code}: 2 workers against 1 over the process, medians"
+                      f" {statistics.median(one):.2f} s and {statistics.median(two):.2f} s:"
+                      f" **{statistics.median(one) / statistics.median(two):.2f}x**")
         return 0
-    codes: list[tuple[str, str | None]] = [("this checkout", None)]
-    if args.base:
-        codes.append((f"base ({args.base})", args.base))
     results: list[FirstTrial] = []
     with tempfile.TemporaryDirectory(prefix="sweep-bench-first-") as name:
         folder = Path(name)
