@@ -461,15 +461,15 @@ def _run_prepared(
 
 
 def _cmd_worker(args: argparse.Namespace, url: str, campaign: str) -> int:
-    from sweep.search.workers import (  # light: the pinning comes before NumPy loads
+    from sweep.search.workers import (
         exit_with_parent,
         install_signal_handlers,
         pin_to_assigned_core,
         workers_from_environment,
     )
 
-    # Pinned first: TensorFlow's threads, started by the import, inherit the core, and so does
-    # NumPy's OpenBLAS pool (sized by the parent through the environment too, placement).
+    # Pinned first: TensorFlow's threads, started by the import, inherit the core. (NumPy has
+    # loaded by now: the parent sized its OpenBLAS pool through the environment, placement.)
     pin_to_assigned_core()
     install_signal_handlers()
     exit_with_parent()

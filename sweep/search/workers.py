@@ -6,8 +6,7 @@ on other hosts do), and the parent reports progress by reading the studies. The 
 reaches children through the environment, never their command line, so the password is not
 visible in `ps`.
 
-Imports nothing heavy (no Optuna, no NumPy): the parent starts its workers before it loads
-Optuna, and a worker pins itself before NumPy loads.
+Imports nothing heavy (no Optuna): the parent starts its workers before it loads Optuna.
 """
 
 from __future__ import annotations

@@ -320,7 +320,7 @@ def test_native_thread_sizes_are_the_workers_share_unless_the_user_set_them() ->
 _BLAS_THREADS = """
 import os
 from sweep.search.workers import pin_to_assigned_core
-import numpy as np  # before the pinning: the worst case (a worker by hand may load it first)
+import numpy as np  # loaded before the pinning, as in `sweep worker`
 print(pin_to_assigned_core())
 print(len(os.listdir("/proc/self/task")))
 a = np.random.default_rng(0).normal(size=(2000, 20))
