@@ -152,6 +152,25 @@ def test_local_workers_wait_for_the_go_and_leave_quietly_without_it(
     assert capfd.readouterr().err == ""
 
 
+def test_a_worker_with_parent_pid_set_by_hand_in_a_terminal_does_not_wait(tmp_path: Path) -> None:
+    """SWEEP_PARENT_PID pointing at the shell it was typed in: no go will come on a terminal,
+    so the worker goes on (here to the one-line error for a campaign that does not exist)."""
+    import pty
+
+    leader, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "sweep", "worker"],
+            env=_env(f"sqlite:///{tmp_path / 'none.db'}", SWEEP_PARENT_PID=str(os.getpid())),
+            stdin=terminal, capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        os.close(terminal)
+        os.close(leader)
+    assert done.returncode == 2, done.stderr
+    assert "does not exist" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
 def test_run_with_workers_whose_campaign_cannot_be_prepared_says_one_line(
     tmp_path: Path,
 ) -> None:
