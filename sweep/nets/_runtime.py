@@ -108,7 +108,7 @@ class _MatplotlibRefusedToKeras(importlib.abc.MetaPathFinder):
 
     `import keras` (which `import tensorflow` runs) imports `matplotlib.pyplot`, for
     `keras.visualization`'s image galleries, which the sweep never draws, and treats an
-    ImportError as "no matplotlib". That import is ~15% of a worker's start. Who imports is
+    ImportError as "no matplotlib". That import is ~12% of a worker's start. Who imports is
     read off the importing frame, so another thread's matplotlib (the report's plots) is never
     refused, and an imported matplotlib is not looked up here at all.
     """

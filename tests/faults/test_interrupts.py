@@ -154,13 +154,14 @@ def test_a_stop_while_local_workers_start_ends_them_all(
     try:
         _, stderr = process.communicate(timeout=60)
     finally:
-        for pid in _processes_on(url):  # never leave a worker behind, whatever failed
+        left = _processes_on(url)
+        for pid in left:  # never leave a worker behind, whatever failed
             os.kill(pid, signal.SIGKILL)
     assert time.monotonic() - sent < EXIT_SECONDS
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
     assert sum("interrupted" in line for line in stderr.splitlines()) == 1, stderr
-    assert _processes_on(url) == [], "a worker outlived the stopped run"
+    assert left == [], "a worker outlived the stopped run"
     try:
         found = states(url)
     except KeyError:  # stopped before the parent had created the studies
