@@ -6,6 +6,8 @@ Optuna's tables live in the same database; ours are prefixed ``sweep_``.
 
 from __future__ import annotations
 
+from storage.campaigns import CampaignMerge, CampaignRows
+from storage.database import Database
 from storage.engine import check_reachable, create_engine, enable_sqlite_wal, engine_options
 from storage.errors import (
     CampaignConflict,
@@ -22,18 +24,15 @@ from storage.errors import (
     StorageUnavailable,
 )
 from storage.models import SCHEMA_VERSION, check_not_foreign, ensure_schema
-from storage.registry import (
-    CampaignMerge,
-    ModelCandidate,
-    ModelEntry,
-    ModelRegistry,
-    PromotionGuard,
-)
+from storage.registry import ModelRegistry, PromotionGuard
+from storage.rows import ModelCandidate, ModelEntry
 from storage.urls import (
     DEFAULT_STORAGE_URL,
+    StorageURL,
     dialect_of,
     mask_url,
     normalize_storage_url,
+    parse_storage_url,
     resolve_storage_url,
 )
 
@@ -42,8 +41,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "CampaignConflict",
     "CampaignMerge",
+    "CampaignRows",
     "ChecksumMismatch",
     "DamagedRegistry",
+    "Database",
     "ForeignDatabase",
     "IncompatibleSchema",
     "InvalidRegistryValue",
@@ -56,6 +57,7 @@ __all__ = [
     "PromotionRefused",
     "StorageError",
     "StorageInternalError",
+    "StorageURL",
     "StorageUnavailable",
     "check_not_foreign",
     "check_reachable",
@@ -66,5 +68,6 @@ __all__ = [
     "ensure_schema",
     "mask_url",
     "normalize_storage_url",
+    "parse_storage_url",
     "resolve_storage_url",
 ]

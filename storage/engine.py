@@ -14,12 +14,12 @@ from typing import Any
 
 import sqlalchemy
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
 from storage.errors import StorageInternalError, StorageUnavailable
-from storage.urls import dialect_of, mask_url, normalize_storage_url, redact_password
+from storage.urls import StorageURL, as_storage_url, redact_password
 
 __all__ = [
     "SERVER_MAX_OVERFLOW",
@@ -54,7 +54,7 @@ _CONNECT_TIMEOUT_SECONDS = 10
 SQLITE_BEGIN_IMMEDIATE = "sweep_sqlite_begin_immediate"
 
 
-def engine_options(url: str) -> dict[str, Any]:
+def engine_options(url: StorageURL | str) -> dict[str, Any]:
     """Keyword arguments for `sqlalchemy.create_engine` (and Optuna's ``engine_kwargs``).
 
     Returns a new dict on every call: Optuna adds keys to the dict it is given.
@@ -62,7 +62,7 @@ def engine_options(url: str) -> dict[str, Any]:
     Raises:
         InvalidStorageURL: The URL is not a supported storage URL.
     """
-    dialect = dialect_of(url)
+    dialect = as_storage_url(url).dialect
     if dialect == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
     connect_args: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT_SECONDS}
@@ -74,7 +74,7 @@ def engine_options(url: str) -> dict[str, Any]:
     return {**_SERVER_POOL, "connect_args": connect_args}
 
 
-def create_engine(url: str) -> Engine:
+def create_engine(url: StorageURL | str) -> Engine:
     """Create an engine for a storage URL with the options of `engine_options`.
 
     On SQLite every new connection gets WAL mode (readers never block the writer), a busy
@@ -85,9 +85,9 @@ def create_engine(url: str) -> Engine:
     Raises:
         InvalidStorageURL: The URL is not a supported storage URL.
     """
-    normalized = normalize_storage_url(url)
-    options = engine_options(normalized)
-    path = sqlite_path(normalized)
+    parsed = as_storage_url(url)
+    options = engine_options(parsed)
+    path = parsed.sqlite_path
     if path is not None and read_only_sqlite(path):
         # A database on a read-only mount (or a file we may not write): WAL needs its -shm
         # file, so open it immutable; reads work, any write fails with one clear line.
@@ -96,7 +96,7 @@ def create_engine(url: str) -> Engine:
             uri, uri=True, timeout=SQLITE_BUSY_TIMEOUT_SECONDS, check_same_thread=False
         )
         options.pop("connect_args", None)
-    engine = sqlalchemy.create_engine(normalized, **options)
+    engine = sqlalchemy.create_engine(parsed.parsed, **options)
     if engine.dialect.name == "sqlite":
         read_only = "creator" in options
         on_connect = _sqlite_on_connect_read_only if read_only else _sqlite_on_connect
@@ -159,17 +159,12 @@ def _sqlite_on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
-def sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: StorageURL | str) -> Path | None:
     """The database file of a SQLite URL; None for in-memory or non-SQLite URLs."""
-    if dialect_of(url) != "sqlite":
-        return None
-    database = make_url(url.strip()).database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return Path(database)
+    return as_storage_url(url).sqlite_path
 
 
-def enable_sqlite_wal(url: str) -> None:
+def enable_sqlite_wal(url: StorageURL | str) -> None:
     """Switch a SQLite file to WAL once; WAL is persistent, so Optuna's engine gets it too.
 
     Does nothing for servers and in-memory databases. Creates the file if it is missing.
@@ -177,10 +172,11 @@ def enable_sqlite_wal(url: str) -> None:
     Raises:
         StorageUnavailable: The file's directory does not exist or the file cannot be opened.
     """
-    path = sqlite_path(url)
+    parsed = as_storage_url(url)
+    path = parsed.sqlite_path
     if path is None:
         return
-    _require_parent(path, url)
+    _require_parent(path, parsed)
     try:
         connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
         try:
@@ -193,7 +189,7 @@ def enable_sqlite_wal(url: str) -> None:
         ) from e
 
 
-def check_reachable(url: str) -> None:
+def check_reachable(url: StorageURL | str) -> None:
     """Connect once and run ``SELECT 1``; creates nothing (no server database, no SQLite file).
 
     Raises:
@@ -201,30 +197,30 @@ def check_reachable(url: str) -> None:
         StorageUnavailable: The database cannot be reached; the message names the masked URL
             and the first line of the driver's reason.
     """
-    normalized = normalize_storage_url(url)
-    if dialect_of(normalized) == "sqlite":
-        _check_sqlite(normalized)
+    parsed = as_storage_url(url)
+    if parsed.dialect == "sqlite":
+        _check_sqlite(parsed)
         return
     engine = sqlalchemy.create_engine(
-        normalized, poolclass=NullPool, connect_args=engine_options(normalized)["connect_args"]
+        parsed.parsed, poolclass=NullPool, connect_args=engine_options(parsed)["connect_args"]
     )
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except DBAPIError as e:
         raise StorageUnavailable(
-            f"cannot reach database {mask_url(normalized)}: {short_reason(e, normalized)}"
+            f"cannot reach database {parsed.masked}: {short_reason(e, parsed)}"
         ) from e
     except SQLAlchemyError as e:
         raise StorageInternalError(
-            f"unexpected error checking {mask_url(normalized)}: {short_reason(e, normalized)}"
+            f"unexpected error checking {parsed.masked}: {short_reason(e, parsed)}"
         ) from e
     finally:
         engine.dispose()
 
 
-def _check_sqlite(url: str) -> None:
-    path = sqlite_path(url)
+def _check_sqlite(url: StorageURL) -> None:
+    path = url.sqlite_path
     if path is None:
         return  # In memory: always reachable.
     _require_parent(path, url)
@@ -249,26 +245,27 @@ def _check_sqlite(url: str) -> None:
         ) from e
 
 
-def require_sqlite_directory(url: str) -> None:
+def require_sqlite_directory(url: StorageURL | str) -> None:
     """Fail clearly when a SQLite file's directory is missing (SQLite only says "unable to open").
 
     Raises:
         StorageUnavailable: The directory does not exist.
     """
-    path = sqlite_path(url)
+    parsed = as_storage_url(url)
+    path = parsed.sqlite_path
     if path is not None:
-        _require_parent(path, url)
+        _require_parent(path, parsed)
 
 
-def _require_parent(path: Path, url: str) -> None:
+def _require_parent(path: Path, url: StorageURL) -> None:
     parent = path.parent
     if str(parent) and not parent.is_dir():
         raise StorageUnavailable(
-            f"cannot open SQLite database {mask_url(url)}: directory {str(parent)!r} does not exist"
+            f"cannot open SQLite database {url.masked}: directory {str(parent)!r} does not exist"
         )
 
 
-def short_reason(error: BaseException, url: str | None = None) -> str:
+def short_reason(error: BaseException, url: StorageURL | str | None = None) -> str:
     """First line of the driver's message (without SQLAlchemy's SQL echo), password scrubbed."""
     original = getattr(error, "orig", None)
     source = original if isinstance(original, BaseException) else error
@@ -282,4 +279,6 @@ def short_reason(error: BaseException, url: str | None = None) -> str:
     reason = lines[0] if lines else type(source).__name__
     if len(reason) > 300:
         reason = reason[:297] + "..."
-    return redact_password(reason, url) if url else reason
+    if url is None:
+        return reason
+    return redact_password(reason, url.text if isinstance(url, StorageURL) else url)

@@ -28,8 +28,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from storage._boundary import connect, masked, translated
-from storage.engine import sqlite_path
 from storage.errors import StorageUnavailable
+from storage.urls import sqlite_file
 
 __all__ = ["NamedLock", "transaction_lock"]
 
@@ -115,7 +115,7 @@ class NamedLock:
         return True
 
     def _try_sqlite(self) -> bool:
-        path = sqlite_path(str(self.engine.url))
+        path = sqlite_file(self.engine.url)
         if path is None:
             memory = _MEMORY_LOCKS.setdefault(self.name, threading.Lock())
             if not memory.acquire(blocking=False):
@@ -197,7 +197,7 @@ class NamedLock:
         self._connection = connection
 
     def _acquire_sqlite(self) -> None:
-        path = sqlite_path(str(self.engine.url))
+        path = sqlite_file(self.engine.url)
         if path is None:  # in-memory database: one process only
             self._memory = _MEMORY_LOCKS.setdefault(self.name, threading.Lock())
             if not self._memory.acquire(timeout=self.timeout):

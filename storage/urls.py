@@ -8,6 +8,8 @@ terminal or a log.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from sqlalchemy.engine import URL, make_url
@@ -18,11 +20,15 @@ from storage.errors import InvalidStorageURL
 __all__ = [
     "DEFAULT_STORAGE_URL",
     "Dialect",
+    "StorageURL",
+    "as_storage_url",
     "dialect_of",
     "mask_url",
     "normalize_storage_url",
+    "parse_storage_url",
     "redact_password",
     "resolve_storage_url",
+    "sqlite_file",
 ]
 
 DEFAULT_STORAGE_URL = "sqlite:///sweeps.db"
@@ -49,30 +55,54 @@ _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd"})
 _MASK = "***"
 
 
-def resolve_storage_url(cli_value: str | None, configured: str | None = None) -> str:
-    """Pick the storage URL: the CLI value, else the configured one, else the SQLite default.
+@dataclass(frozen=True, repr=False)
+class StorageURL:
+    """A storage URL parsed, validated and normalised once, at the boundary.
 
-    Args:
-        cli_value: The ``--storage`` flag, or None when it was not given.
-        configured: The deployment's URL (the sweep passes ``$SWEEP_STORAGE``), or None.
-
-    Returns:
-        The validated, normalised URL, password intact (it is used to connect).
-
-    Raises:
-        InvalidStorageURL: The chosen URL is malformed or names an unsupported database.
+    Everything below the boundary takes this value, never the string: what the engine, the
+    locks, the messages and Optuna need is read off it without parsing again.
     """
-    for value in (cli_value, configured):
-        if value is not None and value.strip():
-            return normalize_storage_url(value)
-    return normalize_storage_url(DEFAULT_STORAGE_URL)
+
+    text: str
+    """The normalised URL, password intact: for connecting only, never for display."""
+    parsed: URL
+    """SQLAlchemy's form of `text` (handed to `sqlalchemy.create_engine` as it is)."""
+    dialect: Dialect
+    masked: str
+    """The URL with any password replaced by ``***``: for messages and logs."""
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite URL; None for in-memory or server URLs."""
+        return sqlite_file(self.parsed)
+
+    @property
+    def password(self) -> str | None:
+        return None if self.parsed.password is None else str(self.parsed.password)
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __repr__(self) -> str:
+        return f"StorageURL({self.masked!r})"
 
 
-def normalize_storage_url(url: str) -> str:
-    """Validate a storage URL and spell it with the driver we actually use.
+def sqlite_file(parsed: URL) -> Path | None:
+    """The database file of a parsed SQLite URL (an engine's ``url`` too, unparsed again);
+    None for in-memory databases and servers."""
+    if not parsed.drivername.startswith("sqlite"):
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def parse_storage_url(url: str) -> StorageURL:
+    """Validate a storage URL and spell it with the driver we actually use: the one parse.
 
     ``postgresql://`` becomes ``postgresql+psycopg://``; ``mysql://``, ``mariadb://`` and
-    ``mariadb+pymysql://`` become ``mysql+pymysql://``; SQLite URLs are returned unchanged.
+    ``mariadb+pymysql://`` become ``mysql+pymysql://``; SQLite URLs are kept as given.
 
     Raises:
         InvalidStorageURL: Unparseable, a bare file path, an unsupported scheme or driver, or a
@@ -86,13 +116,46 @@ def normalize_storage_url(url: str) -> str:
                 f"SQLite URL {mask_url(url)!r} must not name a host or user; "
                 "use sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH."
             )
-        return url.strip()
-    if not parsed.database:
-        raise InvalidStorageURL(
-            f"storage URL {mask_url(url)!r} names no database; "
-            f"add one after the host, e.g. {drivername}://USER:PASSWORD@HOST/DBNAME."
-        )
-    return parsed.set(drivername=drivername).render_as_string(hide_password=False)
+        text = url.strip()
+    else:
+        if not parsed.database:
+            raise InvalidStorageURL(
+                f"storage URL {mask_url(url)!r} names no database; "
+                f"add one after the host, e.g. {drivername}://USER:PASSWORD@HOST/DBNAME."
+            )
+        parsed = parsed.set(drivername=drivername)
+        text = parsed.render_as_string(hide_password=False)
+    return StorageURL(text=text, parsed=parsed, dialect=dialect, masked=_masked(parsed, text))
+
+
+def as_storage_url(url: StorageURL | str) -> StorageURL:
+    """`url` itself, or a string parsed (for callers outside the sweep, e.g. a notebook)."""
+    return url if isinstance(url, StorageURL) else parse_storage_url(url)
+
+
+def resolve_storage_url(cli_value: str | None, configured: str | None = None) -> StorageURL:
+    """Pick the storage URL: the CLI value, else the configured one, else the SQLite default.
+
+    Args:
+        cli_value: The ``--storage`` flag, or None when it was not given.
+        configured: The deployment's URL (the sweep passes ``$SWEEP_STORAGE``), or None.
+
+    Raises:
+        InvalidStorageURL: The chosen URL is malformed or names an unsupported database.
+    """
+    for value in (cli_value, configured):
+        if value is not None and value.strip():
+            return parse_storage_url(value)
+    return parse_storage_url(DEFAULT_STORAGE_URL)
+
+
+def normalize_storage_url(url: str) -> str:
+    """The normalised spelling of a storage URL (`parse_storage_url`'s ``text``).
+
+    Raises:
+        InvalidStorageURL: As `parse_storage_url`.
+    """
+    return parse_storage_url(url).text
 
 
 def dialect_of(url: str) -> Dialect:
@@ -115,17 +178,7 @@ def mask_url(url: str) -> str:
     """
     try:
         text = _without_at_password(url.strip())
-        parsed = make_url(text)
-        secret_query = any(key.lower() in _SECRET_QUERY_KEYS for key in parsed.query)
-        if parsed.password is None and not secret_query:
-            return text
-        if secret_query:
-            query = {
-                key: (_MASK if key.lower() in _SECRET_QUERY_KEYS else value)
-                for key, value in parsed.query.items()
-            }
-            parsed = parsed.set(query=query)
-        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", _MASK)
+        return _masked(make_url(text), text)
     except Exception:
         # Deliberately broad: this runs inside error handling and must not raise itself.
         pass
@@ -135,6 +188,20 @@ def mask_url(url: str) -> str:
     if "@" in text or ":" in text:
         return _MASK
     return text  # A bare path has nothing secret in it, and showing it helps.
+
+
+def _masked(parsed: URL, text: str) -> str:
+    """`mask_url` of a URL already parsed (and so without an ``@`` in its password)."""
+    secret_query = any(key.lower() in _SECRET_QUERY_KEYS for key in parsed.query)
+    if parsed.password is None and not secret_query:
+        return text
+    if secret_query:
+        query = {
+            key: (_MASK if key.lower() in _SECRET_QUERY_KEYS else value)
+            for key, value in parsed.query.items()
+        }
+        parsed = parsed.set(query=query)
+    return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", _MASK)
 
 
 def _authority_split(text: str) -> tuple[str, str, str] | None:

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 
 from storage import (
     SCHEMA_VERSION,
+    Database,
     IncompatibleSchema,
     ModelCandidate,
     ModelRegistry,
@@ -192,7 +193,7 @@ def test_upgrade_from_v1_keeps_rows(engine: Engine, storage_url: str) -> None:
             assert registry.fetch("old", entry.operation, entry.version)[1] == data
         best = registry.best("old", "add")
         assert best is not None and best.version == 2
-        assert registry.load_campaign("old") == {}
+        assert Database(storage_url).campaigns.load("old") == {}
 
         # And the registry carries on from where version 1 left off.
         promoted = registry.promote_if_better(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -206,56 +205,13 @@ def test_names_are_case_sensitive_and_unicode_everywhere(registry: ModelRegistry
     name = "größe-🚀"  # 4-byte UTF-8 needs utf8mb4 on MariaDB
     registry.promote_if_better(candidate(1.0, campaign=name, operation=name))
     assert [e.operation for e in registry.history(name)] == [name]
-    assert registry.save_campaign(name, {"note": "🚀"}) is True
-    assert registry.load_campaign(name) == {"note": "🚀"}
+    assert registry.fetch(name, name)[1] == b"model 1.0"
 
 
 def test_in_memory_sqlite() -> None:
     with ModelRegistry("sqlite://") as registry:
         assert registry.promote_if_better(candidate(1.0)) is not None
         assert registry.fetch("c1", "add")[1] == b"model 1.0"
-
-
-def test_campaigns(registry: ModelRegistry) -> None:
-    assert registry.load_campaign("alpha") is None
-    assert registry.list_campaigns() == []
-    assert registry.save_campaign("beta", {"operations": ["add"], "seed": 1}) is True
-    assert registry.save_campaign("alpha", {"n": 2.5}) is True
-    assert registry.save_campaign("beta", {"operations": ["mul"]}) is False  # kept as it was
-    assert registry.load_campaign("beta") == {"operations": ["add"], "seed": 1}
-    assert registry.list_campaigns() == ["alpha", "beta"]
-    with pytest.raises(InvalidRegistryValue):
-        registry.save_campaign("", {})
-
-
-def test_campaign_save_race(storage_url: str) -> None:
-    """Many threads, each with its own registry (own connections), save one name at once."""
-    registries = [ModelRegistry(storage_url) for _ in range(6)]
-    barrier = threading.Barrier(len(registries))
-    outcomes: list[bool] = []
-    errors: list[BaseException] = []
-
-    def save(index: int) -> None:
-        try:
-            barrier.wait()
-            outcomes.append(registries[index].save_campaign("shared", {"writer": index}))
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=save, args=(i,)) for i in range(len(registries))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    try:
-        assert errors == []
-        assert sorted(outcomes) == [False] * (len(registries) - 1) + [True]
-        saved = registries[0].load_campaign("shared")
-        assert saved is not None and saved["writer"] in range(len(registries))
-        assert registries[0].list_campaigns() == ["shared"]
-    finally:
-        for registry in registries:
-            registry.close()
 
 
 def test_promotion_race(storage_url: str, start_together: StartTogether) -> None:

@@ -129,10 +129,10 @@ def test_mask_url_never_raises() -> None:
 
 def test_resolve_order() -> None:
     configured = "postgresql://u:pw@envhost/db"
-    assert resolve_storage_url("mysql://u@clihost/db", configured) == "mysql+pymysql://u@clihost/db"
-    assert resolve_storage_url(None, configured) == "postgresql+psycopg://u:pw@envhost/db"
-    assert resolve_storage_url(None, None) == DEFAULT_STORAGE_URL
-    assert resolve_storage_url("", "  ") == DEFAULT_STORAGE_URL
+    assert resolve_storage_url("mysql://u@clihost/db", configured).text == "mysql+pymysql://u@clihost/db"
+    assert resolve_storage_url(None, configured).text == "postgresql+psycopg://u:pw@envhost/db"
+    assert resolve_storage_url(None, None).text == DEFAULT_STORAGE_URL
+    assert resolve_storage_url("", "  ").text == DEFAULT_STORAGE_URL
 
 
 def test_a_bad_configured_url_is_refused_by_name() -> None:
