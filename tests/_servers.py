@@ -127,10 +127,11 @@ def drop_server_database(kind: ServerKind, url: str) -> None:
 # opened storage is empty, as it is on a fresh database.
 OPEN_OPTUNA_STORAGE = """
 import json, sys
+from storage import Database
 from sweep.search.storage import optuna_storage
 print("ready", flush=True)
 sys.stdin.readline()
-storage = optuna_storage(sys.argv[1])
+storage = optuna_storage(Database(sys.argv[1]))
 print(json.dumps(storage.get_all_studies() == []))
 storage.engine.dispose()
 """

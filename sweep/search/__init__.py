@@ -16,19 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sweep.search._optuna.internals import find_trial, record_artifact, storage_of
-    from sweep.search.campaign import Campaign, PromotedModel, PromotionHook, run_campaign
+    from sweep.search.campaign import Campaign, run_campaign
     from sweep.search.config import (
         CampaignConfig,
         load_campaign_config,
         study_name,
         validate_campaign_name,
     )
+    from sweep.search.promotion import PromotedModel, PromotionHook
     from sweep.search.storage import SweepStorage, open_existing_storage, optuna_storage
 
 _LAZY = {
     "Campaign": "sweep.search.campaign",
-    "PromotedModel": "sweep.search.campaign",
-    "PromotionHook": "sweep.search.campaign",
+    "PromotedModel": "sweep.search.promotion",
+    "PromotionHook": "sweep.search.promotion",
     "run_campaign": "sweep.search.campaign",
     "CampaignConfig": "sweep.search.config",
     "load_campaign_config": "sweep.search.config",

@@ -22,7 +22,7 @@ from sweep.problem.operations import Operation, resolve_operations
 from sweep.search.space import SearchSpace
 
 if TYPE_CHECKING:
-    from storage import ModelRegistry
+    from storage import CampaignRows
 
 CAMPAIGN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
 DEFAULT_CAMPAIGN = "arith"
@@ -344,7 +344,7 @@ def _reject_unknown(prefix: str, table: Mapping[str, Any], allowed: set[str]) ->
             )
 
 
-def load_campaign_config(registry: ModelRegistry, name: str) -> CampaignConfig | None:
+def load_campaign_config(campaigns: CampaignRows, name: str) -> CampaignConfig | None:
     """The campaign stored under `name`, or None if there is none."""
-    stored = registry.load_campaign(name)
+    stored = campaigns.load(name)
     return CampaignConfig.from_dict(stored) if stored is not None else None

@@ -9,10 +9,12 @@ once).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import optuna
 
 from storage import ModelCandidate, ModelEntry, ModelRegistry, PromotionGuard
 from sweep.errors import SweepError
@@ -20,7 +22,23 @@ from sweep.nets import TrainedModel, Trainer
 from sweep.problem.data import Dataset
 from sweep.problem.metrics import evaluate
 
-__all__ = ["REPRODUCE_TOLERANCE", "Promoter"]
+__all__ = ["REPRODUCE_TOLERANCE", "PromotedModel", "Promoter", "PromotionHook"]
+
+
+@dataclass(frozen=True)
+class PromotedModel:
+    """A model that just entered the registry, while its trial still runs."""
+
+    study: optuna.Study
+    trial_number: int
+    entry: ModelEntry
+    model: TrainedModel
+    dataset: Dataset
+
+
+# Publishes a promoted model (the study note, artifacts); may raise SweepError, which is
+# reported as a warning: the model is in the registry already.
+PromotionHook = Callable[[PromotedModel], None]
 
 # A reloaded model must reproduce the trial's validation metric to this relative tolerance.
 REPRODUCE_TOLERANCE = 1e-5

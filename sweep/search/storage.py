@@ -15,19 +15,15 @@ import sqlalchemy
 from sqlalchemy.engine import Engine
 
 from storage import (
+    Database,
     StorageError,
     StorageInternalError,
     StorageUnavailable,
     check_not_foreign,
-    check_reachable,
     create_engine,
-    enable_sqlite_wal,
     engine_options,
-    mask_url,
 )
-from storage import normalize_storage_url as _normalize
-from storage.engine import short_reason, sqlite_path
-from storage.locks import NamedLock
+from storage.engine import short_reason
 from sweep import settings
 from sweep.errors import SweepError
 from sweep.search._optuna import quiet_optuna
@@ -48,41 +44,50 @@ MAX_RETRIES_OF_A_STALE_TRIAL = 3
 _CREATE_ATTEMPTS = 5
 
 
-def optuna_storage(url: str) -> SweepStorage:
+def optuna_storage(database: Database) -> SweepStorage:
     """The Optuna storage the sweep's workers use, for `optuna.load_study` and friends.
 
     ``optuna.load_study(study_name="arith.multiply", storage=sweep.optuna_storage(url))``
     opens a campaign's study exactly as a worker does. Creates Optuna's tables on a fresh
-    database; workers starting together race on CREATE TABLE, and the losers try again.
+    database; workers starting together race on CREATE TABLE, and the losers try again. On a
+    server the database handle then works through Optuna's engine (`Database.share_engine`).
 
     Raises:
-        storage.InvalidStorageURL: `url` is not a supported storage URL.
         storage.StorageUnavailable: the database cannot be reached.
     """
-    url = _normalize(url)
+    storage = _open_optuna_storage(database)
+    if database.dialect != "sqlite":
+        database.share_engine(storage.engine)
+    return storage
+
+
+def _open_optuna_storage(database: Database) -> SweepStorage:
     quiet_optuna()
-    check_reachable(url)
-    enable_sqlite_wal(url)
-    engine = create_engine(url)
+    database.check_reachable()
+    database.enable_sqlite_wal()
+    if database.dialect == "sqlite":
+        # The handle's own engine (SQLite holds no server connections to budget).
+        check_not_foreign(database.engine)
+        if _optuna_tables_ready(database.engine, database):
+            return _open_sweep_storage(database)
+        with database.lock("optuna-schema"):  # a file lock: no connection held
+            return _open_sweep_storage(database)
+    engine = create_engine(database.url)
     try:
-        check_not_foreign(engine)
-        ready = _optuna_tables_ready(engine, url)
-        if engine.dialect.name == "sqlite" and not ready:
-            with NamedLock(engine, "optuna-schema"):  # a file lock: no connection held
-                return _open_sweep_storage(url)
+        ready = _optuna_tables_ready(engine, database)
     finally:
         engine.dispose()
     if ready:
         # Nothing to create; this check's connection is gone before Optuna's engine opens,
         # so a joining worker never holds more than its 2 connections.
-        return _open_sweep_storage(url)
+        return _open_sweep_storage(database)
     # A server: no lock held across Optuna's table creation, which uses 2 connections at once
     # itself; a lock on a third would need 3 server connections per worker, and behind a
     # small PgBouncer pool that waits forever. Workers racing on CREATE TABLE (or on stamping
     # the version) get a database error; the tables are there on the next try.
     for attempt in range(_CREATE_ATTEMPTS):
         try:
-            return _open_sweep_storage(url)
+            return _open_sweep_storage(database)
         except StorageInternalError as e:
             if attempt + 1 == _CREATE_ATTEMPTS or not _lost_a_creation_race(e):
                 raise
@@ -106,7 +111,7 @@ def _lost_a_creation_race(error: BaseException) -> bool:
     return False
 
 
-def _optuna_tables_ready(engine: Engine, url: str) -> bool:
+def _optuna_tables_ready(engine: Engine, database: Database) -> bool:
     """Optuna's tables exist and are stamped (its version row and alembic's revision)."""
     try:
         with engine.connect() as connection:
@@ -122,16 +127,17 @@ def _optuna_tables_ready(engine: Engine, url: str) -> bool:
             return bool(stamped)
     except sqlalchemy.exc.SQLAlchemyError as e:
         raise StorageUnavailable(
-            f"cannot read Optuna's tables on {mask_url(url)}: {short_reason(e, url)}"
+            f"cannot read Optuna's tables on {database.masked}: "
+            f"{short_reason(e, database.url)}"
         ) from e
 
 
-def _open_sweep_storage(url: str) -> SweepStorage:
+def _open_sweep_storage(database: Database) -> SweepStorage:
     current = settings.current()
     try:
         return SweepStorage(
-            url,
-            engine_kwargs=engine_options(url),
+            database.url.text,
+            engine_kwargs=engine_options(database.url),
             heartbeat_interval=current.heartbeat_interval,
             grace_period=current.grace_period,
             heartbeat_stale_trial_callback=(
@@ -144,24 +150,30 @@ def _open_sweep_storage(url: str) -> SweepStorage:
         raise
     except Exception as e:  # a full disk, a newer Optuna schema, a refused CREATE
         raise StorageInternalError(
-            f"cannot open Optuna's tables on {mask_url(url)}: {short_reason(e, url)}"
+            f"cannot open Optuna's tables on {database.masked}: "
+            f"{short_reason(e, database.url)}"
         ) from e
 
 
-def open_existing_storage(url: str, error: type[SweepError]) -> optuna.storages.RDBStorage:
+def open_existing_storage(
+    database: Database, error: type[SweepError]
+) -> optuna.storages.RDBStorage:
     """Optuna's storage for the dashboard and the report: the same engine options, but every
     write at once (the dashboard's notes and attributes are its users' own, and no trial runs
     here to flush a buffer). A missing SQLite file is refused, not created, and a storage
     Optuna cannot open (e.g. a newer schema) is one `error` line."""
-    url = _normalize(url)
-    path = sqlite_path(url)
+    path = database.sqlite_path
     if path is not None and not path.is_file():
         raise error(f"no database at {str(path)!r}; run `sweep run` first or pass --storage")
-    check_reachable(url)
+    database.check_reachable()
     quiet_optuna()
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_options(url))
+        return optuna.storages.RDBStorage(
+            database.url.text, engine_kwargs=engine_options(database.url)
+        )
     except (SweepError, StorageError):
         raise
     except Exception as e:  # Optuna's own refusals: a newer schema, an alembic failure, ...
-        raise error(f"cannot open the studies on {mask_url(url)}: {short_reason(e, url)}") from e
+        raise error(
+            f"cannot open the studies on {database.masked}: {short_reason(e, database.url)}"
+        ) from e

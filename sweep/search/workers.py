@@ -31,6 +31,7 @@ from sweep.search.placement import worker_cores as worker_cores
 from sweep.search.reporting import OperationStatus, Reporter
 
 if TYPE_CHECKING:
+    from storage import Database
     from sweep.search.campaign import Campaign
 
 STORAGE_ENV_VAR = "SWEEP_STORAGE"
@@ -80,10 +81,10 @@ class LocalWorkers:
     they exit without touching the database.
     """
 
-    def __init__(self, url: str, campaign: str, workers: int) -> None:
+    def __init__(self, database: Database, campaign: str, workers: int) -> None:
         env = {
             **os.environ,
-            STORAGE_ENV_VAR: url,
+            STORAGE_ENV_VAR: database.url.text,  # the workers' own boundary parses it
             CAMPAIGN_ENV_VAR: campaign,
             WORKERS_ENV_VAR: str(workers),
             PARENT_ENV_VAR: str(os.getpid()),

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from benchmarks.scale import LinearTrainer
 from benchmarks.scale import _config as _scale_config
-from storage import ModelRegistry
+from storage import Database, ModelRegistry
 from storage.engine import create_engine
 from storage.locks import NamedLock
 from sweep.errors import ConfigError
@@ -162,7 +162,7 @@ def test_sampler_seed_differs_per_operation_but_is_reproducible() -> None:
 def test_second_objective_runs_nsga2_and_promotes_by_the_first(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     config = replace(TINY, second_objective="parameters", startup_designs=False)
-    with Campaign(config, url, KerasTrainer()) as campaign:
+    with Campaign(config, Database(url), KerasTrainer()) as campaign:
         campaign.run()
     study = optuna.load_study(study_name=study_name("arith", "add"), storage=url)
     assert len(study.directions) == 2
@@ -179,7 +179,7 @@ def test_second_objective_runs_nsga2_and_promotes_by_the_first(tmp_path: Path) -
 def test_budget_is_a_total_and_resume_adds_only_the_difference(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     for config in (TINY, replace(TINY, trials=5)):
-        with Campaign(config, url, KerasTrainer()) as campaign:
+        with Campaign(config, Database(url), KerasTrainer()) as campaign:
             campaign.run()
     study = optuna.load_study(study_name="arith.add", storage=url)
     assert len(study.trials) == 5
@@ -194,7 +194,7 @@ def test_a_worker_finding_a_slot_lock_held_works_on_another_operation(storage_ur
     `add`'s lock held elsewhere, this worker fills `multiply` first, then queues for `add`."""
     trainer = LinearTrainer()
     config = replace(_scale_config(3), operations=("add", "multiply"))
-    with Campaign(config, storage_url, trainer) as campaign:
+    with Campaign(config, Database(storage_url), trainer) as campaign:
         other_worker = create_engine(storage_url)
         lock = NamedLock(other_worker, f"{campaign.studies['add'].study_name}:slots")
         lock.acquire()
@@ -224,3 +224,27 @@ def test_a_worker_finding_a_slot_lock_held_works_on_another_operation(storage_ur
     first_add = min(t.datetime_start for t in add_trials if t.datetime_start)
     assert all(t.datetime_complete and t.datetime_complete <= first_add for t in multiply_trials)
     assert campaign.slot_lock_seconds > 0  # then it queued for add's lock, and got it
+
+
+def test_opening_a_campaign_parses_its_url_once(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The URL is parsed at the boundary (`Database`), never again below it: 20 parses on
+    SQLite and 12 on PostgreSQL before the database handle (2026-12-07, this test's count)."""
+    import storage.urls
+
+    parsed: list[str] = []
+    real = storage.urls.make_url
+
+    def counting(text: str) -> Any:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(storage.urls, "make_url", counting)
+    database = Database(storage_url)
+    with Campaign(TINY, database, LinearTrainer()) as campaign:
+        assert campaign.registry.engine is database.engine  # one engine for all of it
+        assert campaign.best() == []
+    with Campaign.join(Database(storage_url), TINY.name, LinearTrainer()) as joined:
+        assert set(joined.studies) == {"add"}
+    assert len(parsed) == 2, parsed  # one per handle

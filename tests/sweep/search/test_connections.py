@@ -13,6 +13,7 @@ from conftest import StartTogether
 from optuna.trial import TrialState
 
 from benchmarks.scale import CAMPAIGN, LinearTrainer, _config
+from storage import Database
 from sweep.search.campaign import Campaign
 
 
@@ -58,12 +59,15 @@ class _Peak:
 @pytest.mark.parametrize("server_url", ["postgresql"], indirect=True)
 def test_a_joining_worker_holds_at_most_two_connections(postgresql_url: str) -> None:
     trainer = LinearTrainer()
-    with Campaign(_config(8), postgresql_url, trainer):
+    with Campaign(_config(8), Database(postgresql_url), trainer):
         pass  # created as `sweep run` creates it before starting its workers
     database = sqlalchemy.engine.make_url(postgresql_url).database or ""
     # Joining (Optuna's storage, the registry, the campaign row), reserving slots under the
     # lock, trials with heartbeats and reports, promotions into the registry.
-    with _Peak(database) as peak, Campaign.join(postgresql_url, CAMPAIGN, trainer) as campaign:
+    with (
+        _Peak(database) as peak,
+        Campaign.join(Database(postgresql_url), CAMPAIGN, trainer) as campaign,
+    ):
         campaign.run()
         studies = list(campaign.studies.values())
         states = [t.state for s in studies for t in s.get_trials(deepcopy=False)]

@@ -16,13 +16,18 @@ import sqlalchemy
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
 
+from storage import Database
 from sweep.search._optuna.internals import trial_id
 from sweep.search._optuna.reading import read_trials, stored_now
 from sweep.search.budget import best_value, progress, trial_counts
-from sweep.search.storage import SweepStorage, backend_of
-from sweep.search.storage import optuna_storage as open_optuna_storage
+from sweep.search.storage import SweepStorage, backend_of, optuna_storage
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+
+
+def open_optuna_storage(url: str) -> SweepStorage:
+    """The storage as a worker opens it: on a database handle of its own."""
+    return optuna_storage(Database(url))
 
 
 def _study(url: str) -> tuple[optuna.Study, SweepStorage]:

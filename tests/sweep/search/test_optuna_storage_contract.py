@@ -21,7 +21,7 @@ import pytest
 from optuna.storages import BaseStorage
 from optuna.testing.pytest_storages import StorageTestCase
 
-from storage import engine_options
+from storage import Database, engine_options
 from sweep.search.storage import SweepStorage, optuna_storage
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class _Databases:
     def storages(self, backend: str) -> dict[str, optuna.storages.RDBStorage]:
         if backend not in self.made:
             url = self._make(backend)
-            ours = optuna_storage(url)  # as the project builds it
+            ours = optuna_storage(Database(url))  # as the project builds it
             reference = optuna.storages.RDBStorage(
                 ours.url,
                 engine_kwargs=engine_options(url),

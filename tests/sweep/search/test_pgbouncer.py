@@ -22,7 +22,7 @@ from _servers import (
 from conftest import StartTogether
 from optuna.trial import TrialState
 
-from storage import ModelRegistry, StorageUnavailable, create_engine
+from storage import Database, ModelRegistry, StorageUnavailable, create_engine
 from storage.locks import NamedLock
 
 pytestmark = pytest.mark.server
@@ -83,10 +83,10 @@ def test_named_lock_is_exclusive_behind_pgbouncer(direct_url: str, bouncer_url: 
 def test_registry_schema_and_campaign_lock_behind_pgbouncer(bouncer_url: str) -> None:
     # The registry's schema upgrade and campaign registration take named locks and write
     # through a second connection: both through PgBouncer.
-    with ModelRegistry(bouncer_url) as registry:
-        registry.register_campaign("bounced", lambda stored: {"trials": 3})
-    with ModelRegistry(bouncer_url) as registry:
-        assert registry.register_campaign("bounced", lambda stored: None) == {"trials": 3}
+    with Database(bouncer_url) as database:
+        database.campaigns.register("bounced", lambda stored: {"trials": 3})
+    with Database(bouncer_url) as database:
+        assert database.campaigns.register("bounced", lambda stored: None) == {"trials": 3}
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from storage import ModelRegistry
+from storage import Database, ModelRegistry
 
 OPS = ("add", "multiply")
 
@@ -140,7 +140,7 @@ def test_local_workers_wait_for_the_go_and_leave_quietly_without_it(
     from sweep.search.workers import LocalWorkers
 
     database = tmp_path / "never.db"
-    workers = LocalWorkers(f"sqlite:///{database}", "dist", 2)
+    workers = LocalWorkers(Database(f"sqlite:///{database}"), "dist", 2)
     try:
         time.sleep(3.0)  # well into their imports, past their reading of the environment
         assert all(p.poll() is None for p in workers.processes), "a worker did not wait"
@@ -182,7 +182,8 @@ def test_run_with_workers_whose_campaign_cannot_be_prepared_says_one_line(
 
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
     stored = config_from_toml(load_toml(_campaign_file(tmp_path, 1)), CampaignConfig())
-    with Campaign(replace(stored, name="dist"), url, BackgroundTrainer(1, start=False)):
+    trainer = BackgroundTrainer(1, start=False)
+    with Campaign(replace(stored, name="dist"), Database(url), trainer):
         pass  # created, never trained
     other = tmp_path / "other.toml"  # the same campaign with other data: refused
     other.write_text(_campaign_file(tmp_path, 1).read_text().replace(
