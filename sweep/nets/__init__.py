@@ -8,6 +8,7 @@ the code that builds, trains or loads a model:
 - `sweep.nets.layers`: the registered normalisation layers (``import sweep.nets.layers`` before
   ``keras.saving.load_model`` on a pulled file);
 - `sweep.nets.training`: build, the training loop, the closing least-squares fit, `KerasTrainer`;
+- `sweep.nets.least_squares`: that fit's arithmetic and the power family's snapping (NumPy);
 - `sweep.nets.saving`: serialise, and load in safe mode.
 """
 

@@ -3,6 +3,10 @@
 Two models share one set of layers: the *training* model maps raw inputs to the normalised
 target (so the loss sees values of order 1, the fix the original question needed), and the
 *exported* model appends the target's inverse, mapping raw inputs to raw results.
+
+The output layer is linear, so it can also be solved: the arithmetic is NumPy's
+(`sweep.nets.least_squares`); here the features are read out of the model, the solutions
+written into the layer and judged by the exported model on validation data.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import tensorflow as tf
 # isort: on
 from sweep.errors import TrialFailure
 from sweep.nets import EpochCallback
+from sweep.nets.least_squares import snap_candidates, solve_output
 from sweep.nets.normalization import NormalizationParams, fit_normalization, normalize
 from sweep.nets.saving import load_model_bytes, serialize_model
 from sweep.nets.spec import ModelSpec
@@ -357,52 +362,6 @@ def _train_power(
     )
 
 
-# Rounding grids offered to the solved coefficients: integers, halves, quarters.
-SNAP_DENOMINATORS: tuple[int, ...] = (1, 2, 4)
-# Sparse refits: units whose share of the target's magnitude falls below a threshold are
-# dropped and the rest solved again, sparsest first.
-SPARSE_THRESHOLDS: tuple[float, ...] = (1e-3, 1e-5, 1e-7, 1e-9)
-_SPARSE_ROUNDS = 3
-
-
-def _solve_columns(design: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least squares with every column scaled to a largest magnitude of 1."""
-    column_scale = np.max(np.abs(design), axis=0)
-    column_scale = np.where(column_scale > 0, column_scale, 1.0)
-    solution, *_ = np.linalg.lstsq(design / column_scale, target, rcond=None)
-    return np.asarray(solution / column_scale, dtype=np.float64)
-
-
-def _sparse_solutions(
-    features: np.ndarray, target: np.ndarray, solution: np.ndarray
-) -> list[np.ndarray]:
-    """The solve again on fewer units, one solution (zeros for dropped units) per threshold.
-
-    Many product units are nearly collinear on the data (half and negative powers at degree 4:
-    144 of them), so the full solve spreads the truth over units that are not in it, with
-    coefficients that cancel in range and not beyond it. The truth is usually sparse:
-    dropping the units that carry almost nothing and solving again recovers it.
-    """
-    design = np.hstack([features, np.ones((len(features), 1))])
-    magnitude = np.max(np.abs(design), axis=0)
-    scale = max(float(np.max(np.abs(target))), 1e-300)
-    out: list[np.ndarray] = []
-    for threshold in SPARSE_THRESHOLDS:
-        current = solution.copy()
-        for _ in range(_SPARSE_ROUNDS):
-            keep = np.abs(current) * magnitude >= threshold * scale
-            keep[-1] = True  # the bias
-            refit = np.zeros_like(current)
-            refit[keep] = _solve_columns(design[:, keep], target)
-            if not np.all(np.isfinite(refit)) or np.array_equal(refit != 0, current != 0):
-                current = refit
-                break
-            current = refit
-        if np.all(np.isfinite(current)) and not any(np.array_equal(current, o) for o in out):
-            out.append(current)
-    return out
-
-
 def snap_output_layer(
     built: BuiltModel,
     exponents: Sequence[Sequence[float]],
@@ -412,61 +371,32 @@ def snap_output_layer(
     y_val: np.ndarray,
     keep: np.ndarray | None = None,
 ) -> str | None:
-    """Offer sparser and rounded versions of the solved output; keep what validates best.
+    """Try sparser and rounded versions of the solved output; keep what validates best.
 
-    Least squares leaves coefficients like 0.9999999999997 and 3e-13 for the monomials that
-    are not there; those errors grow with the monomial, so far from the data they cost hits.
-    Candidates: the solve again on fewer units (`_sparse_solutions`), and each solution's
-    coefficients in original units rounded to integers, halves or quarters, written back
-    exactly (the layer's scales are powers of 2), so an integer polynomial is computed without
-    rounding error up to 2**53. The one with the lowest validation error wins, ties going to
-    the sparsest and roundest, and none is kept unless it is no worse than the plain solve:
-    real coefficients (which no grid fits) keep the solve. Returns what was kept, or None.
+    The candidates come from `least_squares.snap_candidates`; each is judged by the model
+    itself, so the error is the one the exported model will make. The lowest validation error
+    wins, ties going to the sparsest and roundest, and none is kept unless it is no worse than
+    the plain solve: real coefficients (which no grid fits) keep the solve. Returns what was
+    kept, or None.
     """
     params = built.target_params
     if params.transform != "identity":
         return None
     layer = next(la for la in built.features.layers if isinstance(la, Monomials))
-    scale = np.asarray(layer.scale, dtype=np.float64)
-    # Monomial k of the scaled inputs is monomial k of the raw inputs over prod_i s_i**e_ki.
-    divisor = np.prod(scale[None, :] ** np.asarray(exponents, dtype=np.float64), axis=1)
-    t_scale, t_offset = params.scale[0], params.offset[0]
     kernel, bias = built.output_layer.get_weights()
     plain = np.concatenate([kernel[:, 0], bias]).astype(np.float64)
-    features = np.asarray(
-        keras.ops.convert_to_numpy(built.features(x, training=False)), dtype=np.float64
+    features, target = _output_features(built, x, y, keep)
+    candidates = snap_candidates(
+        plain, features, target, monomial_scale=layer.scale, exponents=exponents,
+        target_scale=params.scale[0], target_offset=params.offset[0],
     )
-    target = y.astype(np.float64)
-    if keep is not None:
-        features, target = features[keep], target[keep]
-    dtype = built.output_layer.dtype
-
-    def weights(solution: np.ndarray) -> list[np.ndarray]:
-        return [solution[:-1].reshape(-1, 1).astype(dtype), solution[-1:].astype(dtype)]
-
-    candidates: list[tuple[str, np.ndarray]] = []
-    sparse = _sparse_solutions(features, target, plain)
-    named = [(f"sparse refit ({int(np.count_nonzero(v[:-1]))} units)", v) for v in sparse]
-    for name, solution in [*named, ("plain solve", plain)]:
-        coefficients = solution[:-1] * t_scale / divisor
-        constant = solution[-1] * t_scale + t_offset
-        for denominator in SNAP_DENOMINATORS:
-            snapped = np.round(coefficients * denominator) / denominator
-            snapped_constant = np.round(constant * denominator) / denominator
-            rounded = np.concatenate(
-                [snapped * divisor / t_scale, [(snapped_constant - t_offset) / t_scale]]
-            )
-            candidates.append((f"{name}, rounded to 1/{denominator}", rounded))
-        candidates.append((name, solution))
     best_error = _validation_mae(built.exported, x_val, y_val)
     best: tuple[str, list[np.ndarray]] | None = None
     for name, solution in candidates:
-        if not np.all(np.isfinite(solution)):
-            continue
-        built.output_layer.set_weights(weights(solution))
+        built.output_layer.set_weights(_output_weights(built, solution))
         error = _validation_mae(built.exported, x_val, y_val)
         if error < best_error or (error == best_error and best is None):
-            best_error, best = error, (name, weights(solution))
+            best_error, best = error, (name, _output_weights(built, solution))
     built.output_layer.set_weights(best[1] if best is not None else [kernel, bias])
     return None if best is None else best[0]
 
@@ -484,33 +414,40 @@ def _refit_output_layer(
     """Solve the last linear layer by float64 least squares; keep it only if validation improves.
 
     Adam stops near, not at, the optimum; for the last layer the optimum is a linear problem, so
-    a closing solve removes the optimiser's noise floor (exact for a linear model on add).
-    Columns are scaled to a largest magnitude of 1 first: monomials of different degrees differ
-    by many orders of magnitude, and unscaled the solve loses digits to that alone. `always`
-    keeps the solve whatever the validation says (nothing was trained before it).
+    a closing solve (`least_squares.solve_output`) removes the optimiser's noise floor (exact
+    for a linear model on add). `always` keeps the solve whatever the validation says (nothing
+    was trained before it).
     """
+    features, target = _output_features(built, x, y, keep)
+    solution = solve_output(features, target)
+    if solution is None:
+        return False
+    before = built.output_layer.get_weights()
+    error_before = _validation_mae(built.exported, x_val, y_val)
+    built.output_layer.set_weights(_output_weights(built, solution))
+    if always or _validation_mae(built.exported, x_val, y_val) <= error_before:
+        return True
+    built.output_layer.set_weights(before)
+    return False
+
+
+def _output_features(
+    built: BuiltModel, x: np.ndarray, y: np.ndarray, keep: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The output layer's inputs on the training rows, and its targets, in float64."""
     features = np.asarray(
         keras.ops.convert_to_numpy(built.features(x, training=False)), dtype=np.float64
     )
     target = y.astype(np.float64)
     if keep is not None:
         features, target = features[keep], target[keep]
-    if len(features) == 0 or not np.all(np.isfinite(features)):
-        return False
-    design = np.hstack([features, np.ones((len(features), 1))])
-    solution = _solve_columns(design, target)
-    if not np.all(np.isfinite(solution)):
-        return False
-    before = built.output_layer.get_weights()
-    error_before = _validation_mae(built.exported, x_val, y_val)
+    return features, target
+
+
+def _output_weights(built: BuiltModel, solution: np.ndarray) -> list[np.ndarray]:
+    """A solution (kernel column, then bias) as the output layer's weights, in its dtype."""
     dtype = built.output_layer.dtype
-    kernel = solution[:-1].reshape(-1, 1).astype(dtype)
-    bias = solution[-1:].astype(dtype)
-    built.output_layer.set_weights([kernel, bias])
-    if always or _validation_mae(built.exported, x_val, y_val) <= error_before:
-        return True
-    built.output_layer.set_weights(before)
-    return False
+    return [solution[:-1].reshape(-1, 1).astype(dtype), solution[-1:].astype(dtype)]
 
 
 def _validation_mae(model: keras.Model, x_val: np.ndarray, y_val: np.ndarray) -> float:

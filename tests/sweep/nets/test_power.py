@@ -1,4 +1,7 @@
-"""The power family's mechanisms: exact product units, signs and zeros, the solve, snapping."""
+"""The power family's layer: exact product units, signs and zeros, safe loading.
+
+Its solve and snapping: test_least_squares.py.
+"""
 
 from __future__ import annotations
 
@@ -79,75 +82,19 @@ def test_exact_weights_reproduce_a_polynomial_far_beyond_the_data() -> None:
     np.testing.assert_array_equal(predict(model, x), (a**4 - b**4 + 3 * a * b - 7).astype(float))
 
 
-def _train(expression: object, x: np.ndarray, x_val: np.ndarray, **kw: object
-           ) -> tuple[object, np.ndarray]:
-    f = expression  # a callable of two float columns
-    y = f(x[:, 0].astype(float), x[:, 1].astype(float))  # type: ignore[operator]
-    y_val = f(x_val[:, 0].astype(float), x_val[:, 1].astype(float))  # type: ignore[operator]
-    options = {"degree": 4, "negative_powers": True, "half_powers": False,
-               "snap_output": True, "target_normalization": "none"}
-    options.update(kw)
-    seen: list[int] = []
-    spec = ModelSpec((), "linear", "none", str(options.pop("target_normalization")), 0.0, 1,
-                     "mse", 0, "constant", True, family="power", **options)  # type: ignore[arg-type]
-    result = train(spec, x, y, x_val, y_val, on_epoch=lambda epoch, _: seen.append(epoch))
-    assert seen == [0] and result.epochs_run == 0 and result.refitted
-    return result, y_val
-
-
-@pytest.mark.parametrize("low", [0, -500])
-def test_solved_and_snapped_power_model_is_exact_in_range_above_and_below(low: int) -> None:
-    def f(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return a**3 - b + a * b
-
-    result, _ = _train(f, _data(low, 500, 4000), _data(low, 500, 500))
-    bands = [_data(low, 500, 1000), _data(500, 1000, 1000), _data(1000, 5000, 1000)]
-    if low < 0:
-        bands.append(_data(2 * low, low, 1000))
-    for x in bands:
-        truth = f(x[:, 0].astype(float), x[:, 1].astype(float))
-        np.testing.assert_array_equal(result.predict(x), truth)  # type: ignore[attr-defined]
-
-
-@pytest.mark.parametrize("half", [False, True])
-def test_snapping_makes_degree_four_exact_where_the_plain_solve_is_not(half: bool) -> None:
-    """With half powers too (144 nearly collinear units) only the sparse refit finds it."""
-
-    def f(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return a**4 - b**4 + a * b
-
-    x, x_val = _data(0, 500, 4000), _data(0, 500, 500)
-    far = _data(1000, 5000, 2000)
-    truth = f(far[:, 0].astype(float), far[:, 1].astype(float))
-    plain, _ = _train(f, x, x_val, snap_output=False, half_powers=half)
-    snapped, _ = _train(f, x, x_val, half_powers=half)
-    assert np.mean(np.rint(plain.predict(far)) == truth) < 1.0  # type: ignore[attr-defined]
-    np.testing.assert_array_equal(snapped.predict(far), truth)  # type: ignore[attr-defined]
-
-
-def test_snapping_keeps_the_solve_when_no_grid_fits() -> None:
-    def f(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return 0.3 * a * b + a / b
-
-    x, x_val = _data(1, 500, 4000), _data(1, 500, 500)
-    plain, _ = _train(f, x, x_val, snap_output=False)
-    snapped, y_val = _train(f, x, x_val)
-    # 0.3 fits no grid: at most a sparser solve is kept, never a rounding (0.25 would be 17% off).
-    np.testing.assert_allclose(snapped.predict(x_val), plain.predict(x_val), rtol=1e-9)  # type: ignore[attr-defined]
-    relative = np.abs(snapped.predict(x_val) - y_val) / np.abs(y_val)  # type: ignore[attr-defined]
-    assert relative.max() <= 1e-6
-
-
 def test_power_model_round_trips_through_safe_mode() -> None:
     def f(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a / b + b / a
 
     x, x_val = _data(1, 500, 2000), _data(1, 500, 300)
-    result, _ = _train(f, x, x_val, degree=2, half_powers=True)
-    loaded = load_model_bytes(result.to_bytes(), label="power")  # type: ignore[attr-defined]
+    spec = ModelSpec((), "linear", "none", "none", 0.0, 1, "mse", 0, "constant", True,
+                     family="power", degree=2, negative_powers=True, half_powers=True,
+                     snap_output=True)
+    result = train(spec, x, f(*x.T.astype(float)), x_val, f(*x_val.T.astype(float)))
+    loaded = load_model_bytes(result.to_bytes(), label="power")
     probe = _data(-2000, 2000, 500)
     probe = probe[(probe[:, 0] != 0) & (probe[:, 1] != 0)]
-    np.testing.assert_array_equal(predict(loaded, probe), result.predict(probe))  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(predict(loaded, probe), result.predict(probe))
     assert any(isinstance(layer, Monomials) for layer in loaded.layers)
     assert serialize_model(loaded) and not any(
         type(layer).__name__ == "Lambda" for layer in loaded.layers
