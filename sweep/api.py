@@ -5,26 +5,33 @@
 `sweep.predict_many(op, pairs, storage=...)`, `sweep.pull_model(op, path, format=...,
 storage=...)`, `sweep.best_models(storage=...)`, `sweep.model_history(op, storage=...)` and
 `sweep.optuna_storage(storage=...)`: every function takes the database as ``storage=`` (a URL;
-default ``$SWEEP_STORAGE``, else ``sqlite:///sweeps.db``).
+default ``$SWEEP_STORAGE``, else ``sqlite:///sweeps.db``, or a `storage.Database` already
+open). This is a boundary, as the CLI is: each call parses the URL once into one
+`storage.Database` (one engine) and hands that down.
 """
 
 from __future__ import annotations
 
-from storage import ModelEntry
-from sweep.publishing.models import (
-    best_models,
-    load_best_model,
-    load_best_models,
-    model_history,
-    predict,
-    predict_many,
-    pull_model,
-    storage_url,
-)
-from sweep.search.config import CampaignConfig
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy.typing as npt
+
+from storage import Database, ModelEntry
+from sweep import settings
+from sweep.publishing import models
+from sweep.search.config import DEFAULT_CAMPAIGN, CampaignConfig
 from sweep.search.reporting import Reporter
 from sweep.search.storage import SweepStorage
 from sweep.search.storage import optuna_storage as _optuna_storage
+
+if TYPE_CHECKING:
+    import keras
+
+    from sweep.publishing.models import Prediction, Predictions
 
 __all__ = [
     "best_models",
@@ -38,19 +45,40 @@ __all__ = [
     "run_campaign",
 ]
 
+Storage = str | Database | None
+"""A storage URL, a `storage.Database`, or None for ``$SWEEP_STORAGE`` / the default."""
 
-def optuna_storage(storage: str | None = None) -> SweepStorage:
+
+def database(storage: Storage = None) -> Database:
+    """`storage` as a database handle: parsed once (``$SWEEP_STORAGE``, else the default)."""
+    if isinstance(storage, Database):
+        return storage
+    return Database.resolve(storage, settings.current().storage)
+
+
+@contextmanager
+def _opened(storage: Storage) -> Iterator[Database]:
+    """The handle for one call; closed after it unless the caller passed it in."""
+    handle = database(storage)
+    try:
+        yield handle
+    finally:
+        if handle is not storage:
+            handle.close()
+
+
+def optuna_storage(storage: Storage = None) -> SweepStorage:
     """The Optuna storage the sweep's workers use (buffered writes, heartbeats, our engine).
 
     ``optuna.load_study(study_name="arith.multiply", storage=sweep.optuna_storage(url))``
     opens a campaign's study exactly as a worker does.
     """
-    return _optuna_storage(storage_url(storage))
+    return _optuna_storage(database(storage))
 
 
 def run_campaign(
     config: CampaignConfig,
-    storage: str | None = None,
+    storage: Storage = None,
     reporter: Reporter | None = None,
     *,
     workers: int = 1,
@@ -67,10 +95,114 @@ def run_campaign(
     from sweep.search.workers import threads_per_worker
 
     configure_tensorflow(threads_per_worker(workers))
-    return _run(
-        config,
-        storage_url(storage),
-        KerasTrainer(),
-        reporter,
-        on_promoted=publisher(default_artifact_dir()),
-    )
+    with _opened(storage) as handle:
+        return _run(
+            config,
+            handle,
+            KerasTrainer(),
+            reporter,
+            on_promoted=publisher(default_artifact_dir()),
+        )
+
+
+def load_best_model(
+    operation: str,
+    *,
+    storage: Storage = None,
+    campaign: str = DEFAULT_CAMPAIGN,
+    version: int | None = None,
+) -> keras.Model:
+    """The best (or a given version's) model for `operation`, loaded in Keras safe mode.
+
+    Raises:
+        ConfigError: unknown operation. storage.ModelNotFound: no model yet.
+        storage.ChecksumMismatch: corrupted blob. sweep.nets.saving.ModelLoadError: unsafe or
+        incompatible model.
+    """
+    with _opened(storage) as handle:
+        return models.load_best_model(
+            operation, database=handle, campaign=campaign, version=version
+        )
+
+
+def load_best_models(
+    operation: str,
+    top_k: int = 3,
+    *,
+    storage: Storage = None,
+    campaign: str = DEFAULT_CAMPAIGN,
+) -> list[keras.Model]:
+    """The `top_k` best stored models for `operation`, best first (KerasTuner's
+    ``get_best_models``): ranked by validation objective, the newer version first on a tie."""
+    with _opened(storage) as handle:
+        return models.load_best_models(operation, top_k, database=handle, campaign=campaign)
+
+
+def predict(
+    operation: str,
+    a: float,
+    b: float | None = None,
+    *,
+    storage: Storage = None,
+    campaign: str = DEFAULT_CAMPAIGN,
+) -> Prediction:
+    """Run the best model for `operation` on raw inputs."""
+    with _opened(storage) as handle:
+        return models.predict(operation, a, b, database=handle, campaign=campaign)
+
+
+def predict_many(
+    operation: str,
+    pairs: npt.ArrayLike,
+    *,
+    storage: Storage = None,
+    campaign: str = DEFAULT_CAMPAIGN,
+    version: int | None = None,
+) -> Predictions:
+    """Run the best (or a given version's) model on many raw inputs, shape (n, arity)."""
+    with _opened(storage) as handle:
+        return models.predict_many(
+            operation, pairs, database=handle, campaign=campaign, version=version
+        )
+
+
+def pull_model(
+    operation: str,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    storage: Storage = None,
+    campaign: str = DEFAULT_CAMPAIGN,
+    version: int | None = None,
+    force: bool = False,
+    format: str = "keras",
+) -> tuple[ModelEntry, Path]:
+    """Write the model to `output` as ``keras`` (default ``OP.keras``), ``savedmodel`` (a
+    folder, default ``OP``) or ``onnx`` (default ``OP.onnx``); never through a symlink, never
+    over an existing output unless `force`, only complete outputs (temp + rename)."""
+    from sweep.publishing.pulling import pull
+
+    with _opened(storage) as handle:
+        pulled = pull(
+            operation, output, database=handle, campaign=campaign, version=version,
+            force=force, format=format,
+        )
+    return pulled.entry, pulled.path
+
+
+def model_history(
+    operation: str | None = None,
+    *,
+    storage: Storage = None,
+    campaign: str = DEFAULT_CAMPAIGN,
+) -> list[ModelEntry]:
+    """Every promoted version of a campaign (or of one operation)."""
+    with _opened(storage) as handle:
+        return models.model_history(operation, database=handle, campaign=campaign)
+
+
+def best_models(
+    *, storage: Storage = None, campaign: str | None = DEFAULT_CAMPAIGN
+) -> list[ModelEntry]:
+    """The registry's best model per operation."""
+    with _opened(storage) as handle:
+        return models.best_models(database=handle, campaign=campaign)

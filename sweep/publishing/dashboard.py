@@ -17,6 +17,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
+from storage import Database
 from sweep.errors import DashboardError
 from sweep.search import open_existing_storage
 
@@ -108,7 +109,7 @@ def is_loopback(host: str) -> bool:
 
 
 def open_dashboard(
-    storage_url: str,
+    database: Database,
     host: str = "127.0.0.1",
     port: int = 8080,
     artifact_dir: str | os.PathLike[str] | None = None,
@@ -140,7 +141,7 @@ def open_dashboard(
         if not folder.is_dir():
             raise DashboardError(f"artifact folder {str(folder)!r} does not exist")
         store = optuna.artifacts.FileSystemArtifactStore(folder)
-    storage = open_existing_storage(storage_url, DashboardError)
+    storage = open_existing_storage(database, DashboardError)
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
     if read_only:
         app = _read_only(app)
@@ -162,7 +163,7 @@ def open_dashboard(
 
 
 def serve_dashboard(
-    storage_url: str,
+    database: Database,
     host: str = "127.0.0.1",
     port: int = 8080,
     artifact_dir: str | os.PathLike[str] | None = None,
@@ -172,7 +173,7 @@ def serve_dashboard(
     Raises:
         DashboardError: As `open_dashboard`.
     """
-    server = open_dashboard(storage_url, host, port, artifact_dir)
+    server = open_dashboard(database, host, port, artifact_dir)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

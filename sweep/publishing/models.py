@@ -1,4 +1,4 @@
-"""The registry's models, handed out: pull to a file, load, predict, list. Reads storage only.
+"""The registry's models, handed out: load, predict, list. Reads storage only.
 
 Keras loads only where a model is loaded (pull, load, predict); listing the registry (`sweep
 best`, `sweep models`) reads SQL and never starts TensorFlow.
@@ -6,25 +6,18 @@ best`, `sweep models`) reads SQL and never starts TensorFlow.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from storage import ModelEntry, ModelRegistry, resolve_storage_url
-from sweep import settings
+from storage import Database, ModelEntry
 from sweep.errors import ConfigError
-from sweep.problem.operations import (
-    BUILTIN_OPERATIONS,
-    Operation,
-    is_operation_name,
-    make_operation,
-)
-from sweep.search.config import DEFAULT_CAMPAIGN, CampaignConfig, validate_campaign_name
+from sweep.problem.operations import Operation
+from sweep.publishing.lookup import check_operation_name, fetch_model, resolve_operation
+from sweep.search.config import DEFAULT_CAMPAIGN
 
 if TYPE_CHECKING:
     import keras
@@ -45,62 +38,10 @@ class Prediction:
         return float(np.rint(self.output)) if self.integer_valued else self.output
 
 
-def storage_url(storage: str | None) -> str:
-    """`storage`, else ``$SWEEP_STORAGE``, else the SQLite default; validated."""
-    return resolve_storage_url(storage, settings.current().storage)
-
-
-def _registry(storage: str | None) -> ModelRegistry:
-    return ModelRegistry(storage_url(storage))
-
-
-def check_operation_name(name: str) -> None:
-    """Refuse a name no operation can have (``../x``, control characters) before any storage
-    is opened, so a mistyped command never creates a database file."""
-    if not is_operation_name(name):
-        raise ConfigError(
-            f"unknown operation {name!r}; operation names are a lowercase letter, then "
-            f"lowercase letters, digits or _ (built-ins: {', '.join(BUILTIN_OPERATIONS)})"
-        )
-
-
-def resolve_operation(registry: ModelRegistry, campaign: str, name: str) -> Operation:
-    """A built-in, or an expression defined in the stored campaign; else a clear error."""
-    validate_campaign_name(campaign)
-    if name in BUILTIN_OPERATIONS:
-        return BUILTIN_OPERATIONS[name]
-    stored = registry.load_campaign(campaign)
-    expressions = CampaignConfig.from_dict(stored).expressions if stored else {}
-    if name in expressions:
-        return make_operation(name, expressions[name])
-    known = sorted({*BUILTIN_OPERATIONS, *expressions})
-    raise ConfigError(
-        f"unknown operation {name!r} in campaign {campaign!r}; known: {', '.join(known)}"
-    )
-
-
-def fetch_model(
-    operation: str,
-    *,
-    storage: str | None = None,
-    campaign: str = DEFAULT_CAMPAIGN,
-    version: int | None = None,
-) -> tuple[ModelEntry, bytes]:
-    """The registry entry and verified `.keras` bytes (checksum checked by the registry)."""
-    check_operation_name(operation)
-    with _registry(storage) as registry:
-        resolve_operation(registry, campaign, operation)
-        entry, data = registry.fetch(campaign, operation, version)
-    from sweep.nets.saving import check_keras_version
-
-    check_keras_version(entry.keras_version, label=f"{entry.operation} version {entry.version}")
-    return entry, data
-
-
 def load_best_model(
     operation: str,
     *,
-    storage: str | None = None,
+    database: Database,
     campaign: str = DEFAULT_CAMPAIGN,
     version: int | None = None,
 ) -> keras.Model:
@@ -111,7 +52,7 @@ def load_best_model(
         storage.ChecksumMismatch: corrupted blob. sweep.nets.saving.ModelLoadError: unsafe or
         incompatible model.
     """
-    entry, data = fetch_model(operation, storage=storage, campaign=campaign, version=version)
+    entry, data = fetch_model(database, campaign, operation, version)
     from sweep.nets.saving import load_model_bytes
 
     return load_model_bytes(data, label=f"{operation} version {entry.version}")
@@ -121,7 +62,7 @@ def load_best_models(
     operation: str,
     top_k: int = 3,
     *,
-    storage: str | None = None,
+    database: Database,
     campaign: str = DEFAULT_CAMPAIGN,
 ) -> list[keras.Model]:
     """The `top_k` best stored models for `operation`, best first (KerasTuner's
@@ -132,13 +73,13 @@ def load_best_models(
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ConfigError(f"top_k must be a positive integer, got {top_k!r}")
     ranked = sorted(
-        model_history(operation, storage=storage, campaign=campaign),
+        model_history(operation, database=database, campaign=campaign),
         key=lambda e: (e.objective_value, -e.version),
     )
     if not ranked:
-        fetch_model(operation, storage=storage, campaign=campaign)  # raises ModelNotFound
+        fetch_model(database, campaign, operation)  # raises ModelNotFound
     return [
-        load_best_model(operation, storage=storage, campaign=campaign, version=e.version)
+        load_best_model(operation, database=database, campaign=campaign, version=e.version)
         for e in ranked[:top_k]
     ]
 
@@ -148,15 +89,14 @@ def predict(
     a: float,
     b: float | None = None,
     *,
-    storage: str | None = None,
+    database: Database,
     campaign: str = DEFAULT_CAMPAIGN,
 ) -> Prediction:
     """Run the best model for `operation` on raw inputs."""
     check_operation_name(operation)
-    with _registry(storage) as registry:
-        op = resolve_operation(registry, campaign, operation)
+    op = resolve_operation(database.campaigns, campaign, operation)
     inputs = check_inputs(op, a, b)
-    batch = predict_many(operation, [inputs], storage=storage, campaign=campaign)
+    batch = predict_many(operation, [inputs], database=database, campaign=campaign)
     return batch.row(0)
 
 
@@ -191,7 +131,7 @@ def predict_many(
     operation: str,
     pairs: npt.ArrayLike,
     *,
-    storage: str | None = None,
+    database: Database,
     campaign: str = DEFAULT_CAMPAIGN,
     version: int | None = None,
 ) -> Predictions:
@@ -202,13 +142,12 @@ def predict_many(
             operation's domain (the message names the first such row).
     """
     check_operation_name(operation)
-    with _registry(storage) as registry:
-        op = resolve_operation(registry, campaign, operation)
+    op = resolve_operation(database.campaigns, campaign, operation)
     x = np.asarray(pairs, dtype=np.float64)
     if x.ndim == 1 and op.arity == 1:
         x = x.reshape(-1, 1)
     check_pairs(op, x)
-    entry, data = fetch_model(operation, storage=storage, campaign=campaign, version=version)
+    entry, data = fetch_model(database, campaign, operation, version)
     from sweep.nets.saving import load_model_bytes
     from sweep.nets.training import predict as predict_raw
 
@@ -279,44 +218,21 @@ def check_inputs(op: Operation, a: float, b: float | None) -> tuple[float, ...]:
     return inputs
 
 
-def pull_model(
-    operation: str,
-    output: str | os.PathLike[str] | None = None,
-    *,
-    storage: str | None = None,
-    campaign: str = DEFAULT_CAMPAIGN,
-    version: int | None = None,
-    force: bool = False,
-    format: str = "keras",
-) -> tuple[ModelEntry, Path]:
-    """Write the model to `output` as ``keras`` (default ``OP.keras``), ``savedmodel`` (a
-    folder, default ``OP``) or ``onnx`` (default ``OP.onnx``); never through a symlink, never
-    over an existing output unless `force`, only complete outputs (temp + rename)."""
-    from sweep.publishing.pulling import pull
-
-    pulled = pull(
-        operation, output, storage=storage, campaign=campaign, version=version, force=force,
-        format=format,
-    )
-    return pulled.entry, pulled.path
-
-
 def model_history(
     operation: str | None = None,
     *,
-    storage: str | None = None,
+    database: Database,
     campaign: str = DEFAULT_CAMPAIGN,
 ) -> list[ModelEntry]:
+    """Every promoted version of a campaign (or of one operation), by operation and version."""
     if operation is not None:
         check_operation_name(operation)
-    with _registry(storage) as registry:
-        if operation is not None:
-            resolve_operation(registry, campaign, operation)
-        return registry.history(campaign, operation)
+        resolve_operation(database.campaigns, campaign, operation)
+    return database.registry.history(campaign, operation)
 
 
 def best_models(
-    *, storage: str | None = None, campaign: str | None = DEFAULT_CAMPAIGN
+    *, database: Database, campaign: str | None = DEFAULT_CAMPAIGN
 ) -> list[ModelEntry]:
-    with _registry(storage) as registry:
-        return registry.best_all(campaign)
+    """The registry's best model per operation (of one campaign, or of all)."""
+    return database.registry.best_all(campaign)

@@ -16,7 +16,6 @@ import stat
 import tempfile
 from pathlib import Path
 
-from storage.engine import sqlite_path
 from sweep.errors import ConfigError, SweepError
 
 __all__ = ["OutputError", "check_output_path", "write_atomically"]
@@ -48,9 +47,11 @@ def check_output_path(
     *,
     force: bool,
     suffix: str | None = None,
-    storage_url: str | None = None,
+    database: Path | None = None,
 ) -> None:
     """Refuse `path` as an output file unless writing it is safe and was asked for.
+
+    `database` is the storage's SQLite file (`storage.Database.sqlite_path`), never written over.
 
     Raises:
         ConfigError: the path is not allowed (see the module docstring).
@@ -80,7 +81,6 @@ def check_output_path(
     parent = path.parent
     if not parent.is_dir():
         raise ConfigError(f"output folder {_show(parent)} does not exist")
-    database = sqlite_path(storage_url) if storage_url else None
     if database is not None and _is_database(path, database):
         raise ConfigError(
             f"output path {shown} is the storage's own database file; pick another path"

@@ -18,18 +18,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from storage import ModelEntry
+from storage import Database, ModelEntry
 from sweep.errors import ConfigError
 from sweep.nets.portable import ONNX_EXTRA, ONNX_MODULES, Comparison, require_modules
 from sweep.problem.data import DataSpec, make_dataset
 from sweep.problem.operations import Operation
-from sweep.publishing.models import (
-    _registry,
-    check_operation_name,
-    fetch_model,
-    resolve_operation,
-    storage_url,
-)
+from sweep.publishing.lookup import check_operation_name, fetch_model, resolve_operation
 from sweep.publishing.outputs import check_output_path, write_atomically
 from sweep.search.config import DEFAULT_CAMPAIGN, CampaignConfig
 
@@ -59,7 +53,7 @@ def pull(
     operation: str,
     output: str | os.PathLike[str] | None = None,
     *,
-    storage: str | None = None,
+    database: Database,
     campaign: str = DEFAULT_CAMPAIGN,
     version: int | None = None,
     force: bool = False,
@@ -83,9 +77,9 @@ def pull(
         _check_savedmodel_output(path, force=force)
     else:
         check_output_path(
-            path, force=force, suffix=_SUFFIX[format], storage_url=storage_url(storage)
+            path, force=force, suffix=_SUFFIX[format], database=database.sqlite_path
         )
-    entry, data = fetch_model(operation, storage=storage, campaign=campaign, version=version)
+    entry, data = fetch_model(database, campaign, operation, version)
     label = f"{operation} version {entry.version}"
     from sweep.nets.saving import load_model_bytes
 
@@ -94,9 +88,8 @@ def pull(
     if format == "keras":
         write_atomically(path, data, force=force)
         return Pulled(entry, path, format, len(data), None)
-    with _registry(storage) as registry:
-        op = resolve_operation(registry, campaign, operation)
-        stored = registry.load_campaign(campaign)
+    op = resolve_operation(database.campaigns, campaign, operation)
+    stored = database.campaigns.load(campaign)
     spec = CampaignConfig.from_dict(stored).data if stored else DataSpec()
     probe = probe_inputs(op, spec)
     if format == "onnx":

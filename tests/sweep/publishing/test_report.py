@@ -16,7 +16,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from storage import ModelCandidate, ModelRegistry
+from storage import Database, ModelCandidate, ModelRegistry
 from sweep.cli import main
 from sweep.nets import SCHEMES
 from sweep.publishing.report import build_report
@@ -183,7 +183,7 @@ def test_report_with_failed_pruned_single_empty_and_modelless_studies(
     with ModelRegistry(sweep_run.url) as registry:
         _, add_bytes = registry.fetch(CAMPAIGN, "add")
     _edge_studies(sweep_run.url, add_bytes)
-    output = build_report(sweep_run.url, "edge", tmp_path / "edge.html")
+    output = build_report(Database(sweep_run.url), "edge", tmp_path / "edge.html")
     text = output.read_text(encoding="utf-8")
     outline = _outline(text)
     assert "<img src=x" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
@@ -257,7 +257,8 @@ def test_the_password_never_reaches_the_report(tmp_path: Path) -> None:
             distributions={"input_normalization": CategoricalDistribution(SCHEMES),
                            "target_normalization": CategoricalDistribution(SCHEMES)},
         ))
-        text = build_report(url, "secret", tmp_path / "r.html").read_text(encoding="utf-8")
+        path = build_report(Database(url), "secret", tmp_path / "r.html")
+        text = path.read_text(encoding="utf-8")
         assert "pw-s3cr3t" not in text
         assert "***" in text
         _outline(text)

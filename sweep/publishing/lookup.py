@@ -1,0 +1,57 @@
+"""Finding an operation and its stored model in a campaign: the first step of every read.
+
+Shared by listing, loading, predicting, pulling and serving, so each refuses a bad name, an
+unknown operation or a model from an incompatible Keras the same way.
+"""
+
+from __future__ import annotations
+
+from storage import CampaignRows, Database, ModelEntry
+from sweep.errors import ConfigError
+from sweep.problem.operations import (
+    BUILTIN_OPERATIONS,
+    Operation,
+    is_operation_name,
+    make_operation,
+)
+from sweep.search.config import CampaignConfig, validate_campaign_name
+
+__all__ = ["check_operation_name", "fetch_model", "resolve_operation"]
+
+
+def check_operation_name(name: str) -> None:
+    """Refuse a name no operation can have (``../x``, control characters) before any storage
+    is opened, so a mistyped command never creates a database file."""
+    if not is_operation_name(name):
+        raise ConfigError(
+            f"unknown operation {name!r}; operation names are a lowercase letter, then "
+            f"lowercase letters, digits or _ (built-ins: {', '.join(BUILTIN_OPERATIONS)})"
+        )
+
+
+def resolve_operation(campaigns: CampaignRows, campaign: str, name: str) -> Operation:
+    """A built-in, or an expression defined in the stored campaign; else a clear error."""
+    validate_campaign_name(campaign)
+    if name in BUILTIN_OPERATIONS:
+        return BUILTIN_OPERATIONS[name]
+    stored = campaigns.load(campaign)
+    expressions = CampaignConfig.from_dict(stored).expressions if stored else {}
+    if name in expressions:
+        return make_operation(name, expressions[name])
+    known = sorted({*BUILTIN_OPERATIONS, *expressions})
+    raise ConfigError(
+        f"unknown operation {name!r} in campaign {campaign!r}; known: {', '.join(known)}"
+    )
+
+
+def fetch_model(
+    database: Database, campaign: str, operation: str, version: int | None = None
+) -> tuple[ModelEntry, bytes]:
+    """The registry entry and verified `.keras` bytes (checksum checked by the registry)."""
+    check_operation_name(operation)
+    resolve_operation(database.campaigns, campaign, operation)
+    entry, data = database.registry.fetch(campaign, operation, version)
+    from sweep.nets.saving import check_keras_version
+
+    check_keras_version(entry.keras_version, label=f"{entry.operation} version {entry.version}")
+    return entry, data

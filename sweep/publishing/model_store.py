@@ -1,0 +1,245 @@
+"""The models `sweep serve` answers with, and the registry poll that swaps in newer bests.
+
+A thread polls the registry (one small query, no model bytes) and loads a newly promoted best
+next to the one serving; the swap is one reference assignment, so every request is answered
+whole by one version, which it can name. A version that cannot be loaded is refused once (not
+retried every poll) while the previous one keeps serving; an unreachable registry is logged
+once and changes nothing. Turning bytes into predictors is `model_backends`' job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from storage import (
+    ChecksumMismatch,
+    Database,
+    ModelEntry,
+    ModelNotFound,
+    ModelRegistry,
+    StorageError,
+)
+from sweep.errors import ConfigError, SweepError, first_line
+from sweep.problem.data import DataSpec
+from sweep.problem.operations import BUILTIN_OPERATIONS, Operation
+from sweep.publishing.lookup import resolve_operation
+from sweep.publishing.model_backends import (
+    ModelToConvert,
+    OnnxConverter,
+    Predictor,
+    load_tensorflow,
+)
+from sweep.search.config import CampaignConfig
+
+__all__ = ["POLL_SECONDS", "ModelStatus", "ModelStore", "Served"]
+
+# The CLI gives this logger its handler and "sweep serve:" prefix: the name is part of the API.
+log = logging.getLogger("sweep.serve")
+
+POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Served:
+    """One operation's model as it answers: never mutated, replaced whole on promotion."""
+
+    operation: Operation
+    entry: ModelEntry
+    predictor: Predictor
+    backend: str
+    seconds_to_load: float
+
+
+@dataclass
+class ModelStatus:
+    """An operation's load state, in TF Serving's terms, and the last reason it had no model."""
+
+    state: str = "LOADING"  # TF Serving's states: LOADING, AVAILABLE; "" while no model exists
+    error: str = ""
+    failed: tuple[int, str] | None = None  # the version that could not be loaded, and its sha
+
+
+class ModelStore:
+    """The models being served, and the registry poll that replaces them with newer bests.
+
+    `operations`: the names to serve, or None for every operation that has a best model (new
+    ones are picked up when they are first promoted).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        campaign: str,
+        operations: Sequence[str] | None,
+        backend: str,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self.database = database
+        self.campaign = campaign
+        self.backend = backend
+        self.poll_seconds = poll_seconds
+        self._wanted = None if operations is None else tuple(operations)
+        self._served: dict[str, Served] = {}
+        self._status: dict[str, ModelStatus] = {}
+        self._known: dict[str, Operation] = dict(BUILTIN_OPERATIONS)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._converter = OnnxConverter()
+        self.ready = threading.Event()
+        self._registry_ok = True
+        self._registry: ModelRegistry | None = None
+        campaigns = database.campaigns
+        stored = campaigns.load(campaign)
+        if stored:
+            for name in CampaignConfig.from_dict(stored).expressions:
+                self._known[name] = resolve_operation(campaigns, campaign, name)
+        for name in self._wanted or ():
+            self._known[name] = resolve_operation(campaigns, campaign, name)
+
+    # --- reading (request threads) -------------------------------------------------------------
+
+    def served(self, name: str) -> Served | None:
+        return self._served.get(name)
+
+    def is_known(self, name: str) -> bool:
+        return name in self._known and (self._wanted is None or name in self._wanted)
+
+    def status(self, name: str) -> ModelStatus:
+        return self._status.get(name) or ModelStatus(state="", error="no model promoted yet")
+
+    def versions(self) -> dict[str, int]:
+        return {name: s.entry.version for name, s in sorted(self._served.items())}
+
+    # --- the poll (one thread) -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sweep-serve-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._converter.kill()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.database.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception as e:  # the poll must never die: the service keeps serving
+                log.warning("registry poll failed: %s", first_line(e))
+            self.ready.set()
+            self._stop.wait(self.poll_seconds)
+
+    def _open_registry(self) -> ModelRegistry:
+        if self._registry is None:
+            self._registry = self.database.registry
+        return self._registry
+
+    def refresh(self) -> None:
+        """One poll: load every wanted operation whose best version is not the one served."""
+        fetched: list[tuple[ModelEntry, bytes]] = []
+        try:
+            registry = self._open_registry()
+            bests = {e.operation: e for e in registry.best_all(self.campaign)}
+            for name in bests:
+                if name not in self._known and self._wanted is None:
+                    with contextlib.suppress(ConfigError):  # promoted before its campaign?
+                        self._known[name] = resolve_operation(
+                            self.database.campaigns, self.campaign, name
+                        )
+            for entry in [e for name, e in bests.items() if self._is_due(name, e)]:
+                try:
+                    fetched.append(
+                        (entry, registry.fetch(entry.campaign, entry.operation, entry.version)[1])
+                    )
+                except (ChecksumMismatch, ModelNotFound) as e:
+                    # This version is damaged (or went away): keep serving the one we have.
+                    self._refuse(entry, first_line(e))
+        except (StorageError, SweepError) as e:
+            if self._registry is not None:
+                # Opened again at the next poll: a new engine, a new connection.
+                self.database.close()
+                self._registry = None
+            if self._registry_ok:
+                versions = ", ".join(f"{k} v{v}" for k, v in self.versions().items()) or "none"
+                log.warning(
+                    "cannot read the registry (%s); still serving: %s", first_line(e), versions
+                )
+            self._registry_ok = False
+            for name in self._wanted or ():
+                self._status.setdefault(
+                    name, ModelStatus(state="", error="registry unreachable")
+                )
+            return
+        if not self._registry_ok:
+            log.info("the registry answers again")
+        self._registry_ok = True
+        for name in self._wanted or ():
+            if name not in bests and name not in self._served:
+                self._status[name] = ModelStatus(state="", error="no model promoted yet")
+        if fetched:
+            self._load(fetched)
+
+    def _refuse(self, entry: ModelEntry, reason: str) -> None:
+        """Record that `entry` cannot be served (not retried until a new version comes)."""
+        name = entry.operation
+        label = f"{name} version {entry.version}"
+        self._status[name] = ModelStatus(
+            state="AVAILABLE" if name in self._served else "",
+            error=f"{label} cannot be served: {reason}",
+            failed=(entry.version, entry.sha256),
+        )
+        still = self._served.get(name)
+        keeps = f"; still serving version {still.entry.version}" if still else ""
+        log.warning("%s cannot be served: %s%s", label, reason, keeps)
+
+    def _is_due(self, name: str, entry: ModelEntry) -> bool:
+        if self._wanted is not None and name not in self._wanted:
+            return False
+        if name not in self._known:
+            return False
+        current = self._served.get(name)
+        if current is not None and current.entry.version == entry.version:
+            return False
+        status = self._status.get(name)
+        # A version that failed to load is not retried every poll; a new version is.
+        return not (status and status.failed == (entry.version, entry.sha256))
+
+    def _load(self, fetched: list[tuple[ModelEntry, bytes]]) -> None:
+        for entry, _ in fetched:
+            if entry.operation not in self._served:
+                self._status[entry.operation] = ModelStatus(state="LOADING")
+        started = time.monotonic()
+        results: list[Predictor | str]
+        if self.backend == "onnxruntime":
+            models = [ModelToConvert(e, data, self._known[e.operation]) for e, data in fetched]
+            results = self._converter.convert(models, self._data_spec())
+        else:
+            results = [load_tensorflow(entry, data) for entry, data in fetched]
+        seconds = time.monotonic() - started
+        for (entry, _), result in zip(fetched, results, strict=True):
+            name = entry.operation
+            label = f"{name} version {entry.version}"
+            if isinstance(result, str):
+                self._refuse(entry, result)
+                continue
+            served = Served(self._known[name], entry, result, self.backend, seconds)
+            with self._lock:
+                self._served = {**self._served, name: served}
+            self._status[name] = ModelStatus(state="AVAILABLE")
+            log.info("serving %s (%s, loaded in %.1f s)", label, self.backend, seconds)
+
+    def _data_spec(self) -> DataSpec:
+        """The campaign's data settings: the probe inputs the conversion checks answers on."""
+        self._open_registry()
+        stored = self.database.campaigns.load(self.campaign)
+        return CampaignConfig.from_dict(stored).data if stored else DataSpec()
