@@ -40,6 +40,12 @@ def run() -> None:
         os._exit(code)
     if code == 0 and _tensorflow_loaded_or_loading():
         _leave_without_tensorflows_teardown()
+    if code != 0 and _importing_tensorflow():
+        # A refusal printed while TensorFlow still imports in a thread: the interpreter's
+        # teardown would wait for the import (or break it midway); nothing is left to save.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -85,6 +91,11 @@ def _send_to_the_main_thread(signum: int) -> None:
     if main_thread is not None:
         with contextlib.suppress(OSError):  # (the process is already leaving)
             signal.pthread_kill(main_thread, signum)
+
+
+def _importing_tensorflow() -> bool:
+    background = sys.modules.get("sweep.nets.background")
+    return background is not None and bool(background.importing())
 
 
 def _tensorflow_loaded_or_loading() -> bool:

@@ -153,6 +153,26 @@ def test_real_sweep_through_the_command_line(tmp_path: Path) -> None:
         assert row["extrapolation_hit_rate"] == 1.0, row
 
 
+_PARSE_EVERY_COMMAND = """
+import json, sys
+from sweep.cli.main import build_parser
+for argv in (["run"], ["worker"], ["best"], ["pull", "add"], ["predict", "add", "1", "2"],
+             ["models"], ["serve"], ["dashboard"], ["report"]):
+    build_parser().parse_args(argv)
+heavy = ("optuna", "rich", "tensorflow", "keras", "numpy", "sqlalchemy")
+print(json.dumps([name for name in heavy if name in sys.modules]))
+"""
+
+
+def test_parsing_any_command_loads_no_heavy_library() -> None:
+    """Each command module imports what it runs with inside its action, never at the top."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PARSE_EVERY_COMMAND], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == []
+
+
 def _class_interrupted_while_created() -> None:
     class Interrupts:
         def __set_name__(self, owner: type, name: str) -> None:

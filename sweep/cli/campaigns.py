@@ -1,0 +1,66 @@
+"""The campaign a `run` or `worker` command describes: its file, then its flags.
+
+Flags override the file, which overrides the defaults; the whole configuration is validated
+here, before anything is written, so a bad value stops the command with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from sweep import settings
+from sweep.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sweep.search.config import CampaignConfig
+
+__all__ = ["build_config"]
+
+
+def build_config(args: argparse.Namespace, campaign: str) -> CampaignConfig:
+    """The validated campaign configuration from `--config` and the flags of `run`.
+
+    Raises:
+        ConfigError: a flag or the file names no operation or an invalid value.
+    """
+    from dataclasses import replace
+
+    from sweep.problem.operations import parse_expr_flag
+    from sweep.search.config import CampaignConfig, config_from_toml, load_toml, with_seed
+
+    config = CampaignConfig()
+    if args.config:
+        config = config_from_toml(load_toml(args.config), config)
+    updates: dict[str, Any] = {}
+    if args.campaign or settings.current().campaign:
+        updates["name"] = campaign  # flag > environment > config file > default
+    if args.ops:
+        ops = tuple(part.strip() for part in args.ops.split(",") if part.strip())
+        if not ops:
+            raise ConfigError(f"--ops {args.ops!r} names no operation")
+        updates["operations"] = ops
+    if args.expr:
+        expressions = dict(config.expressions)
+        for text in args.expr:
+            name, expression = parse_expr_flag(text)
+            expressions[name] = expression
+        updates["expressions"] = expressions
+        if not args.ops and not (args.config and "operations" in load_toml(args.config).get(
+            "campaign", {}
+        )):
+            # `--expr` alone sweeps just the expressions, not all six built-ins as well.
+            updates["operations"] = tuple(expressions)
+    if args.trials is not None:
+        updates["trials"] = args.trials
+    if args.timeout is not None:
+        updates["timeout"] = args.timeout
+    if args.sampler:
+        updates["sampler"] = args.sampler
+    if args.pruner:
+        updates["pruner"] = args.pruner
+    config = replace(config, **updates)
+    if args.seed is not None:
+        config = with_seed(config, args.seed)
+    config.validate()
+    return config

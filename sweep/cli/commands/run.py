@@ -1,0 +1,116 @@
+"""`sweep run`: create (or resume) a campaign here and fill every operation's budget."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from sweep.cli.arguments import add_common_arguments, int_in, positive_float
+from sweep.cli.campaigns import build_config
+from sweep.cli.commands.base import Command
+from sweep.cli.runtime import background_trainer, leave_background_import, publisher
+from sweep.cli.text import say
+
+if TYPE_CHECKING:
+    from storage import Database
+    from sweep.search.campaign import Campaign
+    from sweep.search.config import CampaignConfig
+    from sweep.search.workers import LocalWorkers
+
+__all__ = ["MAX_LOCAL_WORKERS", "MAX_SEED", "MAX_TRIALS", "RunCommand"]
+
+# Local worker processes on one machine: each holds a TensorFlow runtime (~0.8 GiB) and two
+# database connections, so more than this is a typo, not a plan (workers on other hosts are
+# started there with `sweep worker`).
+MAX_LOCAL_WORKERS = 64
+MAX_TRIALS = 10**7
+MAX_SEED = 2**32 - 1
+
+
+class RunCommand(Command):
+    """Prepare the campaign, run it (alone or with K local workers), print the best table."""
+
+    name = "run"
+    help = "run (or resume) a sweep"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        add_common_arguments(parser)
+        parser.add_argument("--ops", help="comma-separated operations, or 'all' (default: all)")
+        parser.add_argument(
+            "--trials", type=int_in(1, MAX_TRIALS), help="counted trials per operation"
+        )
+        parser.add_argument(
+            "--timeout", type=positive_float, help="wall-clock seconds per operation"
+        )
+        parser.add_argument("--config", help="campaign TOML file")
+        parser.add_argument(
+            "--seed", type=int_in(0, MAX_SEED), help="seed for data and sampler"
+        )
+        parser.add_argument(
+            "--expr", action="append", default=[], metavar="NAME=EXPRESSION",
+            help="user-defined operation over a and b, e.g. --expr 'cube=a*a*a' (repeatable)",
+        )
+        parser.add_argument("--sampler", help="auto, tpe, random, cmaes, gp or nsga2")
+        parser.add_argument("--pruner", help="median, hyperband or none")
+        parser.add_argument(
+            "--workers", type=int_in(1, MAX_LOCAL_WORKERS), default=1,
+            help=f"local worker processes sharing this machine's cores (default 1, at most "
+            f"{MAX_LOCAL_WORKERS})",
+        )
+
+    def take_action(self, args: argparse.Namespace, database: Database, campaign: str) -> int:
+        config = build_config(args, campaign)
+        # With K >= 2 workers this process only coordinates: its workers import TensorFlow, it
+        # does not (the processes start sooner, and K imports do not queue behind a K+1-th).
+        trainer = background_trainer(args.workers, start=args.workers == 1)
+        from sweep.search.workers import LocalWorkers, install_signal_handlers
+
+        install_signal_handlers()
+        # Started before Optuna loads here: their imports overlap the campaign's preparation.
+        workers = LocalWorkers(database, config.name, args.workers) if args.workers > 1 else None
+        try:
+            from sweep.search.campaign import Campaign
+
+            with Campaign(config, database, trainer, on_promoted=publisher()) as prepared:
+                if workers is not None:
+                    workers.release()
+                # The import silences stderr while it runs: nothing may be printed before it ends.
+                trainer.wait()
+                return _run_prepared(args, database.masked, config, prepared, workers)
+        except BaseException:
+            if workers is not None:
+                workers.stop()
+            leave_background_import(trainer)
+            raise
+
+
+def _run_prepared(
+    args: argparse.Namespace,
+    storage_shown: str,
+    config: CampaignConfig,
+    prepared: Campaign,
+    workers: LocalWorkers | None,
+) -> int:
+    """Announce the campaign (on `storage_shown`, the masked URL), run it, print the best table."""
+    from sweep.search.workers import run_local_workers
+
+    ops = ", ".join(op.name for op in prepared.operations)
+    budget = []
+    if config.trials is not None:
+        budget.append(f"{config.trials} trials")
+    if config.timeout is not None:
+        budget.append(f"{config.timeout:g} s")
+    say(
+        f"campaign {config.name!r} on {storage_shown}: {ops}; budget per operation: "
+        f"{' or '.join(budget)}; {args.workers} worker(s)",
+        err=True,
+    )
+    from sweep.cli.display import ProgressReporter, print_best_table
+
+    with ProgressReporter() as reporter:
+        if workers is None:
+            prepared.run(reporter)
+        else:
+            run_local_workers(prepared, workers, reporter)
+    print_best_table(prepared.best(), prepared.operations)
+    return 0
