@@ -247,3 +247,44 @@ def test_a_signal_that_lands_in_a_finaliser_still_stops_the_command_without_a_tr
     )
     assert (result.returncode, result.stdout) == (130, printed), result
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        # A worker for a campaign that does not exist.
+        ["worker", "--campaign", "nowhere"],
+        # A run whose campaign exists with other data (created below).
+        ["run", "--ops", "add", "--trials", "1", "--config", "other.toml"],
+    ],
+    ids=["worker-unknown-campaign", "run-conflicting-campaign"],
+)
+def test_a_refused_run_or_worker_does_not_wait_for_tensorflow(
+    command: list[str], tmp_path: Path
+) -> None:
+    """The refusal is printed while TensorFlow still imports in its thread: here a stand-in
+    `tensorflow` whose import takes 10 minutes; the real one took ~6 s before each line."""
+    slow = tmp_path / "slow_tensorflow" / "tensorflow"
+    slow.mkdir(parents=True)
+    (slow / "__init__.py").write_text("import time\ntime.sleep(600)\n")
+    (tmp_path / "other.toml").write_text("[data]\nexamples = 700\n")
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    from storage import Database
+    from sweep.search.config import CampaignConfig
+
+    with Database(url) as database:
+        database.campaigns.register("arith", lambda stored: CampaignConfig().to_dict())
+    env = {
+        **os.environ,
+        "SWEEP_STORAGE": url,
+        "PYTHONPATH": os.pathsep.join([str(slow.parent), str(Path.cwd())]),
+    }
+    env.pop("SWEEP_CAMPAIGN", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "sweep", *command], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sweep: error: "), done.stderr
+    assert "does not exist" in lines[0] or "already exists with a different data" in lines[0]

@@ -129,3 +129,34 @@ def test_the_public_api_hands_out_the_best_few_models_with_one_keyword(url: str)
         value = getattr(sweep, name)
         if inspect.isfunction(value):
             assert "storage" in inspect.signature(value).parameters, name
+
+
+def test_predict_parses_its_url_once_and_holds_one_engine(
+    url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resolving the operation, fetching the model and answering share one database handle
+    (before it, one `sweep predict` opened three registries, each with its own engine)."""
+    import sqlalchemy
+
+    import storage.engine
+    import storage.urls
+
+    engines: list[object] = []
+    parses: list[str] = []
+    real_engine, real_parse = sqlalchemy.create_engine, storage.urls.make_url
+
+    def counting_engine(*args: object, **kwargs: object) -> sqlalchemy.Engine:
+        engines.append(args[0])
+        return real_engine(*args, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    def counting_parse(text: str) -> sqlalchemy.URL:
+        parses.append(text)
+        return real_parse(text)
+
+    monkeypatch.setattr(storage.engine.sqlalchemy, "create_engine", counting_engine)
+    monkeypatch.setattr(storage.urls, "make_url", counting_parse)
+    code, out, err = _run(["predict", "multiply", "12", "34", "--storage", url], capsys)
+    assert code == 0, err
+    assert "= 408" in out
+    assert len(engines) == 1, engines
+    assert len(parses) == 1, parses
