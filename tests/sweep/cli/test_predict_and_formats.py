@@ -138,7 +138,6 @@ def test_predict_parses_its_url_once_and_holds_one_engine(
     (before it, one `sweep predict` opened three registries, each with its own engine)."""
     import sqlalchemy
 
-    import storage.engine
     import storage.urls
 
     engines: list[object] = []
@@ -153,7 +152,7 @@ def test_predict_parses_its_url_once_and_holds_one_engine(
         parses.append(text)
         return real_parse(text)
 
-    monkeypatch.setattr(storage.engine.sqlalchemy, "create_engine", counting_engine)
+    monkeypatch.setattr(sqlalchemy, "create_engine", counting_engine)
     monkeypatch.setattr(storage.urls, "make_url", counting_parse)
     code, out, err = _run(["predict", "multiply", "12", "34", "--storage", url], capsys)
     assert code == 0, err
