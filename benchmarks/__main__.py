@@ -1,4 +1,5 @@
-"""``python -m benchmarks [--quick] [--out BENCHMARKS.md] [--budget S] [--storage-postgres URL]``.
+"""``python -m benchmarks [--quick] [--out BENCHMARKS.md] [--budget S] [--storage-postgres URL]
+[--save-results FILE]``.
 
 One command runs every section side by side and writes the Markdown report; progress goes to
 stderr. `--quick` shrinks every budget so the whole run takes a few minutes (the smoke test).
@@ -72,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sections", default=",".join(SECTIONS),
         help="comma-separated subset of %(default)s",
+    )
+    parser.add_argument(
+        "--save-results", default=None, metavar="FILE",
+        help="also write every measured figure as JSON (benchmarks.report.Results.to_json), "
+        "rewritten with the report, so the report can be rendered again without measuring",
     )
     return parser
 
@@ -153,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.total_seconds = time.monotonic() - started
         results.complete = final
         out.write_text(render(results), encoding="utf-8")
+        if args.save_results:
+            Path(args.save_results).write_text(results.to_json(), encoding="utf-8")
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -225,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 [],
             )
         if "overhead" in sections:
-            from benchmarks.overhead import OverheadResult, export_milliseconds, run_overhead
+            from benchmarks.export import export_milliseconds
+            from benchmarks.overhead import OverheadResult, run_overhead
 
             sizes = (10, 20) if args.quick else (10, 100, 1000)
 
@@ -240,14 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "export", lambda: export_milliseconds(3 if args.quick else 10), math.nan
             )
         if "workers" in sections and server is not None:
-            from benchmarks.workers import (
-                OPERATION,
-                QUICK_SIZES,
-                SIZES,
-                SeedSweep,
-                WorkerRun,
-                run_workers,
-            )
+            from benchmarks.prefill import OPERATION, SeedSweep
+            from benchmarks.workers import QUICK_SIZES, SIZES, WorkerRun, run_workers
 
             # N measured trials per run, seed sweep size, epochs (None: the default), repeats.
             new_trials, seed_trials, epochs, repeats = (
@@ -328,13 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 None,
             )
         if "scale" in sections and (server is not None or not args.quick):
-            from benchmarks.scale import (
-                OWN_CLUSTER,
-                ScaleRun,
-                own_cluster,
-                run_scale,
-                scale_settings,
-            )
+            from benchmarks.cluster import OWN_CLUSTER, own_cluster
+            from benchmarks.scale import ScaleRun, run_scale, scale_settings
 
             scale_sizes = (
                 [int(k) for k in args.scale_sizes.split(",") if k.strip()] if args.scale_sizes

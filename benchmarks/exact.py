@@ -210,7 +210,7 @@ def _judge(jobs: list[dict[str, str]], folder: Path) -> None:
 def _original(dataset: Any, bands: dict[str, np.ndarray], epochs: int) -> dict[str, np.ndarray]:
     import keras
 
-    from benchmarks.quality import original_network
+    from benchmarks.baselines import original_network
     from sweep.nets.training import predict
 
     keras.backend.clear_session()
@@ -225,7 +225,7 @@ def _sweep(
     case: ExactCase, dataset: Any, folder: Path, method: str, budget: float, trials: int
 ) -> tuple[MethodRun, Path, dict[str, Any]]:
     """One campaign on a fresh SQLite file; the best model's file; the best params."""
-    from storage import ModelRegistry
+    from storage import Database, ModelRegistry
     from sweep.nets.training import KerasTrainer
     from sweep.problem.data import DataSpec
     from sweep.search.campaign import Campaign
@@ -243,7 +243,7 @@ def _sweep(
     )
     run_start = datetime.now()
     started = time.monotonic()
-    with Campaign(config, url, KerasTrainer()) as campaign:
+    with Campaign(config, Database(url), KerasTrainer()) as campaign:
         if campaign.datasets[case.name].fingerprint != dataset.fingerprint:
             raise RuntimeError(f"{case.name}: the sweep's data differs from the benchmark's")
         campaign.run()
@@ -308,7 +308,7 @@ def run_exact(
     """Every method on every case (or the `names` given), one after the other."""
     import keras
 
-    from benchmarks.quality import run_keras_tuner
+    from benchmarks.baselines import run_keras_tuner
     from sweep.problem.data import DataSpec, make_dataset
     from sweep.problem.operations import resolve_operations
 

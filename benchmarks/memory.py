@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks._common import log, median
+from benchmarks.tables import table, times
 
 OPTIMIZERS: tuple[str, ...] = ("sweep", "keras")
 # What each model trains on and for how long (the report's text reads these too).
@@ -139,6 +140,69 @@ def run_memory(models: int, warmup: int, repeats: int) -> list[MemoryRun]:
                 f"{run.seconds_per_model:.2f} s per model"
             )
     return runs
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def _gib_per_thousand(mib_per_model: float) -> str:
+    """Growth over 1000 models; a negative figure (memory handed back after the warm-up) is
+    no growth, not a shrinking worker."""
+    return f"{max(mib_per_model, 0.0) * 1000 / 1024:.1f} GiB"
+
+
+def render_section(runs: Sequence[MemoryRun]) -> list[str]:
+    """Section 5 of BENCHMARKS.md: memory growth per model with each optimizer."""
+    if not runs:
+        return []
+    first = runs[0]
+    shapes = ", ".join(
+        f"{'-'.join(map(str, (2, *hidden, 1)))} {activation}" for hidden, activation in SHAPES
+    )
+    lines = [
+        "## 5. Memory of a long-lived worker",
+        "",
+        f"One fresh process per run trains {first.models} real models with"
+        f" `sweep.nets.training.train` ({OPERATION}'s default data, {EPOCHS} epochs, batch"
+        f" {BATCH_SIZE}, cosine rate, shapes cycling through {shapes}). Resident memory is"
+        f" read after the first {first.warmup} models (TensorFlow's one-off caches) and at the"
+        " end; *per model* is the growth over the rest. *sweep*: the loop's own Adam"
+        " (`sweep.nets.training.make_adam`); *keras*: the same loop with `keras.optimizers.Adam`"
+        " (same rate and schedule), what the loop used before. Order alternates per round.",
+        "",
+    ]
+    rows = [
+        [
+            run.optimizer,
+            f"{run.rss_after_warmup_mib:.0f}",
+            f"{run.rss_end_mib:.0f}",
+            f"{run.growth_per_model_mib:.2f}",
+            f"{run.seconds_per_model:.2f}",
+        ]
+        for run in runs
+    ]
+    lines += table(
+        ["optimizer", "MiB after warm-up", "MiB at end", "MiB per model", "s per model (median)"],
+        rows,
+    )
+    growth = {
+        name: median(r.growth_per_model_mib for r in runs if r.optimizer == name)
+        for name in dict.fromkeys(r.optimizer for r in runs)
+    }
+    speed = {
+        name: median(r.seconds_per_model for r in runs if r.optimizer == name)
+        for name in growth
+    }
+    if "sweep" in growth and "keras" in growth:
+        lines += [
+            "",
+            f"Medians: {growth['sweep']:.2f} MiB per model with the sweep's Adam against"
+            f" {growth['keras']:.2f} with Keras' (over 1000 trials a worker grows by about"
+            f" {_gib_per_thousand(growth['sweep'])} against {_gib_per_thousand(growth['keras'])});"
+            f" {speed['sweep']:.2f} s against {speed['keras']:.2f} s per model"
+            f" ({times(speed['keras'] / speed['sweep'])} the speed).",
+        ]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

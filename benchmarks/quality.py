@@ -3,17 +3,17 @@ the same wall-clock budget, measured one after the other in one process.
 
 All three are judged by the same code (`sweep.problem.metrics.evaluate_splits`) on the same held-out
 test pairs and extrapolation band, so the only differences are the model and how it was found.
+The two baselines live in `benchmarks.baselines` (section 8 runs them too); this module runs our
+sweep, the comparison, and renders sections 1 and the second half of 2.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import statistics
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,14 +21,22 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import optuna
 
 import sweep.nets.training
 from benchmarks._common import load_average, log, median
-from storage import ModelRegistry
+from benchmarks.baselines import (
+    KERAS_TUNER,
+    ORIGINAL,
+    MethodResult,
+    reported,
+    run_keras_tuner,
+    run_original,
+)
+from benchmarks.tables import beats, fraction, percent, ratio, significant, table
+from storage import Database, ModelRegistry
 from sweep.nets.saving import load_model_bytes
-from sweep.nets.training import KerasPredictor, predict
+from sweep.nets.training import predict
 from sweep.problem.data import Dataset, DataSpec, make_dataset
 from sweep.problem.metrics import evaluate_splits
 from sweep.problem.operations import resolve_operations
@@ -36,28 +44,11 @@ from sweep.search.campaign import Campaign
 from sweep.search.config import CampaignConfig
 
 OPERATIONS: tuple[str, ...] = ("add", "subtract", "multiply", "divide", "square", "sqrt")
-# The metrics every table shows: in-range = unseen test pairs, extrapolation = [high, 2*high).
-REPORTED: tuple[str, ...] = (
-    "test_hit_rate",
-    "test_median_relative_error",
-    "test_mae",
-    "extrapolation_hit_rate",
-    "extrapolation_median_relative_error",
-    "extrapolation_mae",
-)
 CAMPAIGN = "bench"
 HIT_TARGET = 0.99
-
-
-@dataclass
-class MethodResult:
-    """One method on one operation: metrics of its final (or median) model."""
-
-    method: str
-    runs: int  # models trained (original) or trials run (KerasTuner, sweep)
-    wall_seconds: float
-    metrics: dict[str, float]
-    note: str = ""
+MULTIPLY_BUDGET_TARGET = 300.0  # seconds for multiply to reach the in-range hit rate target
+SWEEP = "our sweep"
+METHODS: tuple[str, ...] = (ORIGINAL, KERAS_TUNER, SWEEP)
 
 
 @dataclass
@@ -91,176 +82,6 @@ class OperationQuality:
     def sweep_outside_training_share(self) -> float:
         wall = self.method(SWEEP).wall_seconds
         return 1.0 - self.sweep_training_seconds / wall if wall > 0 else math.nan
-
-
-ORIGINAL = "original network"
-KERAS_TUNER = "KerasTuner"
-SWEEP = "our sweep"
-METHODS: tuple[str, ...] = (ORIGINAL, KERAS_TUNER, SWEEP)
-
-
-def _nan_metrics() -> dict[str, float]:
-    return {key: math.nan for key in REPORTED}
-
-
-def _reported(metrics: dict[str, float]) -> dict[str, float]:
-    return {key: float(metrics.get(key, math.nan)) for key in REPORTED}
-
-
-# --- the original question's network ------------------------------------------------------
-
-
-def _answers(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return predict(model, x)
-
-
-def original_network(arity: int) -> keras.Model:
-    """The network exactly as posted: 2-3-5-3-5-1, linear first layer, relu after (incl. output)."""
-    with warnings.catch_warnings():
-        # Keras 3 prefers keras.Input over input_dim; kept as posted, the warning is noise.
-        warnings.simplefilter("ignore", UserWarning)
-        model = keras.Sequential(
-            [
-                keras.layers.Dense(3, input_dim=arity),
-                keras.layers.Dense(5, activation="relu"),
-                keras.layers.Dense(3, activation="relu"),
-                keras.layers.Dense(5, activation="relu"),
-                keras.layers.Dense(1, activation="relu"),
-            ]
-        )
-    model.compile(optimizer="adam", loss="mse")
-    return model
-
-
-def run_original(dataset: Dataset, budget: float) -> MethodResult:
-    """Train the posted recipe with fresh seeds until the budget is spent; median per metric.
-
-    A new run starts only if it is expected to finish within the budget (at least one runs).
-    """
-    x = np.asarray(dataset.x_train, dtype=np.float32)
-    y = np.asarray(dataset.y_train, dtype=np.float32)
-    started = time.monotonic()
-    runs: list[dict[str, float]] = []
-    durations: list[float] = []
-    seed = 0
-    while True:
-        elapsed = time.monotonic() - started
-        if runs and elapsed + statistics.median(durations) > budget:
-            break
-        run_started = time.monotonic()
-        keras.backend.clear_session()
-        keras.utils.set_random_seed(seed)
-        model = original_network(dataset.arity)
-        model.fit(x, y, epochs=10, batch_size=10, verbose=0)
-        runs.append(_reported(evaluate_splits(KerasPredictor(model).predict, dataset)))
-        durations.append(time.monotonic() - run_started)
-        seed += 1
-    metrics = {key: median(run[key] for run in runs) for key in REPORTED}
-    return MethodResult(
-        ORIGINAL,
-        runs=len(runs),
-        wall_seconds=time.monotonic() - started,
-        metrics=metrics,
-        note=f"median of {len(runs)} seeds, {statistics.median(durations):.1f} s per run",
-    )
-
-
-# --- KerasTuner -----------------------------------------------------------------------------
-
-
-class _Deadline(keras.callbacks.Callback):
-    """Stop training at the first epoch end past the deadline (as our sweep cuts its trial)."""
-
-    def __init__(self, deadline: float) -> None:
-        super().__init__()
-        self.deadline = deadline
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if time.monotonic() > self.deadline:
-            self.model.stop_training = True
-
-
-def run_keras_tuner(
-    dataset: Dataset, budget: float, *, epochs: int, steps_per_execution: int, workdir: Path
-) -> MethodResult:
-    """KerasTuner's RandomSearch over a space like ours, on raw data, stopped by the clock.
-
-    Same layers/width/activation/learning-rate/batch ranges as our default space but no
-    normalisation, loss MSE, objective val_loss. It gets our `steps_per_execution` so the
-    comparison measures the search and the space, not a compile flag.
-    """
-    import keras_tuner
-
-    arity = dataset.arity
-    activations = ["relu", "tanh", "elu", "gelu", "selu", "swish", "linear"]
-
-    class RawMLP(keras_tuner.HyperModel):
-        def build(self, hp: Any) -> keras.Model:
-            layers = hp.Int("layers", 0, 3)
-            activation = hp.Choice("activation", activations)
-            model = keras.Sequential([keras.Input(shape=(arity,))])
-            for index in range(layers):
-                width = hp.Int(f"width_{index}", 2, 64, sampling="log")
-                model.add(keras.layers.Dense(width, activation=activation))
-            model.add(keras.layers.Dense(1))
-            learning_rate = hp.Float("learning_rate", 1e-4, 3e-2, sampling="log")
-            model.compile(
-                optimizer=keras.optimizers.Adam(learning_rate),
-                loss="mse",
-                steps_per_execution=steps_per_execution,
-            )
-            return model
-
-        def fit(self, hp: Any, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
-            return model.fit(*args, batch_size=hp.Choice("batch_size", [32, 64, 128]), **kwargs)
-
-    started = time.monotonic()
-    deadline = started + budget
-
-    class TimedRandomSearch(keras_tuner.RandomSearch):
-        """RandomSearch that starts no trial after the deadline (KerasTuner has no timeout)."""
-
-        def pre_create_trial(self) -> None:
-            super().pre_create_trial()
-            if time.monotonic() >= deadline and self.oracle.trials:
-                # The oracle stops when it holds max_trials trials.
-                self.oracle.max_trials = len(self.oracle.trials)
-
-    tuner = TimedRandomSearch(
-        RawMLP(),
-        objective="val_loss",
-        max_trials=10**6,
-        seed=0,
-        max_consecutive_failed_trials=10**6,
-        directory=str(workdir),
-        project_name=f"keras_tuner_{dataset.operation.name}",
-        overwrite=True,
-    )
-    x = np.asarray(dataset.x_train, dtype=np.float32)
-    y = np.asarray(dataset.y_train, dtype=np.float32)
-    validation = (
-        np.asarray(dataset.x_val, dtype=np.float32),
-        np.asarray(dataset.y_val, dtype=np.float32),
-    )
-    tuner.search(
-        x, y, validation_data=validation, epochs=epochs, callbacks=[_Deadline(deadline)],
-        verbose=0,
-    )
-    wall = time.monotonic() - started
-    trials = len(tuner.oracle.trials)
-    try:
-        with warnings.catch_warnings():
-            # The checkpoint holds optimizer state an inference model does not build: harmless.
-            warnings.simplefilter("ignore", UserWarning)
-            best = tuner.get_best_models(num_models=1)[0]
-        metrics = _reported(evaluate_splits(lambda x: predict(best, x), dataset))
-        hp = tuner.get_best_hyperparameters(1)[0].values
-        widths = [str(hp[f"width_{i}"]) for i in range(int(hp["layers"]))]
-        shape = "-".join([str(arity), *widths, "1"])
-        note = f"best: {shape} {hp['activation'] if widths else 'linear'}"
-    except Exception as e:  # no completed trial, or every objective NaN
-        metrics, note = _nan_metrics(), f"no usable model: {type(e).__name__}"
-    return MethodResult(KERAS_TUNER, runs=trials, wall_seconds=wall, metrics=metrics, note=note)
 
 
 # --- our sweep ------------------------------------------------------------------------------
@@ -323,7 +144,7 @@ def run_sweep(
     started = time.monotonic()
     calls = {k: v for k, v in _SWEEP_CALLS.items() if hasattr(v[0], v[1])}
     with _timed_calls(calls) as timings:
-        campaign = Campaign(config, url, sweep.nets.training.KerasTrainer())
+        campaign = Campaign(config, Database(url), sweep.nets.training.KerasTrainer())
         if campaign.datasets[name].fingerprint != dataset.fingerprint:
             raise RuntimeError(f"{name}: the sweep's data differs from the baselines' data")
         campaign.run()
@@ -331,7 +152,7 @@ def run_sweep(
     with ModelRegistry(url) as registry:
         entry, data = registry.fetch(CAMPAIGN, name)
     model = load_model_bytes(data, label=f"{name} best")
-    metrics = _reported(evaluate_splits(lambda x: predict(model, x), dataset))
+    metrics = reported(evaluate_splits(lambda x: predict(model, x), dataset))
     trials = campaign.studies[name].get_trials(deepcopy=False)
     counted = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     reached = sorted(
@@ -412,3 +233,205 @@ def run_quality(
             if on_result is not None:
                 on_result(results[-1])
     return results
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def render_section(
+    quality: Sequence[OperationQuality], budget: float, steps_per_execution: int | None
+) -> list[str]:
+    """Section 1 of BENCHMARKS.md: every method's metrics, then ours against the baselines."""
+    if not quality:
+        return []
+    lines = [
+        "## 1. Model quality per operation",
+        "",
+        "Same data for all three (`sweep.problem.data.make_dataset`, default `DataSpec`, seed 0: "
+        "10,000 integer pairs in [0, 500) split into training and validation, 2,000 unseen "
+        "in-range test pairs, 2,000 pairs in the extrapolation band [500, 1000)), the same "
+        "wall-clock"
+        f" budget ({budget:g} s per operation per method), the same evaluation"
+        " (`sweep.problem.metrics.evaluate_splits`); measured one after the other in one process.",
+        "",
+        "- **original network**: exactly as posted: Dense(3, input_dim=2) linear, Dense(5, relu),"
+        " Dense(3, relu), Dense(5, relu), Dense(1, relu); Adam, MSE, 10 epochs, batch 10, raw"
+        " integers (input_dim=1 for square and sqrt). Retrained with new seeds until the budget"
+        " is spent; each figure is the median over those runs.",
+        "- **KerasTuner**: `RandomSearch` (BayesianOptimization needs scikit-learn and SciPy),"
+        " objective val_loss, on raw data: 0-3 layers, width 2-64 (log), the same 7 activations,"
+        " learning rate 1e-4..3e-2 (log), batch 32/64/128, MSE, the sweep's epoch cap,"
+        f" steps_per_execution {steps_per_execution} (`fit`'s fastest setting in"
+        " section 2); no trial starts after"
+        " the budget and the trial in flight stops at its next epoch end. Best model evaluated.",
+        "- **our sweep**: `Campaign(CampaignConfig(trials=None, timeout=budget), sqlite,"
+        " KerasTrainer()).run()`"
+        " with every other setting at its default; the registry's best model, loaded in safe"
+        " mode as a user would pull it, evaluated.",
+        "",
+        "Hit rate: rounded prediction equals the truth (integer operations) or relative error"
+        " ≤ 1e-6 (divide, sqrt). Wall time includes the trial in flight at the deadline.",
+        "",
+    ]
+    rows = []
+    for result in quality:
+        for method in result.methods:
+            m = method.metrics
+            rows.append(
+                [
+                    result.operation,
+                    method.method,
+                    str(method.runs),
+                    f"{method.wall_seconds:.0f}",
+                    fraction(m["test_hit_rate"]),
+                    significant(m["test_median_relative_error"]),
+                    significant(m["test_mae"]),
+                    fraction(m["extrapolation_hit_rate"]),
+                    significant(m["extrapolation_median_relative_error"]),
+                    significant(m["extrapolation_mae"]),
+                    method.note,
+                ]
+            )
+    lines += table(
+        [
+            "operation", "method", "runs / trials", "wall s", "hit rate", "median rel. error",
+            "MAE", "extrap. hit rate", "extrap. median rel. error", "extrap. MAE", "note",
+        ],
+        rows,
+    )
+    lines += [
+        "",
+        "Ratios of median relative errors, ours / baseline (below 1: ours is better; 1 with both"
+        " at 0 is a tie of exact models):",
+        "",
+    ]
+    rows = []
+    for result in quality:
+        ours = result.method(SWEEP).metrics
+        cells = [result.operation]
+        holds = True
+        for baseline_name in (ORIGINAL, KERAS_TUNER):
+            base = result.method(baseline_name).metrics
+            for prefix in ("test_", "extrapolation_"):
+                key = f"{prefix}median_relative_error"
+                cells.append(significant(ratio(ours[key], base[key])))
+                holds = holds and beats(ours[key], base[key])
+        cells.append("**yes**" if holds else "no")
+        rows.append(cells)
+    lines += table(
+        [
+            "operation", "vs original, in-range", "vs original, extrap.", "vs KerasTuner, in-range",
+            "vs KerasTuner, extrap.", "beats both, in-range and extrap.",
+        ],
+        rows,
+    )
+    return lines
+
+
+def throughput_lines(quality: Sequence[OperationQuality]) -> list[str]:
+    """Section 2's second half: trials per minute of section 1's sweeps, where time went."""
+    if not quality:
+        return []
+    lines = [
+        "",
+        "### Trials per minute of a default sweep",
+        "",
+        "From the sweeps of section 1 (one process, SQLite, defaults, time budget only). The "
+        "wall time is split by timing calls in the benchmark process while the sweep runs: "
+        "*in train* is time inside `sweep.nets.training.train` (building the model, tracing "
+        "its epoch function, the training steps, the per-epoch validation pass and pruning "
+        "report, the closing least-squares fit); *epoch reports* is the part of it spent in "
+        "Optuna's `report` + `should_prune`; *sampling* is Optuna's `suggest_*`. Training = "
+        "in train - epoch reports; *outside training* = 1 - training / wall (trial set-up, "
+        "sampling, pruning reports, evaluation on three splits, export, storage). Campaign "
+        "set-up (data, schema) is in the wall time too.",
+        "",
+    ]
+    rows = []
+    for result in quality:
+        wall = result.method(SWEEP).wall_seconds
+        reached = result.seconds_to_hit_target
+        rows.append(
+            [
+                result.operation,
+                str(result.sweep_trials),
+                f"{wall:.0f}",
+                f"{result.sweep_trials_per_minute:.1f}",
+                f"{result.sweep_train_call_seconds:.1f}",
+                f"{result.sweep_epoch_storage_seconds:.1f}",
+                f"{result.sweep_sampling_seconds:.1f}",
+                _other(wall, result),
+                percent(result.sweep_outside_training_share),
+                "not reached" if reached is None else f"{reached:.0f}",
+                result.best_architecture,
+            ]
+        )
+    lines += table(
+        [
+            "operation", "counted trials", "wall s", "trials/min", "in train s",
+            "epoch reports s", "sampling s", "other s", "outside training",
+            "s to first hit rate ≥ 0.99", "best architecture",
+        ],
+        rows,
+    )
+    return lines
+
+
+def _other(wall: float, result: OperationQuality) -> str:
+    return f"{wall - result.sweep_train_call_seconds - result.sweep_sampling_seconds:.1f}"
+
+
+def typical_trial_seconds(quality: Sequence[OperationQuality]) -> float:
+    """Median over operations of training seconds per counted trial in section 1's sweeps."""
+    return median(q.sweep_training_seconds / q.sweep_trials for q in quality if q.sweep_trials)
+
+
+def target_lines(quality: Sequence[OperationQuality], budget: float) -> list[str]:
+    """The lines for "Where we stand against the targets": ours against both baselines, and
+    multiply's hit rate within its budget."""
+    if not quality:
+        return []
+    holding, failing = [], []
+    for result in quality:
+        ours = result.method(SWEEP).metrics
+        missed = []
+        for baseline_name in (ORIGINAL, KERAS_TUNER):
+            base = result.method(baseline_name).metrics
+            for prefix, label in (("test_", "in-range"), ("extrapolation_", "extrap.")):
+                key = f"{prefix}median_relative_error"
+                if not beats(ours[key], base[key]):
+                    figures = f"{significant(ours[key])} vs {significant(base[key])}"
+                    missed.append(f"{label} vs {baseline_name} ({figures})")
+        if missed:
+            failing.append(f"{result.operation}: not beaten {'; '.join(missed)}")
+        else:
+            holding.append(result.operation)
+    verdict = "holds" if not failing else "does not hold yet"
+    lines = [
+        "- **Our sweep beats the original network and KerasTuner on median relative error,"
+        f" in-range and in the extrapolation band, at the same budget ({budget:g} s):"
+        f" {verdict}.** Holds for: {', '.join(holding) or 'none'}.",
+    ]
+    lines += [f"  - {item}" for item in failing]
+    multiply = next((q for q in quality if q.operation == "multiply"), None)
+    if multiply is not None:
+        hit = multiply.method(SWEEP).metrics["test_hit_rate"]
+        reached = multiply.seconds_to_hit_target
+        if hit >= 0.99 and budget <= MULTIPLY_BUDGET_TARGET:
+            state = "holds"
+        elif reached is not None and reached <= MULTIPLY_BUDGET_TARGET:
+            state = "holds (a trial reached it; the best by validation MAE did not)"
+        elif budget < MULTIPLY_BUDGET_TARGET:
+            state = f"not shown at this budget ({budget:g} s < {MULTIPLY_BUDGET_TARGET:g} s)"
+        else:
+            state = "does not hold yet"
+        original = multiply.method(ORIGINAL).metrics
+        wall = multiply.method(SWEEP).wall_seconds
+        lines += [
+            f"- **Multiply, in-range hit rate ≥ 0.99 within 5 minutes: {state}.** Our sweep's"
+            f" best model: hit rate {fraction(hit)} after {wall:.0f} s; first trial at ≥ 0.99: "
+            + ("never" if reached is None else f"after {reached:.0f} s")
+            + f". The original network: hit rate {fraction(original['test_hit_rate'])}, MAE"
+            f" {significant(original['test_mae'])}.",
+        ]
+    return lines

@@ -23,35 +23,29 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy
-from sqlalchemy.pool import NullPool
 
 from benchmarks._common import (
     DEFAULT_POSTGRES_ADMIN_URL,
-    free_port,
     load_average,
     log,
     temporary_postgres,
 )
+from benchmarks.cluster import OWN_CLUSTER, ConnectionSampler, own_cluster, server_max_connections
 
 SIZES: tuple[int, ...] = (8, 32, 64)
 OPERATIONS: tuple[str, ...] = ("add", "multiply")
 CAMPAIGN = "scale"
 _WORKER_FLAG = "--worker"
-_PG_BIN = Path("/usr/lib/postgresql")
 
 
 # -- the trivial trainer ------------------------------------------------------------------
@@ -146,11 +140,12 @@ class _CountingReporter:
 def _worker_main() -> int:
     """One worker: join the campaign, run it, print its figures as one JSON line."""
     started = time.monotonic()
+    from storage import Database
     from sweep.search.campaign import Campaign
 
     reporter = _CountingReporter()
     url = os.environ["SWEEP_STORAGE"]
-    with Campaign.join(url, CAMPAIGN, LinearTrainer()) as campaign:
+    with Campaign.join(Database(url), CAMPAIGN, LinearTrainer()) as campaign:
         joined = time.monotonic()
         campaign.run(reporter)
         lock_seconds = campaign.slot_lock_seconds
@@ -299,51 +294,7 @@ def scale_settings(
     )
 
 
-class _ConnectionSampler:
-    """Polls pg_stat_activity every 20 ms on one connection of its own (not counted)."""
-
-    def __init__(self, admin_url: str, database: str) -> None:
-        self._engine = sqlalchemy.create_engine(admin_url, poolclass=NullPool)
-        self._database = database
-        self._stop = threading.Event()
-        self.peak_database = 0
-        self.peak_server = 0
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def __enter__(self) -> _ConnectionSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._engine.dispose()
-
-    def _poll(self) -> None:
-        query = sqlalchemy.text(
-            "SELECT count(*) FILTER (WHERE datname = :db), "
-            "count(*) FILTER (WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())"
-            " FROM pg_stat_activity"
-        )
-        with self._engine.connect() as connection:
-            while not self._stop.is_set():
-                row = connection.execute(query, {"db": self._database}).one()
-                connection.rollback()  # a fresh snapshot of the statistics each time
-                self.peak_database = max(self.peak_database, int(row[0]))
-                self.peak_server = max(self.peak_server, int(row[1]))
-                self._stop.wait(0.02)
-
-
-def _max_connections(admin_url: str) -> int:
-    engine = sqlalchemy.create_engine(admin_url, poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            return int(connection.execute(sqlalchemy.text("SHOW max_connections")).scalar_one())
-    finally:
-        engine.dispose()
-
-
-def _config(trials: int) -> Any:
+def campaign_config(trials: int) -> Any:
     from sweep.problem.data import DataSpec
     from sweep.search.config import CampaignConfig
 
@@ -367,13 +318,14 @@ def run_scale_once(
     import optuna
     from optuna.trial import TrialState
 
+    from storage import Database
     from sweep.search.campaign import Campaign
 
-    run = ScaleRun(workers, repeat, _max_connections(admin_url), trials)
+    run = ScaleRun(workers, repeat, server_max_connections(admin_url), trials)
     run.pgbouncer_pool = pgbouncer_pool
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(temporary_postgres(admin_url))
-        with Campaign(_config(trials), url, LinearTrainer()):
+        with Campaign(campaign_config(trials), Database(url), LinearTrainer()):
             pass  # created (studies, startup designs, campaign row) once, as `sweep run` does
         database = sqlalchemy.engine.make_url(url).database or ""
         worker_url = url
@@ -385,7 +337,7 @@ def run_scale_once(
             ))
         env = {**os.environ, "SWEEP_STORAGE": worker_url, "SWEEP_WORKERS": str(workers)}
         command = [sys.executable, "-m", "benchmarks.scale", _WORKER_FLAG]
-        with _ConnectionSampler(admin_url, database) as sampler:
+        with ConnectionSampler(admin_url, database) as sampler:
             started = time.monotonic()
             processes = [
                 subprocess.Popen(
@@ -435,44 +387,6 @@ def run_scale(
             log(f"scale: {run.row()}")
             runs.append(run)
     return runs
-
-
-
-
-OWN_CLUSTER = (
-    "a throwaway PostgreSQL cluster of the machine's PostgreSQL (initdb in /tmp, its own port,"
-    " `max_connections = 100`)"
-)
-
-
-@contextlib.contextmanager
-def own_cluster(max_connections: int = 100) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster in /tmp on a free port, run as the postgres user."""
-    versions = sorted(_PG_BIN.iterdir()) if _PG_BIN.is_dir() else []
-    if not versions:
-        raise RuntimeError(f"no PostgreSQL binaries under {_PG_BIN}")
-    bin_dir = versions[-1] / "bin"
-    folder = Path(tempfile.mkdtemp(prefix="sweep-scale-pg-"))
-    shutil.chown(folder, "postgres", "postgres")
-    data = folder / "data"
-    port = free_port()
-
-    def as_postgres(*args: str) -> None:
-        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True,
-                       stdout=subprocess.DEVNULL)
-
-    as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-    options = (
-        f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={folder} "
-        f"-c max_connections={max_connections}"
-    )
-    as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
-                str(folder / "log"), "start")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
@@ -18,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks._common import log, median
+from benchmarks.tables import significant, table
 from sweep.nets import ModelSpec
 from sweep.nets.normalization import fit_normalization
 from sweep.nets.training import EpochFunction, build, make_epoch_function
@@ -157,3 +159,86 @@ def run_speed(
     ]
     keras.backend.clear_session()
     return results
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def render_section(speed: Sequence[SpeedResult]) -> list[str]:
+    """Section 2 of BENCHMARKS.md, its first half: training steps per second (the second, trials
+    per minute, comes from section 1's sweeps: `benchmarks.quality.throughput_lines`)."""
+    if not speed:
+        return []
+    lines = [
+        "## 2. Speed",
+        "",
+        "### Training steps per second",
+        "",
+        "Plain MLPs of the shapes the default space produces (0, 2 and 3 hidden relu layers), "
+        "Adam + MSE, on the 8,000-row training split of add scaled to order 1; steps per "
+        "second after a warm-up epoch (tracing and XLA compilation excluded); every setting "
+        "is timed once per round, rounds repeated, median shown (*runs*). *fit spe N*: Keras "
+        "`Model.fit` with `steps_per_execution` N; *XLA*: `jit_compile=True`. *sweep loop*: "
+        "what the sweep trains with, `sweep.nets.training.make_epoch_function` (the data as "
+        "constants in the graph, one graph call per epoch, no tf.data); *sweep / best fit*: "
+        "its rate over the best `fit` setting's.",
+        "",
+    ]
+    by_key = {
+        (s.model, s.batch_size, s.steps_per_execution, s.jit_compile, s.dtype, s.trainer): s
+        for s in speed
+    }
+
+    def rate(*key: object) -> float:
+        found = by_key.get(key)  # type: ignore[arg-type]
+        return found.steps_per_second if found else math.nan
+
+    shapes = list(dict.fromkeys(s.model for s in speed))
+    batches = sorted({s.batch_size for s in speed if s.dtype == "float32"})
+    rows = []
+    for shape in shapes:
+        for batch in batches:
+            fits = [
+                rate(shape, batch, spe, jit, "float32", "fit")
+                for spe, jit in ((1, False), (1, True), (32, False), (32, True))
+            ]
+            loop = rate(shape, batch, 0, False, "float32", "sweep")
+            best_fit = max((r for r in fits if not math.isnan(r)), default=math.nan)
+            runs = {s.runs for s in speed if s.model == shape}
+            rows.append(
+                [shape, str(batch), *(significant(r, 4) for r in fits), significant(loop, 4),
+                 f"{loop / best_fit:.1f}x" if best_fit > 0 else "—", str(max(runs))]
+            )
+    lines += table(
+        [
+            "model", "batch", "fit spe 1", "fit spe 1 + XLA", "fit spe 32",
+            "fit spe 32 + XLA", "sweep loop", "sweep / best fit", "runs",
+        ],
+        rows,
+    )
+    doubles = [s for s in speed if s.dtype == "float64"]
+    if doubles:
+        batch = doubles[0].batch_size
+        lines += [
+            "",
+            f"Double precision, the sweep's default (batch {batch}):",
+            "",
+        ]
+        rows = []
+        for shape in dict.fromkeys(d.model for d in doubles):
+            cells = [shape]
+            for trainer, spe in (("fit", 32), ("sweep", 0)):
+                single = rate(shape, batch, spe, False, "float32", trainer)
+                double = rate(shape, batch, spe, False, "float64", trainer)
+                cells += [
+                    significant(single, 4), significant(double, 4), significant(double / single, 3)
+                ]
+            rows.append(cells)
+        lines += table(
+            [
+                "model", "fit spe 32 float32", "fit spe 32 float64", "ratio",
+                "sweep loop float32", "sweep loop float64", "ratio",
+            ],
+            rows,
+        )
+    return lines

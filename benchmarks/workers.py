@@ -6,11 +6,9 @@ does not have to run 1000 trials, the study is created first and prefilled with 
 trials; `sweep run --trials S` then runs exactly the N remaining real trials (the budget counts
 COMPLETE + PRUNED trials, and a non-empty study gets no startup designs).
 
-The prefilled trials are copies of the finished trials of one real seed sweep (run once per
-benchmark, same campaign settings): their parameters, distributions, values, per-epoch reports
-and user attributes are those of real trials, so the TPE sampler and the median pruner work on
-the kind of history a long study has. The seed study's user attributes (its data fingerprint
-among them) are copied too, so the campaign accepts the study as its own.
+The prefilled trials are copies of the finished trials of one real seed sweep, run once per
+benchmark with the same campaign settings (`benchmarks.prefill`), so the TPE sampler and the
+median pruner work on the kind of history a long study has.
 
 Per run, from the N new trials only: *span* is the first new trial's start to the last one's
 end; *training* is the sum of their `train_seconds` attribute (model work: build, training, refit,
@@ -22,9 +20,7 @@ TensorFlow start-up, loading the campaign and the final table included).
 from __future__ import annotations
 
 import math
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,35 +28,26 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from benchmarks._common import load_average, log
-from sweep.search.config import study_name
-from sweep.search.storage import optuna_storage as open_optuna_storage
+from benchmarks._common import OVERHEAD_TARGET, load_average, log, median
+from benchmarks.first_trial import FirstTrial, measure_first_trial
+from benchmarks.prefill import (
+    COUNTED,
+    OPERATION,
+    SeedSweep,
+    campaign_file,
+    load_trials,
+    prefill_study,
+    run_seed_sweep,
+    sweep_run,
+)
+from benchmarks.tables import percent, ratio, table, times
 
-OPERATION = "add"
 SIZES: tuple[int, ...] = (100, 1000)
 QUICK_SIZES: tuple[int, ...] = (10,)  # one size: the smoke test only needs the code to run
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
-# Attributes that point into the seed campaign's model registry: not carried to the copies.
-_NOT_COPIED = ("registry_version", "promotion_error")
-SEED_CAMPAIGN = "throughput-seed"
-
-
-@dataclass(frozen=True)
-class SeedSweep:
-    """The real sweep whose finished trials are copied into the prefilled studies."""
-
-    trials: tuple[FrozenTrial, ...]  # its COMPLETE and PRUNED trials, in order
-    study_attrs: dict[str, Any]
-    process_seconds: float
-
-    @property
-    def pruned(self) -> int:
-        return sum(t.state == TrialState.PRUNED for t in self.trials)
+RATIO_TARGET = 1.8  # trials per minute of 2 workers over 1
 
 
 @dataclass(frozen=True)
@@ -107,97 +94,6 @@ class WorkerRun:
         return math.nan
 
 
-def _campaign_file(folder: Path, epochs: int | None, family: str | None = None) -> Path:
-    """The campaign's settings: the defaults, or a fixed epoch cap, or one model family."""
-    path = folder / "campaign.toml"
-    lines = ["[space]"]
-    if epochs is not None:
-        lines.append(f"epochs = {epochs}")
-    if family is not None:
-        lines.append(f"family = [{family!r}]")
-    text = "\n".join(lines) + "\n" if len(lines) > 1 else "# defaults\n"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _sweep_run(
-    url: str, campaign: str, workers: int, trials: int, config: Path, folder: Path,
-    pythonpath: str | None = None,
-) -> tuple[float, float]:
-    """One `sweep run` process (of the checkout on `pythonpath`, else this one); returns its
-    wall seconds and its start (`time.time()`)."""
-    env = {**os.environ, "SWEEP_STORAGE": url, "SWEEP_ARTIFACTS": str(folder / "artifacts")}
-    env.pop("SWEEP_CAMPAIGN", None)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = pythonpath
-    command = [
-        sys.executable, "-m", "sweep", "run", "--ops", OPERATION, "--trials", str(trials),
-        "--config", str(config), "--campaign", campaign, "--workers", str(workers),
-    ]
-    output = folder / f"{campaign}.log"
-    started_at = time.time()
-    started = time.monotonic()
-    with output.open("w", encoding="utf-8") as log_file:
-        completed = subprocess.run(
-            command, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=folder, check=False
-        )
-    seconds = time.monotonic() - started
-    if completed.returncode != 0:
-        tail = output.read_text(encoding="utf-8", errors="replace")[-2000:]
-        raise RuntimeError(
-            f"`sweep run --workers {workers}` exited {completed.returncode}:\n{tail}"
-        )
-    return seconds, started_at
-
-
-def _load_trials(url: str, campaign: str) -> tuple[list[FrozenTrial], dict[str, Any]]:
-    """Every trial of the campaign's study, and the study's user attributes."""
-    storage = open_optuna_storage(url)
-    try:
-        study = optuna.load_study(study_name=study_name(campaign, OPERATION), storage=storage)
-        return study.get_trials(deepcopy=True), dict(study.user_attrs)
-    finally:
-        storage.engine.dispose()
-
-
-def run_seed_sweep(url: str, trials: int, config: Path, folder: Path) -> SeedSweep:
-    """A real 1-worker sweep of `trials` trials; its finished trials are the copies' source."""
-    seconds, _ = _sweep_run(url, SEED_CAMPAIGN, 1, trials, config, folder)
-    finished, attrs = _load_trials(url, SEED_CAMPAIGN)
-    kept = tuple(t for t in finished if t.state in COUNTED)
-    if not kept:
-        raise RuntimeError(f"the seed sweep finished no trial ({len(finished)} trials, all failed)")
-    return SeedSweep(kept, attrs, seconds)
-
-
-def _copy(trial: FrozenTrial) -> FrozenTrial:
-    return optuna.trial.create_trial(
-        state=trial.state,
-        values=trial.values,
-        params=trial.params,
-        distributions=trial.distributions,
-        user_attrs={k: v for k, v in trial.user_attrs.items() if k not in _NOT_COPIED},
-        intermediate_values=trial.intermediate_values,
-    )
-
-
-def prefill_study(url: str, campaign: str, seed: SeedSweep, count: int) -> None:
-    """Create the campaign's study before `sweep run` does, holding `count` finished trials
-    copied (cycling) from the seed sweep, with the seed study's attributes."""
-    storage = open_optuna_storage(url)
-    try:
-        study = optuna.create_study(
-            storage=storage, study_name=study_name(campaign, OPERATION), direction="minimize"
-        )
-        for key, value in seed.study_attrs.items():
-            if key != "campaign":
-                study.set_user_attr(key, value)
-        study.set_user_attr("campaign", campaign)
-        study.add_trials([_copy(seed.trials[i % len(seed.trials)]) for i in range(count)])
-    finally:
-        storage.engine.dispose()
-
-
 def _float_attr(trial: FrozenTrial, key: str) -> float | None:
     value = trial.user_attrs.get(key)
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
@@ -213,8 +109,8 @@ def measure_run(
     started = time.monotonic()
     prefill_study(url, campaign, seed, prefilled)
     prefill_seconds = time.monotonic() - started
-    seconds, started_at = _sweep_run(url, campaign, workers, size, config, folder, pythonpath)
-    trials, _ = _load_trials(url, campaign)
+    seconds, started_at = sweep_run(url, campaign, workers, size, config, folder, pythonpath)
+    trials, _ = load_trials(url, campaign)
     mine = [t for t in trials if t.number >= prefilled]
     starts = [t.datetime_start for t in mine if t.datetime_start is not None]
     ends = [t.datetime_complete for t in mine if t.datetime_complete is not None]
@@ -276,7 +172,7 @@ def run_workers(
     orders = [(1, 2) if repeat % 2 == 0 else (2, 1) for repeat in range(repeats)]
     with tempfile.TemporaryDirectory(prefix="sweep-bench-workers-") as name:
         folder = Path(name)
-        config = _campaign_file(folder, epochs, family)
+        config = campaign_file(folder, epochs, family)
         log(f"workers: seed sweep, {seed_trials} trials of {OPERATION}, 1 worker")
         with database() as url:
             seed = run_seed_sweep(url, seed_trials, config, folder)
@@ -314,54 +210,168 @@ def run_workers(
     return runs
 
 
-# -- a worker's start to its first trial ----------------------------------------------------
+# --- the report ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FirstTrial:
-    """One `sweep run --workers 1` on a prefilled study: its start to its first new trial."""
-
-    study_size: int
-    code: str  # which checkout ran (PYTHONPATH), e.g. "this branch" or "main at 395d973"
-    first_trial_seconds: float  # process start to the first new trial's start (its objective)
-    import_tensorflow_seconds: float  # bare `python -c "import tensorflow"`, just before
-    load_after: str
-
-    @property
-    def ratio(self) -> float:
-        return self.first_trial_seconds / self.import_tensorflow_seconds
-
-
-def _bare_import_seconds() -> float:
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import tensorflow"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.monotonic() - started
+def _summary(runs: Sequence[WorkerRun]) -> dict[tuple[int, int], dict[str, float]]:
+    """Medians per (study size, workers)."""
+    summary: dict[tuple[int, int], dict[str, float]] = {}
+    for key in sorted({(r.study_size, r.workers) for r in runs}):
+        mine = [r for r in runs if (r.study_size, r.workers) == key]
+        summary[key] = {
+            "span": median(r.trials_per_minute_span for r in mine),
+            "process": median(r.trials_per_minute_process for r in mine),
+            "outside": median(r.outside_training_share for r in mine),
+            "outside_busy": median(r.outside_training_share_busy for r in mine),
+        }
+    return summary
 
 
-def measure_first_trial(
-    url: str, campaign: str, *, size: int, config: Path, folder: Path, seed: SeedSweep,
-    code: str, pythonpath: str | None,
-) -> FirstTrial:
-    """Prefill `size` trials, then one `sweep run --trials size+1`: when did its trial start?"""
-    prefill_study(url, campaign, seed, size)
-    bare = _bare_import_seconds()
-    env = {**os.environ, "SWEEP_STORAGE": url, "SWEEP_ARTIFACTS": str(folder / "artifacts")}
-    env.pop("SWEEP_CAMPAIGN", None)
-    if pythonpath is not None:
-        env["PYTHONPATH"] = pythonpath
-    command = [
-        sys.executable, "-m", "sweep", "run", "--ops", OPERATION, "--trials", str(size + 1),
-        "--config", str(config), "--campaign", campaign, "--workers", "1",
+def _ratios(runs: Sequence[WorkerRun]) -> dict[int, tuple[float, float]]:
+    """Study size -> (2 / 1 workers over the span, over the process), from the medians."""
+    summary = _summary(runs)
+    ratios = {}
+    for size in sorted({r.study_size for r in runs}):
+        if (size, 1) in summary and (size, 2) in summary:
+            one, two = summary[(size, 1)], summary[(size, 2)]
+            ratios[size] = (ratio(two["span"], one["span"]), ratio(two["process"], one["process"]))
+    return ratios
+
+
+def render_section(
+    runs: Sequence[WorkerRun], seed: SeedSweep | None, settings: str
+) -> list[str]:
+    """Section 4 of BENCHMARKS.md: every run, then the medians and the 2 / 1 worker ratios."""
+    if not runs:
+        return []
+    seed_text = (
+        f" The seed sweep finished {len(seed.trials)} trials ({seed.pruned} pruned) in"
+        f" {seed.process_seconds:.0f} s."
+        if seed is not None else ""
+    )
+    lines = [
+        "## 4. Worker throughput on PostgreSQL",
+        "",
+        f"{settings} Each run is a real `sweep run --ops add --trials S --workers"
+        " K` process against its own fresh PostgreSQL database (`SWEEP_STORAGE`). To measure a"
+        " study of S trials without running S trials, the study is created first and prefilled"
+        " with S - N finished trials; the run then executes exactly the N remaining real trials"
+        " (the budget counts complete + pruned trials; a non-empty study gets no startup"
+        " designs). The prefilled trials are copies, cycled in order, of the complete and pruned"
+        " trials of one real seed sweep run at the start of this section with the same settings"
+        " (parameters, per-epoch reports, values, attributes), so the TPE sampler and the median"
+        " pruner see a real history, only repeated; the seed study's attributes (data"
+        " fingerprint) are copied too. Prefilling is timed separately and is not part of any"
+        f" figure.{seed_text} Runs alternate 1, 2 then 2, 1 workers so the machine's load"
+        " drifts evenly over both.",
+        "",
+        "Only the N new trials are measured. *Span*: first new trial's start to the last one's"
+        " end (steady state); *process*: the command's wall time (TensorFlow start-up, loading"
+        " the campaign and its study, the final table included). *Training*: the sum of the"
+        " trials' `train_seconds` attribute, i.e. model work (build, training, output refit,"
+        " evaluation), 0 for a trial that did not record it (*timed* counts those that did)."
+        " *Outside training* = 1 - training / (workers x span): storage, sampling, pruning"
+        " checks, export of promoted models, process start-up of the workers and any idle worker"
+        " (at the start, or at the end when no slot is left). *Busy*: the same over each worker"
+        " process's own first start to last end, so idle time at both ends is left out."
+        " *Storage s*: the trials' `storage_seconds` attribute (storage calls made during"
+        " training), when recorded. Promotion goes to each run's own, empty registry, so early"
+        " new trials promote (and export) more often than in a real study of that size: the"
+        " outside share errs high.",
+        "",
     ]
-    started = time.time()
-    completed = subprocess.run(command, env=env, cwd=folder, check=False,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if completed.returncode != 0:
-        raise RuntimeError(f"`sweep run` exited {completed.returncode}: {completed.stderr[-800:]}")
-    trials, _ = _load_trials(url, campaign)
-    first = min(t.datetime_start for t in trials[size:] if t.datetime_start is not None)
-    return FirstTrial(size, code, first.timestamp() - started, bare, load_average())
+    rows = [
+        [
+            str(r.study_size), str(r.workers), str(r.repeat), f"{r.counted_trials}/{r.new_trials}",
+            str(r.timed_trials), f"{r.span_seconds:.0f}", f"{r.process_seconds:.0f}",
+            f"{r.trials_per_minute_span:.1f}", f"{r.trials_per_minute_process:.1f}",
+            f"{r.train_seconds:.0f}",
+            "—" if r.storage_seconds is None else f"{r.storage_seconds:.1f}",
+            percent(r.outside_training_share), percent(r.outside_training_share_busy),
+            f"{r.prefill_seconds:.0f}", r.load_after,
+        ]
+        for r in runs
+    ]
+    lines += table(
+        [
+            "study size", "workers", "repeat", "counted / new trials", "timed", "span s",
+            "process s", "trials/min (span)", "trials/min (process)", "training s",
+            "storage s", "outside training", "outside (busy)", "prefill s", "load after",
+        ],
+        rows,
+    )
+    summary = _summary(runs)
+    ratios = _ratios(runs)
+    lines += [
+        "",
+        f"Medians per study size and worker count (target: ≥ {RATIO_TARGET}x with 2 workers;"
+        f" outside training < {percent(OVERHEAD_TARGET)}):",
+        "",
+    ]
+    rows = []
+    for (size, workers), medians in summary.items():
+        span_ratio, process_ratio = ratios.get(size, (math.nan, math.nan))
+        rows.append(
+            [
+                str(size), str(workers), f"{medians['span']:.1f}", f"{medians['process']:.1f}",
+                times(span_ratio) if workers == 2 else "",
+                times(process_ratio) if workers == 2 else "",
+                percent(medians["outside"]), percent(medians["outside_busy"]),
+            ]
+        )
+    lines += table(
+        [
+            "study size", "workers", "trials/min (span)", "trials/min (process)",
+            "2 / 1 (span)", "2 / 1 (process)", "outside training", "outside (busy)",
+        ],
+        rows,
+    )
+    for size, (span_ratio, process_ratio) in ratios.items():
+        one, two = summary[(size, 1)], summary[(size, 2)]
+        lines += [
+            "",
+            f"At {size} trials per study, median trials per minute, 1 → 2 workers:"
+            f" {one['span']:.1f} → {two['span']:.1f} over the span (ratio"
+            f" **{times(span_ratio)}**), {one['process']:.1f} → {two['process']:.1f} over the"
+            f" process (ratio **{times(process_ratio)}**); target ≥ {RATIO_TARGET}x. Outside"
+            f" training: {percent(one['outside'])} with 1 worker, {percent(two['outside'])} with"
+            " 2;"
+            f" target < {percent(OVERHEAD_TARGET)}.",
+        ]
+    return lines
+
+
+def target_lines(runs: Sequence[WorkerRun]) -> list[str]:
+    """The lines for "Where we stand against the targets": the 2 / 1 worker ratio, and the share
+    of the workers' time outside training."""
+    lines: list[str] = []
+    summary = _summary(runs)
+    ratios = _ratios(runs)
+    if ratios:
+        holds = all(span >= RATIO_TARGET for span, _ in ratios.values())
+        state = "holds" if holds else "does not hold yet"
+        figures = "; ".join(
+            f"at {size} trials {times(span)} over the trial span, {times(process)} over the"
+            " process wall time"
+            for size, (span, process) in ratios.items()
+        )
+        lines += [
+            f"- **Two workers give ≥ {RATIO_TARGET}x the trials per minute of one (PostgreSQL):"
+            f" {state}** ({figures}; section 4).",
+        ]
+    if summary:
+        worker_shares = "; ".join(
+            f"{size} trials, {workers} worker{'s' if workers > 1 else ''}:"
+            f" {percent(medians['outside'])}"
+            for (size, workers), medians in summary.items()
+        )
+        holds = all(m["outside"] < OVERHEAD_TARGET for m in summary.values())
+        state = "holds" if holds else "does not hold yet"
+        lines += [
+            f"- **Outside training under {percent(OVERHEAD_TARGET)} of the workers' time with"
+            f" real trials on PostgreSQL (section 4): {state}** ({worker_shares}).",
+        ]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -426,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[FirstTrial] = []
     with tempfile.TemporaryDirectory(prefix="sweep-bench-first-") as name:
         folder = Path(name)
-        config = _campaign_file(folder, None)
+        config = campaign_file(folder, None)
         with database() as url:
             seed = run_seed_sweep(url, args.seed_trials, config, folder)
         for repeat in range(args.repeats):

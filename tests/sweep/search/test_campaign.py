@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 from benchmarks.scale import LinearTrainer
-from benchmarks.scale import _config as _scale_config
+from benchmarks.scale import campaign_config as _scale_config
 from storage import Database, ModelRegistry
 from storage.engine import create_engine
 from storage.locks import NamedLock

@@ -12,7 +12,7 @@ from _servers import OPEN_OPTUNA_STORAGE, admin_url, assert_optuna_tables_stampe
 from conftest import StartTogether
 from optuna.trial import TrialState
 
-from benchmarks.scale import CAMPAIGN, LinearTrainer, _config
+from benchmarks.scale import CAMPAIGN, LinearTrainer, campaign_config
 from storage import Database
 from sweep.search.campaign import Campaign
 
@@ -59,7 +59,7 @@ class _Peak:
 @pytest.mark.parametrize("server_url", ["postgresql"], indirect=True)
 def test_a_joining_worker_holds_at_most_two_connections(postgresql_url: str) -> None:
     trainer = LinearTrainer()
-    with Campaign(_config(8), Database(postgresql_url), trainer):
+    with Campaign(campaign_config(8), Database(postgresql_url), trainer):
         pass  # created as `sweep run` creates it before starting its workers
     database = sqlalchemy.engine.make_url(postgresql_url).database or ""
     # Joining (Optuna's storage, the registry, the campaign row), reserving slots under the

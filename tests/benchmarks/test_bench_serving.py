@@ -1,0 +1,25 @@
+"""Section 7 for real in quick mode: `sweep serve` under each client setting, `sweep predict`,
+the in-process predictors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _bench_markdown import is_number, rows
+
+from benchmarks.serving import render_section, run_serving, target_lines
+
+
+@pytest.mark.timeout(600)
+def test_the_service_and_the_in_process_predictors(tmp_path: Path) -> None:
+    result = run_serving(tmp_path, quick=True)
+
+    assert result.backend and result.ready_seconds > 0 and result.predict_seconds > 0
+    python = [s for s in result.serve if s.client == "python"]
+    assert [(s.clients, s.pairs) for s in python] == [(1, 1), (8, 1), (1, 10_000), (8, 10_000)]
+    assert result.in_process
+    section = "\n".join(render_section(result))
+    served = rows(section, "`sweep serve` (python client)")
+    assert len(served) == 4 and all(is_number(row[4].split()[0]) for row in served), served
+    assert len(target_lines(result)) == 2
