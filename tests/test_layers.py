@@ -141,3 +141,44 @@ def test_commands_that_read_sql_never_start_tensorflow(argv: list[str], tmp_path
     result = json.loads(done.stderr.strip().splitlines()[-1])
     assert result["code"] in (0, 2), done.stderr
     assert not result["tensorflow"] and not result["keras"], done.stderr
+
+
+def test_ci_runs_the_readmes_test_command_and_every_tier() -> None:
+    """`.ci/run` ends with the README's test command, which runs every tier."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [line for line in readme.splitlines() if "pytest" in line and "pip install" in line]
+    assert commands and len(set(commands)) == 1, commands
+    assert commands[0] in ci.splitlines()
+    assert '-m ""' in commands[0]  # every tier, `slow` included
+
+
+def test_no_module_is_larger_than_a_room() -> None:
+    """One concept per module: 500 lines is the yardstick (Optuna's storage with its buffering
+    is one concept and stays whole)."""
+    exempt = {ROOT / "sweep" / "search" / "_optuna" / "storage.py"}
+    too_big = {
+        str(path.relative_to(ROOT)): lines
+        for folder in ("sweep", "storage", "benchmarks")
+        for path in _python_files(ROOT / folder)
+        if path not in exempt
+        and (lines := len(path.read_text(encoding="utf-8").splitlines())) > 500
+    }
+    assert too_big == {}
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """`from x import _name` across our modules couples to what the other module may change
+    (Optuna's private names are touched in `sweep.search._optuna` alone: its own test)."""
+    import ast
+
+    offenders = []
+    for folder in ("sweep", "storage", "benchmarks"):
+        for path in _python_files(ROOT / folder):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                ours = ("sweep", "storage", "benchmarks")
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(ours):
+                    for alias in node.names:
+                        if alias.name.startswith("_") and alias.name != "__version__":
+                            offenders.append(f"{path.relative_to(ROOT)}: {alias.name}")
+    assert offenders == []
