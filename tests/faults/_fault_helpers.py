@@ -3,17 +3,23 @@ fault must never break (exact budgets, nothing left RUNNING, a registry with who
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
+
+from sweep import settings
+from sweep.cli import main
 
 CAMPAIGN = "faults"
 OPERATIONS = ("add", "multiply")
@@ -93,6 +99,56 @@ def run_sweep(
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def kept_affinity() -> Iterator[None]:
+    """Put back this process's cores afterwards: `sweep worker` in this process pins every
+    thread to ``$SWEEP_WORKER_CORE`` (`pin_to_assigned_core`), and the rest of the session must
+    not run on one core."""
+    if not hasattr(os, "sched_getaffinity"):
+        yield
+        return
+    cores = os.sched_getaffinity(0)
+    try:
+        yield
+    finally:
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # a thread that just ended
+                os.sched_setaffinity(int(tid), cores)
+
+
+def run_main(
+    args: list[str], env: dict[str, str], cwd: Path, capsys: pytest.CaptureFixture[str]
+) -> subprocess.CompletedProcess[str]:
+    """`run_sweep` in this process: `sweep.cli.main(args)` with `env` as the environment and
+    `cwd` as the working folder, both put back afterwards.
+
+    For what a command prints and returns, where the process itself is not the point (no
+    signal, no start-up, nothing below `main`). `main` re-reads the environment; `run` and
+    `worker` install their stop-signal handlers, which are put back too, as are the cores a
+    worker pins itself to (`sweep.cli.run`, not called here, is what may leave through
+    `os._exit`).
+    """
+    capsys.readouterr()  # what came before is not this command's
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.MonkeyPatch.context() as patch, kept_affinity():
+        for name in os.environ.keys() - env.keys():
+            patch.delenv(name)
+        for name, value in env.items():
+            if os.environ.get(name) != value:
+                patch.setenv(name, value)
+        patch.chdir(cwd)
+        try:
+            code = main(args)
+        except SystemExit as exit_:  # argparse's own refusals
+            code = exit_.code if isinstance(exit_.code, int) else 2
+        finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+    settings.refresh()  # the environment as it is again, for whatever runs next
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["sweep", *args], code, out, err)
 
 
 def studies(url: str, operations: tuple[str, ...] = OPERATIONS) -> dict[str, optuna.Study]:

@@ -21,10 +21,11 @@ from unittest import mock
 import optuna
 import pytest
 import sqlalchemy
+from _fault_helpers import kept_affinity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from storage import ModelCandidate, ModelRegistry
+from storage import Database, ModelCandidate
 from sweep.cli import main
 from sweep.search.config import CampaignConfig
 
@@ -83,12 +84,12 @@ def database() -> Iterator[str]:
     inputs = keras.Input(shape=(2,), dtype="float64")
     model = serialize_model(keras.Model(inputs, keras.layers.Dense(1, dtype="float64")(inputs)))
     storage = optuna.storages.RDBStorage(url)
-    with ModelRegistry(url) as registry:
-        registry.save_campaign("arith", CampaignConfig(operations=("add", "multiply")).to_dict())
+    with Database(url) as handle:
+        handle.campaigns.save("arith", CampaignConfig(operations=("add", "multiply")).to_dict())
         for operation in ("add", "multiply"):
             study = optuna.create_study(storage=storage, study_name=f"arith.{operation}")
             study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
-            registry.promote_if_better(
+            handle.registry.promote_if_better(
                 ModelCandidate(
                     campaign="arith", operation=operation, study_name=study.study_name,
                     trial_number=0, objective_value=0.5, metrics={"test_hit_rate": 1.0},
@@ -156,6 +157,7 @@ def test_any_command_line_ends_cleanly_and_refusals_change_nothing(
             os.chdir(scratch)
             with (
                 mock.patch.dict(os.environ, env, clear=True),
+                kept_affinity(),  # `worker` with SWEEP_WORKER_CORE pins this process
                 stop,
                 contextlib.redirect_stdout(out),
                 contextlib.redirect_stderr(err),

@@ -1,7 +1,10 @@
 """Round two of the fault suite: secrets, exposure, resource exhaustion, one-line errors.
 
-Each test reproduces one reported case (the issue's numbering is in its docstring) with real
-`sweep` processes; the checks are on the class of the case, not only the reported example.
+Each test reproduces one reported case (the issue's numbering is in its docstring); the checks
+are on the class of the case, not only the reported example. A command's message and exit code
+are checked in this process (`sweep.cli.main`); real `sweep` processes stay where the process
+is the point: a server that is stopped by a signal, Ctrl-C during start-up, a process's peak
+memory, what reaches file descriptor 2, a worker's parent process.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy
-from _fault_helpers import assert_one_line_error, run_sweep, start_sweep, sweep_env
+from _fault_helpers import assert_one_line_error, run_main, run_sweep, start_sweep, sweep_env
 
 from storage import ModelCandidate, ModelRegistry
 
@@ -59,7 +62,7 @@ def _registry_with(url: str, data: bytes, **fields: object) -> None:
     ids=["best", "run", "dashboard", "report", "models"],
 )
 def test_no_part_of_a_password_with_an_at_sign_is_ever_shown(
-    url: str, args: list[str], tmp_path: Path
+    url: str, args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Case 6: a password with '@' was masked only up to its first '@'."""
     password = url.split("://", 1)[1].split("@")[0].split(":", 1)[1]
@@ -68,7 +71,7 @@ def test_no_part_of_a_password_with_an_at_sign_is_ever_shown(
     for how in ("flag", "environment"):
         env = sweep_env(url, tmp_path)
         cli = [*args, "--storage", url] if how == "flag" else args
-        done = run_sweep(cli, env, tmp_path, timeout=60)
+        done = run_main(cli, env, tmp_path, capsys)
         assert done.returncode == 2, done.stderr
         assert_one_line_error(done.stderr, "%40")
         for part in secret_parts:
@@ -86,7 +89,7 @@ def _free_port() -> int:
 
 
 def test_the_dashboard_needs_a_flag_beyond_loopback_and_is_read_only_there(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Case 7: `dashboard --host 0.0.0.0` started silently, and anyone who reached it could
     delete studies (DELETE /api/studies/1 -> 204)."""
@@ -95,10 +98,10 @@ def test_the_dashboard_needs_a_flag_beyond_loopback_and_is_read_only_there(
     url = f"sqlite:///{tmp_path / 'd.db'}"
     optuna.create_study(storage=url, study_name="arith.add")
     env = sweep_env(url, tmp_path)
-    refused = run_sweep(["dashboard", "--host", "0.0.0.0", "--port", "0"], env, tmp_path, 60)
+    refused = run_main(["dashboard", "--host", "0.0.0.0", "--port", "0"], env, tmp_path, capsys)
     assert refused.returncode == 2
     assert_one_line_error(refused.stderr, "--allow-remote")
-    port = _free_port()
+    port = _free_port()  # a real process: it serves until a signal stops it
     server = start_sweep(
         ["dashboard", "--host", "0.0.0.0", "--allow-remote", "--port", str(port)], env, tmp_path
     )
@@ -128,31 +131,34 @@ def test_the_dashboard_needs_a_flag_beyond_loopback_and_is_read_only_there(
 # --- 8. terminal injection -------------------------------------------------------------------
 
 
-def test_escape_sequences_and_markup_never_reach_the_terminal(tmp_path: Path) -> None:
+def test_escape_sequences_and_markup_never_reach_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Case 8: ANSI/OSC-8 sequences came through an expression's comment and registry strings;
     rich markup in a value (SWEEP_ARTIFACTS='out/[/bold]x') crashed the run."""
     url = f"sqlite:///{tmp_path / 't.db'}"
     osc = f"{_ESC}]8;;http://evil.example{_ESC}\\click{_ESC}]8;;{_ESC}\\"
     env = sweep_env(url, tmp_path)
     for expression in (f"x=a*b # {_ESC}[31mred{osc}", f"x=a*q # {_ESC}[31mred{osc}"):
-        done = run_sweep(["run", "--expr", expression], env, tmp_path, 60)
+        done = run_main(["run", "--expr", expression], env, tmp_path, capsys)
         assert done.returncode == 2
         assert _ESC not in done.stderr and "\\x1b" in done.stderr
     config = tmp_path / "c.toml"
     config.write_text('[expressions]\nx = "a*b # \\u001b[31m"\n')
-    done = run_sweep(["run", "--config", str(config)], env, tmp_path, 60)
+    done = run_main(["run", "--config", str(config)], env, tmp_path, capsys)
     assert done.returncode == 2 and _ESC not in done.stderr
     _registry_with(url, b"PK" + bytes(100), params={"architecture": f"{_ESC}[2J[bold]wipe"},
                    study_name=f"arith.add{_ESC}[5m")
-    shown = run_sweep(["best"], sweep_env(url, tmp_path, SWEEP_CAMPAIGN="arith"), tmp_path, 60)
+    shown = run_main(["best"], sweep_env(url, tmp_path, SWEEP_CAMPAIGN="arith"), tmp_path, capsys)
     assert shown.returncode == 0, shown.stderr
     assert _ESC not in shown.stdout + shown.stderr
     assert "[bold]wipe" in shown.stdout  # shown as text, not applied
-    history = run_sweep(["models"], sweep_env(url, tmp_path, SWEEP_CAMPAIGN="arith"), tmp_path)
+    history = run_main(["models"], sweep_env(url, tmp_path, SWEEP_CAMPAIGN="arith"), tmp_path,
+                       capsys)
     assert history.returncode == 0 and _ESC not in history.stdout
     markup = sweep_env(f"sqlite:///{tmp_path / 'm.db'}", tmp_path,
                        SWEEP_ARTIFACTS=str(tmp_path / "out/[/bold]x"))
-    run = run_sweep(["run", "--ops", "add", "--trials", "1"], markup, tmp_path, timeout=300)
+    run = run_main(["run", "--ops", "add", "--trials", "1"], markup, tmp_path, capsys)
     assert run.returncode == 0, run.stderr
     assert "MarkupError" not in run.stderr and "Traceback" not in run.stderr
 
@@ -160,7 +166,10 @@ def test_escape_sequences_and_markup_never_reach_the_terminal(tmp_path: Path) ->
 # --- 9, 11. config files and echoed values ----------------------------------------------------
 
 
-def test_config_files_are_read_with_limits(tmp_path: Path) -> None:
+@pytest.mark.timeout(300)  # (reading a FIFO would block: a bound, as a process had)
+def test_config_files_are_read_with_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Case 9: `--config /dev/zero` reached 13 GB, a 50 MB TOML 4 GB, a FIFO hung, deep
     nesting gave a RecursionError traceback."""
     fifo = tmp_path / "fifo.toml"
@@ -181,26 +190,28 @@ def test_config_files_are_read_with_limits(tmp_path: Path) -> None:
     for path, message in expected.items():
         for command in (["run", "--config", path], ["worker", "--config", path]):
             started = time.monotonic()
-            done = run_sweep(command, env, tmp_path, timeout=60)
+            done = run_main(command, env, tmp_path, capsys)
             assert done.returncode == 2, (path, done.stderr)
             assert_one_line_error(done.stderr, message)
             assert time.monotonic() - started < 30
     assert not (tmp_path / "c.db").exists()  # refused before anything was written
 
 
-def test_echoed_values_are_cut_and_workers_are_bounded(tmp_path: Path) -> None:
+def test_echoed_values_are_cut_and_workers_are_bounded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Case 11: a 50 MB campaign name came back in one 50 MB line; `--workers` had no bound."""
     env = sweep_env(f"sqlite:///{tmp_path / 'e.db'}", tmp_path)
     huge = "x" * 100_000  # the most one argument or variable may hold is 128 KiB
     for args in (["best", "--campaign", huge], ["run", "--ops", huge], ["run", "--trials", huge],
                  ["run", "--expr", f"{huge}=a*b"], ["pull", huge]):
-        done = run_sweep(args, env, tmp_path, timeout=60)
+        done = run_main(args, env, tmp_path, capsys)
         assert done.returncode == 2, args[:1]
         assert len(done.stderr) < 2000, (args[0], len(done.stderr))
-    done = run_sweep(["run", "--workers", "100000"], env, tmp_path, timeout=60)
+    done = run_main(["run", "--workers", "100000"], env, tmp_path, capsys)
     assert done.returncode == 2 and "allowed 1 to 64" in done.stderr
     big = sweep_env(f"sqlite:///{tmp_path / 'e.db'}", tmp_path, SWEEP_CAMPAIGN=huge)
-    done = run_sweep(["best"], big, tmp_path, timeout=60)
+    done = run_main(["best"], big, tmp_path, capsys)
     assert done.returncode == 2 and len(done.stderr) < 2000
 
 
@@ -226,28 +237,30 @@ def _huge_dense_config() -> bytes:
 
 
 @pytest.fixture
-def bombs() -> Iterator[dict[str, bytes]]:
-    yield {
-        "units": _archive({"config.json": _huge_dense_config(), "metadata.json": b"{}",
-                           "model.weights.h5": b""}),
-        "config": _archive({"config.json": b" " * (1 << 30), "metadata.json": b"{}"}),
-        "assets": _archive({"config.json": _huge_dense_config()[:10],
-                            **{f"assets/{i}": b"\0" * (255 << 20) for i in range(2)}}),
+def bombs() -> dict[str, Callable[[], bytes]]:
+    """Each bomb built when asked for: the config and assets ones compress 1 GiB and 510 MiB."""
+    return {
+        "units": lambda: _archive({"config.json": _huge_dense_config(), "metadata.json": b"{}",
+                                   "model.weights.h5": b""}),
+        "config": lambda: _archive({"config.json": b" " * (1 << 30), "metadata.json": b"{}"}),
+        "assets": lambda: _archive({"config.json": _huge_dense_config()[:10],
+                                    **{f"assets/{i}": b"\0" * (255 << 20) for i in range(2)}}),
     }
 
 
 @pytest.mark.parametrize("bomb", ["units", "config", "assets"])
 def test_registry_bombs_are_refused_before_keras_sees_them(
-    bomb: str, bombs: dict[str, bytes], tmp_path: Path
+    bomb: str, bombs: dict[str, Callable[[], bytes]], tmp_path: Path
 ) -> None:
     """Case 10: units=1e8 took 6 GB before safe mode refused it; a 1 MB zip with a 1 GiB
     config.json took 2.75 GB; 255 MiB assets members wrote to TMPDIR."""
     url = f"sqlite:///{tmp_path / 'b.db'}"
-    _registry_with(url, bombs[bomb])  # checksums are right: the registry is not what is lied to
+    _registry_with(url, bombs[bomb]())  # checksums are right: the registry is not what is lied to
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = sweep_env(url, tmp_path, SWEEP_CAMPAIGN="arith", TMPDIR=str(scratch))
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (big) forking test process.
+    # A real process per command: its peak memory is what is measured. VmHWM, not ru_maxrss:
+    # Linux carries ru_maxrss over from the (big) forking test process.
     script = (
         "import sys\n"
         "from sweep.cli import main\n"
@@ -293,7 +306,7 @@ def small_mounts(tmp_path: Path) -> Iterator[dict[str, Path]]:
 
 
 def test_os_errors_on_output_are_one_line(
-    tmp_path: Path, small_mounts: dict[str, Path]
+    tmp_path: Path, small_mounts: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Case 13: a read-only file system, a full disk, a name too long and /proc/self/fd/N
     gave tracebacks for `pull -o` and `report -o`."""
@@ -320,7 +333,7 @@ def test_os_errors_on_output_are_one_line(
                       ".keras"], ["report", "-o", f"{folder}/report.html"]):
             if message == "too long":
                 args[-1] = str(tmp_path / (long_name + (".keras" if args[0] == "pull" else "")))
-            done = run_sweep(args, env, tmp_path, timeout=180)
+            done = run_main(args, env, tmp_path, capsys)
             assert done.returncode == 2, (args, done.stderr)
             assert_one_line_error(done.stderr, message)
 
@@ -328,7 +341,9 @@ def test_os_errors_on_output_are_one_line(
 # --- 15. storage failures during set-up ------------------------------------------------------
 
 
-def test_storage_failures_during_set_up_write_nothing_and_are_one_line(tmp_path: Path) -> None:
+def test_storage_failures_during_set_up_write_nothing_and_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Case 15: another application's SQLite file got our tables and a campaign row before
     the run failed; a newer Optuna schema was handled by `dashboard` only."""
     foreign = tmp_path / "app.db"
@@ -341,7 +356,7 @@ def test_storage_failures_during_set_up_write_nothing_and_are_one_line(tmp_path:
     empty.write_text("")
     for args in (["run", "--ops", "add", "--trials", "1"], ["worker", "--config", str(empty)],
                  ["best"]):
-        done = run_sweep(args, env, tmp_path, timeout=120)
+        done = run_main(args, env, tmp_path, capsys)
         assert done.returncode == 2, (args, done.stderr)
         assert_one_line_error(done.stderr, "another application")
     inspector = sqlalchemy.inspect(sqlalchemy.create_engine(f"sqlite:///{foreign}"))
@@ -358,16 +373,18 @@ def test_storage_failures_during_set_up_write_nothing_and_are_one_line(tmp_path:
     env = sweep_env(f"sqlite:///{newer}", tmp_path)
     for args in (["run", "--ops", "add", "--trials", "1"], ["report"], ["dashboard", "--port",
                                                                       "0"]):
-        done = run_sweep(args, env, tmp_path, timeout=120)
+        done = run_main(args, env, tmp_path, capsys)
         assert done.returncode == 2, (args, done.stderr)
         assert_one_line_error(done.stderr, "newer.db")
     tables = sqlalchemy.inspect(sqlalchemy.create_engine(f"sqlite:///{newer}")).get_table_names()
     assert not [t for t in tables if t.startswith("sweep_")]
 
 
-def test_a_full_disk_during_set_up_is_one_line(small_mounts: dict[str, Path]) -> None:
+def test_a_full_disk_during_set_up_is_one_line(
+    small_mounts: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     env = sweep_env(f"sqlite:///{small_mounts['full'] / 's.db'}", small_mounts["full"])
-    done = run_sweep(["run", "--ops", "add", "--trials", "1"], env, Path("/tmp"), timeout=120)
+    done = run_main(["run", "--ops", "add", "--trials", "1"], env, Path("/tmp"), capsys)
     assert done.returncode == 2, done.stderr
     assert_one_line_error(done.stderr)
 
@@ -375,7 +392,11 @@ def test_a_full_disk_during_set_up_is_one_line(small_mounts: dict[str, Path]) ->
 # --- 16. Ctrl-C in the first seconds -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0, 2.5, 5.0])
+@pytest.mark.parametrize(
+    "delay",
+    # 2.5 s is inside the TensorFlow import, the reported case; 5.0 s is mostly waiting.
+    [0.3, 0.6, 1.0, 2.5, pytest.param(5.0, marks=pytest.mark.slow)],
+)
 def test_ctrl_c_at_any_moment_of_start_up_is_clean(delay: float, tmp_path: Path) -> None:
     """Case 16: Ctrl-C in the first seconds printed a KeyboardInterrupt traceback from inside
     the TensorFlow import. (Not before 0.3 s: Python's own start-up, before any line of the
@@ -393,27 +414,34 @@ def test_ctrl_c_at_any_moment_of_start_up_is_clean(delay: float, tmp_path: Path)
 # --- 17. small ones ------------------------------------------------------------------------------
 
 
-def test_small_cases(tmp_path: Path) -> None:
+def test_small_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Case 17: SWEEP_PARENT_PID=abc (traceback) and =1 (silent 130); `timeout = inf` in TOML;
     `sqlite:///:memory:` shown as %3Amemory%3A."""
     url = f"sqlite:///{tmp_path / 's.db'}"
-    for value, message in (("abc", "SWEEP_PARENT_PID='abc'"), ("1", "not this worker's parent")):
-        done = run_sweep(["worker"], sweep_env(url, tmp_path, SWEEP_PARENT_PID=value), tmp_path)
-        assert done.returncode == 2, done.stderr
-        assert_one_line_error(done.stderr, message)
+    done = run_main(["worker"], sweep_env(url, tmp_path, SWEEP_PARENT_PID="abc"), tmp_path,
+                    capsys)
+    assert done.returncode == 2, done.stderr
+    assert_one_line_error(done.stderr, "SWEEP_PARENT_PID='abc'")
+    # A real worker process: =1 is about the worker's parent, and this process's parent could
+    # be 1 (when whatever started pytest has gone).
+    done = run_sweep(["worker"], sweep_env(url, tmp_path, SWEEP_PARENT_PID="1"), tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert_one_line_error(done.stderr, "not this worker's parent")
     config = tmp_path / "inf.toml"
     for key in ("timeout", "max_trial_seconds"):
         config.write_text(f"[campaign]\n{key} = inf\n")
-        done = run_sweep(["run", "--config", str(config)], sweep_env(url, tmp_path), tmp_path)
+        done = run_main(["run", "--config", str(config)], sweep_env(url, tmp_path), tmp_path,
+                        capsys)
         assert done.returncode == 2
         assert_one_line_error(done.stderr, key)
-    done = run_sweep(["best", "--storage", "sqlite:///:memory:"], sweep_env(url, tmp_path),
-                     tmp_path)
+    done = run_main(["best", "--storage", "sqlite:///:memory:"], sweep_env(url, tmp_path),
+                    tmp_path, capsys)
     assert "sqlite:///:memory:" in done.stderr and "%3A" not in done.stderr
 
 
 def test_a_database_on_a_read_only_mount_can_still_be_read(
-    tmp_path: Path, small_mounts: dict[str, Path], trained_model_bytes: bytes
+    tmp_path: Path, small_mounts: dict[str, Path], trained_model_bytes: bytes,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Case 17: a SQLite database on a read-only mount could not even be read (WAL)."""
     folder = small_mounts["readonly"]
@@ -421,18 +449,21 @@ def test_a_database_on_a_read_only_mount_can_still_be_read(
     _registry_with(url, trained_model_bytes)
     subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
     env = sweep_env(url, tmp_path, SWEEP_CAMPAIGN="arith")
-    shown = run_sweep(["best"], env, tmp_path)
+    shown = run_main(["best"], env, tmp_path, capsys)
     assert shown.returncode == 0, shown.stderr
     assert "add" in shown.stdout
-    pulled = run_sweep(["pull", "add", "-o", str(tmp_path / "add.keras")], env, tmp_path, 180)
+    pulled = run_main(["pull", "add", "-o", str(tmp_path / "add.keras")], env, tmp_path, capsys)
     assert pulled.returncode == 0, pulled.stderr
-    refused = run_sweep(["run", "--ops", "add", "--trials", "1"], env, tmp_path, 180)
+    refused = run_main(["run", "--ops", "add", "--trials", "1"], env, tmp_path, capsys)
     assert refused.returncode == 2
     assert_one_line_error(refused.stderr)
 
 
 def test_library_warnings_do_not_leak_into_the_output(tmp_path: Path) -> None:
-    """Case 17: warnings from matplotlib, NumPy, zipfile and Keras leaked into the output."""
+    """Case 17: warnings from matplotlib, NumPy, zipfile and Keras leaked into the output.
+
+    Real processes: what reaches a process's stderr is the point (pytest captures warnings in
+    this one)."""
     url = f"sqlite:///{tmp_path / 'w.db'}"
     done = run_sweep(["run", "--ops", "add", "--trials", "2"], sweep_env(url, tmp_path),
                      tmp_path, timeout=300)
