@@ -21,7 +21,9 @@ from storage.engine import (
     enable_sqlite_wal,
     require_sqlite_directory,
 )
+from storage.errors import StorageUnavailable
 from storage.locks import NamedLock
+from storage.models import check_sweep_database
 from storage.registry import ModelRegistry
 from storage.urls import Dialect, StorageURL, as_storage_url, resolve_storage_url
 
@@ -37,24 +39,30 @@ class Database:
     context manager, or call `close`, to release its connections.
     """
 
-    def __init__(self, url: StorageURL | str) -> None:
+    def __init__(self, url: StorageURL | str, *, read_only: bool = False) -> None:
         """Args:
         url: The parsed URL (a string is parsed here: for callers outside the sweep).
+        read_only: For readers (best, models, predict, pull, serve, report): a SQLite file
+            that does not exist is not created, and a database without the sweep's tables
+            is refused (`ForeignDatabase`) instead of receiving them.
 
         Raises:
             InvalidStorageURL: The URL is not a supported storage URL.
         """
         self.url = as_storage_url(url)
+        self.read_only = read_only
         self._engine: Engine | None = None
         self._owns_engine = True
         self._registry: ModelRegistry | None = None
         self._campaigns: CampaignRows | None = None
 
     @classmethod
-    def resolve(cls, cli_value: str | None, configured: str | None = None) -> Database:
+    def resolve(
+        cls, cli_value: str | None, configured: str | None = None, *, read_only: bool = False
+    ) -> Database:
         """The database a command names: ``--storage``, else the configured URL
         (``$SWEEP_STORAGE``), else the SQLite default (`storage.resolve_storage_url`)."""
-        return cls(resolve_storage_url(cli_value, configured))
+        return cls(resolve_storage_url(cli_value, configured), read_only=read_only)
 
     @property
     def masked(self) -> str:
@@ -77,6 +85,11 @@ class Database:
         """The process's engine on this database, made on first use (our options and hooks)."""
         if self._engine is None:
             require_sqlite_directory(self.url)
+            path = self.url.sqlite_path
+            if self.read_only and path is not None and not path.exists():
+                raise StorageUnavailable(
+                    f"no database at {str(path)!r}; run `sweep run` first or pass --storage"
+                )
             self._engine = create_engine(self.url)
             self._owns_engine = True
         return self._engine
@@ -104,6 +117,8 @@ class Database:
     def registry(self) -> ModelRegistry:
         """The model registry on this database (our tables created or upgraded first)."""
         if self._registry is None:
+            if self.read_only:
+                check_sweep_database(self.engine)
             self._registry = ModelRegistry(self.url, engine=self.engine)
         return self._registry
 

@@ -46,6 +46,7 @@ __all__ = [
     "best_table",
     "campaigns_table",
     "check_not_foreign",
+    "check_sweep_database",
     "ensure_schema",
     "metadata",
     "model_versions_table",
@@ -235,6 +236,24 @@ def check_not_foreign(engine: Engine) -> None:
         raise ForeignDatabase(
             f"{masked(engine)} holds tables of another application ({shown}{more}); it is "
             "not a sweep database, and nothing was written to it: pass another --storage"
+        )
+
+
+def check_sweep_database(engine: Engine) -> None:
+    """Refuse, before anything is written, a database in which no sweep ever wrote.
+
+    For readers (`sweep best`, `predict`, `serve`, ...): pointed at another application's
+    database (or MariaDB's `mysql` schema), they must not create our tables there.
+
+    Raises:
+        ForeignDatabase: our tables are not there.
+    """
+    with translated(engine, "checking for the sweep's tables"), connect(engine) as connection:
+        ours = inspect(connection).has_table(schema_version_table.name)
+    if not ours:
+        raise ForeignDatabase(
+            f"{masked(engine)} is not a sweep database (it has no sweep_* tables) and was "
+            "left as it was; pass the --storage of a sweep, or run `sweep run` first"
         )
 
 

@@ -49,17 +49,21 @@ Storage = str | Database | None
 """A storage URL, a `storage.Database`, or None for ``$SWEEP_STORAGE`` / the default."""
 
 
-def database(storage: Storage = None) -> Database:
-    """`storage` as a database handle: parsed once (``$SWEEP_STORAGE``, else the default)."""
+def database(storage: Storage = None, *, read_only: bool = False) -> Database:
+    """`storage` as a database handle: parsed once (``$SWEEP_STORAGE``, else the default).
+
+    `read_only` for readers: a missing SQLite file or a database without the sweep's tables
+    is refused, never created (a handle passed in is used as it is).
+    """
     if isinstance(storage, Database):
         return storage
-    return Database.resolve(storage, settings.current().storage)
+    return Database.resolve(storage, settings.current().storage, read_only=read_only)
 
 
 @contextmanager
 def _opened(storage: Storage) -> Iterator[Database]:
-    """The handle for one call; closed after it unless the caller passed it in."""
-    handle = database(storage)
+    """A reader's handle for one call; closed after it unless the caller passed it in."""
+    handle = database(storage, read_only=True)
     try:
         yield handle
     finally:
@@ -95,7 +99,8 @@ def run_campaign(
     from sweep.search.workers import threads_per_worker
 
     configure_tensorflow(threads_per_worker(workers))
-    with _opened(storage) as handle:
+    handle = database(storage)
+    try:
         return _run(
             config,
             handle,
@@ -103,6 +108,9 @@ def run_campaign(
             reporter,
             on_promoted=publisher(default_artifact_dir()),
         )
+    finally:
+        if handle is not storage:
+            handle.close()
 
 
 def load_best_model(

@@ -93,8 +93,11 @@ def _main(argv: Sequence[str] | None) -> int:
             else environment.campaign or DEFAULT_CAMPAIGN
         )
         # The boundary: the URL is parsed here, once, into the process's database handle.
-        with Database.resolve(args.storage, environment.storage) as database:
-            return command_named(args.command).take_action(args, database, campaign)
+        command = command_named(args.command)
+        with Database.resolve(
+            args.storage, environment.storage, read_only=not command.writes
+        ) as database:
+            return command.take_action(args, database, campaign)
     except (SweepError, StorageError) as e:
         say(f"sweep: error: {_one_line(e)}", err=True)
         return EXIT_USAGE

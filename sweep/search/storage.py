@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from storage import (
     Database,
+    ForeignDatabase,
     StorageError,
     StorageInternalError,
     StorageUnavailable,
@@ -155,6 +156,29 @@ def _open_sweep_storage(database: Database) -> SweepStorage:
         ) from e
 
 
+def _require_studies_or_sweep(database: Database) -> None:
+    """Optuna would create its tables in any database it is given: a reader refuses one that
+    holds neither Optuna's studies nor the sweep's tables (another application's)."""
+    engine = create_engine(database.url)
+    try:
+        with engine.connect() as connection:
+            inspector = sqlalchemy.inspect(connection)
+            ours = inspector.has_table("sweep_schema_version")
+            studies = inspector.has_table("version_info")
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise StorageUnavailable(
+            f"cannot read the tables of {database.masked}: {short_reason(e, database.url)}"
+        ) from e
+    finally:
+        engine.dispose()
+    if not (ours or studies):
+        raise ForeignDatabase(
+            f"{database.masked} is not a sweep database (it holds neither studies nor "
+            "sweep_* tables) and was left as it was; pass the --storage of a sweep, or run "
+            "`sweep run` first"
+        )
+
+
 def open_existing_storage(
     database: Database, error: type[SweepError]
 ) -> optuna.storages.RDBStorage:
@@ -166,6 +190,7 @@ def open_existing_storage(
     if path is not None and not path.is_file():
         raise error(f"no database at {str(path)!r}; run `sweep run` first or pass --storage")
     database.check_reachable()
+    _require_studies_or_sweep(database)
     quiet_optuna()
     try:
         return optuna.storages.RDBStorage(

@@ -26,6 +26,9 @@ class Command(abc.ABC):
 
     name: ClassVar[str]
     help: ClassVar[str]
+    writes: ClassVar[bool] = False
+    """Whether the command may create the sweep's tables; readers refuse a database that has
+    none (`storage.Database(read_only=True)`)."""
 
     @abc.abstractmethod
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

@@ -32,6 +32,7 @@ class RunCommand(Command):
 
     name = "run"
     help = "run (or resume) a sweep"
+    writes = True
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_common_arguments(parser)

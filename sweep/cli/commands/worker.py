@@ -25,6 +25,7 @@ class WorkerCommand(Command):
 
     name = "worker"
     help = "join a campaign from any host; work until every budget is met"
+    writes = True
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_common_arguments(parser)
