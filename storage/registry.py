@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -264,7 +264,27 @@ class ModelRegistry:
         return None if row is None else entry_from_row(row, is_best=True)
 
     def best_all(self, campaign: str | None = None) -> list[ModelEntry]:
-        """The current best of every operation (of one campaign, or of all), by name."""
+        """The current best of every operation (of one campaign, or of all), by name.
+
+        Raises:
+            DamagedRegistry: a row cannot be read (`best_each` sets such rows apart instead).
+        """
+        return [entry_from_row(row, is_best=True) for row in self._best_rows(campaign)]
+
+    def best_each(self, campaign: str) -> tuple[list[ModelEntry], dict[str, str]]:
+        """The current best of every operation of `campaign`, and apart, per operation, why
+        its row cannot be read: one damaged row costs its own operation only (`sweep serve`
+        keeps serving the others)."""
+        entries: list[ModelEntry] = []
+        damaged: dict[str, str] = {}
+        for row in self._best_rows(campaign):
+            try:
+                entries.append(entry_from_row(row, is_best=True))
+            except DamagedRegistry as e:
+                damaged[str(row.best_operation)] = str(e)
+        return entries, damaged
+
+    def _best_rows(self, campaign: str | None) -> list[Row[*tuple[Any, ...]]]:
         query = select(*ENTRY_COLUMNS, *BEST_KEY_COLUMNS).join(
             _best, _best.c.version_id == _mv.c.id
         )
@@ -276,8 +296,7 @@ class ModelRegistry:
             translated(self._engine, "reading the best models"),
             connect(self._engine) as c,
         ):
-            rows = c.execute(query).all()
-        return [entry_from_row(row, is_best=True) for row in rows]
+            return list(c.execute(query).all())
 
     def history(self, campaign: str, operation: str | None = None) -> list[ModelEntry]:
         """Every stored version of a campaign (or of one operation), by operation and version."""

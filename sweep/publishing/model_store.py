@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from storage import (
     ChecksumMismatch,
@@ -95,6 +97,10 @@ class ModelStore:
         self.ready = threading.Event()
         self._registry_ok = True
         self._registry: ModelRegistry | None = None
+        # The SQLite file read (device, inode): a file replaced under the service (a restored
+        # backup) is noticed at the next poll and read afresh.
+        self._file: tuple[int, int] | None = None
+        self._damaged: dict[str, str] = {}
         campaigns = database.campaigns
         stored = campaigns.load(campaign)
         if stored:
@@ -140,16 +146,35 @@ class ModelStore:
             self._stop.wait(self.poll_seconds)
 
     def _open_registry(self) -> ModelRegistry:
+        self._notice_a_replaced_file()
         if self._registry is None:
             self._registry = self.database.registry
+            self._file = _file_id(self.database.sqlite_path)
         return self._registry
+
+    def _notice_a_replaced_file(self) -> None:
+        """A SQLite file replaced (or removed) since it was opened: close the old one, whose
+        engine would read the deleted file forever, and say so once."""
+        if self._registry is None or self._file is None:
+            return
+        path = self.database.sqlite_path
+        now = _file_id(path)
+        if now == self._file:
+            return
+        what = "removed" if now is None else "replaced"
+        log.warning("the database file %s was %s; reading it afresh", path, what)
+        self.database.close()
+        self._registry = None
+        self._file = None
 
     def refresh(self) -> None:
         """One poll: load every wanted operation whose best version is not the one served."""
         fetched: list[tuple[ModelEntry, bytes]] = []
         try:
             registry = self._open_registry()
-            bests = {e.operation: e for e in registry.best_all(self.campaign)}
+            entries, damaged = registry.best_each(self.campaign)
+            bests = {e.operation: e for e in entries}
+            self._note_damaged(damaged)
             for name in bests:
                 if name not in self._known and self._wanted is None:
                     with contextlib.suppress(ConfigError):  # promoted before its campaign?
@@ -184,10 +209,26 @@ class ModelStore:
             log.info("the registry answers again")
         self._registry_ok = True
         for name in self._wanted or ():
-            if name not in bests and name not in self._served:
+            if name not in bests and name not in self._served and name not in damaged:
                 self._status[name] = ModelStatus(state="", error="no model promoted yet")
         if fetched:
             self._load(fetched)
+
+    def _note_damaged(self, damaged: dict[str, str]) -> None:
+        """Operations whose registry row cannot be read: each keeps what it serves, the others
+        are untouched; logged once per distinct damage."""
+        for name, reason in damaged.items():
+            if self._wanted is not None and name not in self._wanted:
+                continue
+            if self._damaged.get(name) != reason:
+                still = self._served.get(name)
+                keeps = f"; still serving version {still.entry.version}" if still else ""
+                log.warning("%s: %s%s", name, first_line(RuntimeError(reason)), keeps)
+            state = "AVAILABLE" if name in self._served else ""
+            self._status[name] = ModelStatus(state=state, error=first_line(RuntimeError(reason)))
+        for name in set(self._damaged) - set(damaged):
+            log.info("%s: the registry row reads again", name)
+        self._damaged = dict(damaged)
 
     def _refuse(self, entry: ModelEntry, reason: str) -> None:
         """Record that `entry` cannot be served (not retried until a new version comes)."""
@@ -243,3 +284,14 @@ class ModelStore:
         self._open_registry()
         stored = self.database.campaigns.load(self.campaign)
         return CampaignConfig.from_dict(stored).data if stored else DataSpec()
+
+
+def _file_id(path: Path | None) -> tuple[int, int] | None:
+    """(device, inode) of a SQLite file; None for a server, or a file that is not there."""
+    if path is None:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
