@@ -105,18 +105,7 @@ class CampaignRows:
             config = connection.execute(
                 select(campaigns_table.c.config).where(campaigns_table.c.name == name)
             ).scalar()
-        if config is None:
-            return None
-        try:
-            loaded = json.loads(config)
-        except (TypeError, ValueError):
-            loaded = None
-        if not isinstance(loaded, dict):
-            raise DamagedRegistry(
-                f"campaign {name!r} in {self._url.masked} has a stored config that is not a JSON "
-                "object; the row was damaged or edited by hand"
-            )
-        return loaded
+        return None if config is None else self._parse_campaign(name, config)
 
     def register(self, name: str, merge: CampaignMerge) -> dict[str, Any]:
         """Create or update a campaign in one step: read, decide (`merge`), write, commit.

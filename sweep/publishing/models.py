@@ -45,14 +45,12 @@ def load_best_model(
     campaign: str = DEFAULT_CAMPAIGN,
     version: int | None = None,
 ) -> keras.Model:
-    """The best (or a given version's) model for `operation`, loaded in Keras safe mode.
-
-    Raises:
-        ConfigError: unknown operation. storage.ModelNotFound: no model yet.
-        storage.ChecksumMismatch: corrupted blob. sweep.nets.saving.ModelLoadError: unsafe or
-        incompatible model.
-    """
+    """The best (or a given version's) model for `operation`, loaded in Keras safe mode (the
+    errors `sweep.load_best_model` documents)."""
     entry, data = fetch_model(database, campaign, operation, version)
+    from sweep.nets.archive import check_archive
+
+    check_archive(data, label=f"{operation} version {entry.version}")  # before TensorFlow
     from sweep.nets.saving import load_model_bytes
 
     return load_model_bytes(data, label=f"{operation} version {entry.version}")
@@ -148,6 +146,9 @@ def predict_many(
         x = x.reshape(-1, 1)
     check_pairs(op, x)
     entry, data = fetch_model(database, campaign, operation, version)
+    from sweep.nets.archive import check_archive
+
+    check_archive(data, label=f"{operation} version {entry.version}")  # before TensorFlow
     from sweep.nets.saving import load_model_bytes
     from sweep.nets.training import predict as predict_raw
 
