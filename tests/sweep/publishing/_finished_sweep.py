@@ -72,17 +72,17 @@ def finished_sweep(factory: pytest.TempPathFactory) -> FinishedSweep:
 
 def publish_all(url: str, artifacts: Path) -> None:
     """What the campaign does after each promotion, done here for each operation's best."""
-    from storage import ModelRegistry
+    from storage import Database
     from sweep.nets.training import KerasTrainer
     from sweep.problem.data import make_dataset
     from sweep.publishing.notes import publish_best
     from sweep.search.config import load_campaign_config
 
-    with ModelRegistry(url) as registry:
-        config = load_campaign_config(registry, CAMPAIGN)
+    with Database(url) as database:
+        config = load_campaign_config(database.campaigns, CAMPAIGN)
         assert config is not None
         for operation in config.resolved_operations():
-            entry, data = registry.fetch(CAMPAIGN, operation.name)
+            entry, data = database.registry.fetch(CAMPAIGN, operation.name)
             study = optuna.load_study(study_name=entry.study_name, storage=url)
             publish_best(
                 study, entry.trial_number, entry, KerasTrainer().load(data, label="best"),

@@ -21,7 +21,7 @@ from sweep.nets.portable import TOLERANCE, OnnxPredictor, compare_answers
 from sweep.nets.training import predict
 from sweep.problem.data import DataSpec
 from sweep.problem.operations import BUILTIN_OPERATIONS
-from sweep.publishing.models import load_best_model
+from sweep.api import load_best_model
 from sweep.publishing.pulling import probe_inputs
 
 pytestmark = pytest.mark.slow
