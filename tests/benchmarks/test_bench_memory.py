@@ -7,6 +7,10 @@ from _bench_markdown import is_number, rows
 
 from benchmarks.memory import OPTIMIZERS, render_section, run_memory
 
+# A real run of the benchmark on a tiny budget: the slow tier (the renderers are tested on a
+# recorded run in test_bench_report.py).
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.timeout(600)
 def test_each_optimizer_in_a_process_of_its_own() -> None:

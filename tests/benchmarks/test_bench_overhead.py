@@ -20,6 +20,10 @@ from benchmarks.overhead import (
     target_lines,
 )
 
+# A real run of the benchmark on a tiny budget: the slow tier (the renderers are tested on a
+# recorded run in test_bench_report.py).
+pytestmark = pytest.mark.slow
+
 
 def _check(results: list[OverheadResult], backends: list[str]) -> None:
     assert [(o.backend, o.machinery) for o in results] == [

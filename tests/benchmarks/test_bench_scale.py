@@ -15,6 +15,7 @@ from benchmarks.scale import render_section, run_scale, run_scale_once, target_l
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.server
 @pytest.mark.timeout(300)
 def test_two_workers_fill_an_exact_budget(monkeypatch: pytest.MonkeyPatch) -> None:

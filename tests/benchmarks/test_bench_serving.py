@@ -10,6 +10,10 @@ from _bench_markdown import is_number, rows
 
 from benchmarks.serving import render_section, run_serving, target_lines
 
+# A real run of the benchmark on a tiny budget: the slow tier (the renderers are tested on a
+# recorded run in test_bench_report.py).
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.timeout(600)
 def test_the_service_and_the_in_process_predictors(tmp_path: Path) -> None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from _bench_markdown import is_number, rows
 
 from benchmarks.speed import render_section, run_speed
+
+# A real run of the benchmark on a tiny budget: the slow tier (the renderers are tested on a
+# recorded run in test_bench_report.py).
+pytestmark = pytest.mark.slow
 
 
 def test_every_training_setting_of_one_shape() -> None:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from _bench_markdown import is_number, rows
 
 from benchmarks.startup import COMMANDS, render_section, run_startup
+
+# A real run of the benchmark on a tiny budget: the slow tier (the renderers are tested on a
+# recorded run in test_bench_report.py).
+pytestmark = pytest.mark.slow
 
 
 def test_every_command_starts_once(tmp_path: Path) -> None:
