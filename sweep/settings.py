@@ -3,6 +3,8 @@
 The CLI reads them once per command (`refresh`); library code asks `current()`, which reads them
 on first use. A value that does not parse is a `ConfigError` naming the variable and what it
 accepts, never a silent default: a typo in a deployment should be seen, not guessed around.
+Values that each parse but contradict each other (a grace period too short for the heartbeat
+interval) are refused the same way, naming both.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class Settings:
         """Parse the ``SWEEP_*`` variables of `environ` (``os.environ`` when None).
 
         Raises:
-            ConfigError: a variable is set to a value it does not accept.
+            ConfigError: a variable is set to a value it does not accept, or two contradict
+                each other.
         """
         env = os.environ if environ is None else environ
 
@@ -97,7 +100,44 @@ class Settings:
             values["parent_pid"] = _integer("SWEEP_PARENT_PID", text, minimum=1, maximum=2**31)
         if (text := raw("SWEEP_TF_VERBOSE")) is not None:
             values["tf_verbose"] = _flag("SWEEP_TF_VERBOSE", text)
-        return cls(**values)  # type: ignore[arg-type]
+        parsed = cls(**values)  # type: ignore[arg-type]
+        given = {name: text for name in VARIABLES if (text := raw(name)) is not None}
+        parsed._check_together(given)
+        return parsed
+
+    def _check_together(self, given: Mapping[str, str]) -> None:
+        """Refuse settings that are valid alone but contradict each other.
+
+        Args:
+            given: The variables set in the environment, as given (the others are defaults).
+
+        Raises:
+            ConfigError: the first contradiction, naming both variables and what is allowed.
+        """
+
+        def shown(name: str) -> str:
+            if name in given:
+                return f"{name}={_show(given[name])}"
+            return f"{name}={getattr(self, VARIABLES[name][0])} (the default)"
+
+        # Optuna fails a RUNNING trial whose last heartbeat is older than the grace period, and
+        # a live worker beats only every interval (plus the time the write takes): under two
+        # intervals, one late beat gets a live trial failed by another worker. Two intervals is
+        # Optuna's own default grace period.
+        if self.grace_period < 2 * self.heartbeat_interval:
+            raise ConfigError(
+                f"{shown('SWEEP_GRACE_PERIOD')} is less than twice "
+                f"{shown('SWEEP_HEARTBEAT_INTERVAL')}: workers would fail each other's live "
+                f"trials as stale; give a grace period of at least "
+                f"{2 * self.heartbeat_interval} s (two heartbeat intervals), or a shorter interval"
+            )
+        # `run --workers K` assigns cores only when pinning is on; a core given by hand with
+        # pinning turned off asks for both at once.
+        if self.worker_core is not None and not self.pin_workers:
+            raise ConfigError(
+                f"{shown('SWEEP_WORKER_CORE')} pins this worker to a core but "
+                f"{shown('SWEEP_PIN_WORKERS')} turns pinning off; unset one of them"
+            )
 
 
 def _show(text: str) -> str:

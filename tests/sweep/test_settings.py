@@ -25,7 +25,7 @@ def test_values_are_parsed_to_their_types() -> None:
             "SWEEP_DATABASE_PATIENCE": "2.5",
             "SWEEP_HEARTBEAT_INTERVAL": "3",
             "SWEEP_GRACE_PERIOD": "9",
-            "SWEEP_PIN_WORKERS": "0",
+            "SWEEP_PIN_WORKERS": "on",
             "SWEEP_WORKERS": "4",
             "SWEEP_WORKER_CORE": "1",
             "SWEEP_PARENT_PID": "1",
@@ -34,7 +34,7 @@ def test_values_are_parsed_to_their_types() -> None:
     )
     assert parsed == Settings(
         storage="sqlite:///x.db", campaign="night", artifacts=Path("out"),
-        database_patience=2.5, heartbeat_interval=3, grace_period=9, pin_workers=False,
+        database_patience=2.5, heartbeat_interval=3, grace_period=9, pin_workers=True,
         workers=4, worker_core=1, parent_pid=1, tf_verbose=True,
     )
 
@@ -71,3 +71,62 @@ def test_the_readme_lists_every_variable() -> None:
     text = README.read_text()
     missing = [name for name in VARIABLES if f"`{name}`" not in text]
     assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    ("environment", "named", "allowed"),
+    [
+        ({"SWEEP_GRACE_PERIOD": "15"}, "SWEEP_GRACE_PERIOD='15'", "at least 20 s"),
+        ({"SWEEP_HEARTBEAT_INTERVAL": "20"}, "SWEEP_GRACE_PERIOD=30 (the default)", "at least 40"),
+        (
+            {"SWEEP_HEARTBEAT_INTERVAL": "10", "SWEEP_GRACE_PERIOD": "10"},
+            "SWEEP_HEARTBEAT_INTERVAL='10'",
+            "at least 20 s",
+        ),
+        (
+            {"SWEEP_WORKER_CORE": "1", "SWEEP_PIN_WORKERS": "off"},
+            "SWEEP_PIN_WORKERS='off'",
+            "unset one of them",
+        ),
+    ],
+)
+def test_settings_that_contradict_each_other_are_refused_in_one_line(
+    environment: dict[str, str], named: str, allowed: str
+) -> None:
+    """Each value is valid alone. A grace period under two heartbeat intervals lets a worker
+    fail another's live trial as stale (Optuna fails a trial whose last beat is older than the
+    grace period; a beat is due every interval, plus the time its write takes)."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environment(environment)
+    message = str(caught.value)
+    assert named in message and allowed in message and "\n" not in message
+    assert message.count("SWEEP_") == 2, message
+
+
+def test_a_grace_period_of_two_heartbeats_and_pinning_alone_are_allowed() -> None:
+    assert Settings.from_environment(
+        {"SWEEP_HEARTBEAT_INTERVAL": "1", "SWEEP_GRACE_PERIOD": "2"}
+    ).grace_period == 2
+    assert Settings.from_environment({"SWEEP_PIN_WORKERS": "0"}).pin_workers is False
+    assert Settings.from_environment({"SWEEP_WORKER_CORE": "0"}).worker_core == 0
+
+
+def test_a_contradiction_is_one_line_and_exit_2_before_anything_is_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sweep import settings
+    from sweep.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SWEEP_HEARTBEAT_INTERVAL", "10")
+    monkeypatch.setenv("SWEEP_GRACE_PERIOD", "5")
+    try:
+        code = main(["worker", "--storage", f"sqlite:///{tmp_path / 'sweeps.db'}"])
+    finally:
+        monkeypatch.undo()
+        settings.refresh()
+    _, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("sweep: error: SWEEP_GRACE_PERIOD='5' is less than twice")
+    assert not (tmp_path / "sweeps.db").exists()
