@@ -24,7 +24,7 @@ import pytest
 from _finished_sweep import CAMPAIGN, FinishedSweep, finished_sweep
 from optuna_dashboard import get_note
 
-from storage import ModelEntry, ModelRegistry
+from storage import Database, ModelEntry, ModelRegistry
 from sweep.cli import main
 from sweep.errors import PublishError
 from sweep.nets.saving import load_model_bytes, load_model_file
@@ -51,10 +51,10 @@ def best_add(sweep_run: FinishedSweep) -> tuple[ModelEntry, Any, Dataset]:
     """The registry's best add model, loaded, with its dataset."""
     from sweep.search.config import load_campaign_config
 
-    with ModelRegistry(sweep_run.url) as registry:
-        config = load_campaign_config(registry, CAMPAIGN)
+    with Database(sweep_run.url) as database:
+        config = load_campaign_config(database.campaigns, CAMPAIGN)
         assert config is not None
-        entry, data = registry.fetch(CAMPAIGN, "add")
+        entry, data = database.registry.fetch(CAMPAIGN, "add")
     operation = next(op for op in config.resolved_operations() if op.name == "add")
     return entry, KerasPredictor(load_model_bytes(data)), make_dataset(operation, config.data)
 

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy
 
 import sweep
-from storage import ModelCandidate, ModelRegistry
+from storage import Database, ModelCandidate, ModelRegistry
 from sweep.cli import main
 from sweep.nets.saving import serialize_model
 from sweep.problem.data import DataSpec, make_dataset
@@ -165,6 +165,10 @@ def test_a_lambda_model_in_the_registry_is_refused(
 def test_unknown_operation_and_no_model_yet(
     storage_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    code, _, err = _cli(["pull", "add", "--storage", storage_url], capsys)
+    assert code == 2 and "run `sweep run` first" in err  # a reader creates nothing
+    with Database(storage_url) as database:
+        database.registry  # noqa: B018 - a sweep database, with nothing promoted yet
     code, _, err = _cli(["pull", "mul", "--storage", storage_url], capsys)
     assert code == 2 and "unknown operation 'mul'" in err
     code, _, err = _cli(["predict", "divide", "4", "2", "--storage", storage_url], capsys)
