@@ -239,7 +239,7 @@ def _sweep(
         name="exact", operations=(case.name,), trials=trials, timeout=budget,
         expressions={case.name: case.expression} if case.expression else {},
         data=DataSpec(low=case.low, high=case.high), space=space,
-        startup_designs=method != NO_DESIGNS,
+        startup_designs=method != NO_DESIGNS, stop_when_exact=False,
     )
     run_start = datetime.now()
     started = time.monotonic()

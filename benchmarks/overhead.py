@@ -211,7 +211,9 @@ class _Measurement:
     def __init__(self, url: str, backend: str, sizes: tuple[int, ...], machinery: str) -> None:
         self.backend = backend
         self.machinery = machinery
-        self.config = CampaignConfig(name="overhead", operations=(OPERATION,), trials=max(sizes))
+        self.config = CampaignConfig(
+            name="overhead", operations=(OPERATION,), trials=max(sizes), stop_when_exact=False
+        )
         self.space = self.config.space_for(OPERATION)
         self.epochs = int(max(self.space.epochs.values()))
         self.plain = machinery == OPTUNA

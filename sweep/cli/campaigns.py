@@ -1,7 +1,9 @@
 """The campaign a `run` or `worker` command describes: its file, then its flags.
 
 Flags override the file, which overrides the defaults; the whole configuration is validated
-here, before anything is written, so a bad value stops the command with one line.
+here, before anything is written, so a bad value stops the command with one line. The budget
+is the one given: `--timeout` without `--trials` (and no `trials` in the file) has no trial
+cap, the default of 20 trials holds only when neither gives a budget.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ def build_config(args: argparse.Namespace, campaign: str) -> CampaignConfig:
     from sweep.search.config import CampaignConfig, config_from_toml, load_toml, with_seed
 
     config = CampaignConfig()
+    raw = load_toml(args.config) if args.config else {}
     if args.config:
-        config = config_from_toml(load_toml(args.config), config)
+        config = config_from_toml(raw, config)
+    in_file = raw.get("campaign", {})  # a table: config_from_toml refused anything else
     updates: dict[str, Any] = {}
     if args.campaign or settings.current().campaign:
         updates["name"] = campaign  # flag > environment > config file > default
@@ -46,15 +50,19 @@ def build_config(args: argparse.Namespace, campaign: str) -> CampaignConfig:
             name, expression = parse_expr_flag(text)
             expressions[name] = expression
         updates["expressions"] = expressions
-        if not args.ops and not (args.config and "operations" in load_toml(args.config).get(
-            "campaign", {}
-        )):
+        if not args.ops and "operations" not in in_file:
             # `--expr` alone sweeps just the expressions, not all six built-ins as well.
             updates["operations"] = tuple(expressions)
     if args.trials is not None:
         updates["trials"] = args.trials
     if args.timeout is not None:
         updates["timeout"] = args.timeout
+        if args.trials is None and "trials" not in in_file:
+            updates["trials"] = None  # `--timeout` alone: a time budget, no trial cap
+    # `sweep worker --config` has no such flags: its file (or the default) decides.
+    stop_when_exact = getattr(args, "stop_when_exact", None)
+    if stop_when_exact is not None:
+        updates["stop_when_exact"] = stop_when_exact
     if args.sampler:
         updates["sampler"] = args.sampler
     if args.pruner:

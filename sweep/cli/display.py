@@ -8,7 +8,7 @@ an ANSI or OSC-8 sequence in a stored string must not reach the terminal.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -79,6 +79,8 @@ class ProgressReporter:
         )
 
     def operation_finished(self, status: OperationStatus) -> None:
+        """The closing line: `status` holds the study's count and best, read from the
+        database at the end (every worker's trials), so all workers print the same figure."""
         task = self.tasks[status.operation]
         self.progress.update(task, total=status.finished, completed=status.finished)
         if not self.live:
@@ -110,22 +112,37 @@ def _cells(*values: object) -> list[Text]:
     return [Text(safe(value)) for value in values]
 
 
-def print_best_table(entries: Sequence[ModelEntry], operations: Sequence[Operation] | None) -> None:
-    """Best model per operation; metrics on unseen in-range pairs and the extrapolation band."""
+def print_best_table(
+    entries: Sequence[ModelEntry],
+    operations: Sequence[Operation] | None,
+    stopped_exact: Mapping[str, int] | None = None,
+) -> None:
+    """Best model per operation; metrics on unseen in-range pairs and the extrapolation band.
+
+    With `stopped_exact` (operation -> trial, from `sweep run`), a last column says which
+    operations stopped at an exact model, and at which trial.
+    """
     table = Table(title="Best model per operation (metrics on unseen pairs)")
-    for header in (
+    headers = [
         "operation", "trial", "normalisation in/target", "architecture", "learning rate",
         "MAE", "median rel. error", "hit rate", "extrap. hit rate", "extrap. median rel. error",
-    ):
+    ]
+    if stopped_exact is not None:
+        headers.append("stopped")
+    for header in headers:
         table.add_column(header, overflow="fold")
     by_op = {e.operation: e for e in entries}
     names = [op.name for op in operations] if operations is not None else list(by_op)
     for name in names:
         entry = by_op.get(name)
+        stopped = []
+        if stopped_exact is not None:
+            trial = stopped_exact.get(name)
+            stopped = ["—" if trial is None else f"exact at trial {trial}"]
         if entry is None:
-            table.add_row(
-                *_cells(name, "—", "no model yet (every trial pruned or failed)", *["—"] * 7)
-            )
+            table.add_row(*_cells(
+                name, "—", "no model yet (every trial pruned or failed)", *["—"] * 7, *stopped
+            ))
             continue
         row = BestRow.from_entry(entry)
         table.add_row(*_cells(
@@ -139,6 +156,7 @@ def print_best_table(entries: Sequence[ModelEntry], operations: Sequence[Operati
             _fmt(row.hit_rate),
             _fmt(row.extrapolation_hit_rate),
             _fmt(row.extrapolation_median_relative_error),
+            *stopped,
         ))
     _out.print(table)
 

@@ -8,7 +8,7 @@ prediction equal to the truth for integer-valued operations, and a relative erro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from sweep.problem.data import Dataset
 
 REAL_HIT_TOLERANCE = 1e-6
+
+# A model is exact when every prediction is a hit on every evaluated set (`is_exact`).
+EXACT_HIT_RATE = 1.0
 
 # Evaluated sets and the prefix of their metrics in a trial's user attributes.
 SPLITS: tuple[tuple[str, str], ...] = (
@@ -40,6 +43,22 @@ class Metrics:
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
         return {f"{prefix}{key}": float(value) for key, value in asdict(self).items()}
+
+
+def is_exact(metrics: Mapping[str, object]) -> bool:
+    """Hit rate 1.0 on validation, the in-range test pairs and the extrapolation band.
+
+    `metrics` as a trial's user attributes or a registry entry store them (``val_hit_rate``,
+    ``test_hit_rate``, ``extrapolation_hit_rate``); a missing or non-numeric value (an older
+    entry, a diverged trial's None) is not exact.
+    """
+    for _, prefix in SPLITS:
+        value = metrics.get(f"{prefix}hit_rate")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if not value >= EXACT_HIT_RATE:
+            return False
+    return True
 
 
 def relative_errors(predictions: np.ndarray, truth: np.ndarray) -> np.ndarray:

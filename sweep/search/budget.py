@@ -8,6 +8,11 @@ A slot is reserved under the study's named lock: the lock is held while Optuna c
 dequeues) the trial and released the moment the trial is RUNNING in the database (before
 Optuna samples its parameters), so RUNNING trials count as taken and K workers never start
 more trials than the budget has left.
+
+A study also stops, whatever budget is left, once its best model is exact (`StoppedExact`,
+unless the campaign sets ``stop_when_exact = false``): the registry's best entry for the
+operation has hit rate 1.0 on validation, test and extrapolation (`exact_trial`). Every worker
+reads that from the database at each reservation, so all of them stop once any has found it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Protocol
 import optuna
 from optuna.trial import TrialState
 
+from storage import ModelEntry
+from sweep.problem.metrics import is_exact
 from sweep.search._optuna.internals import study_id
 from sweep.search.storage import backend_of
 
@@ -32,8 +39,10 @@ __all__ = [
     "Reservation",
     "Reserved",
     "SlotLock",
+    "StoppedExact",
     "TrialCounts",
     "best_value",
+    "exact_trial",
     "progress",
     "reserve_slot",
     "trial_counts",
@@ -134,7 +143,22 @@ class Busy:
     reserve one of another operation meanwhile."""
 
 
-Reservation = Reserved | AllTaken | BudgetMet | Busy
+@dataclass(frozen=True)
+class StoppedExact:
+    """The operation's best model is exact (trial `trial`): no more trials, whatever budget is
+    left. The study is done, as with `BudgetMet`."""
+
+    trial: int
+
+
+Reservation = Reserved | AllTaken | BudgetMet | Busy | StoppedExact
+
+
+def exact_trial(best: ModelEntry | None) -> int | None:
+    """The trial of `best` (an operation's registry best) if it is exact, else None."""
+    if best is None or not is_exact(best.metrics):
+        return None
+    return best.trial_number
 
 
 def reserve_slot(
@@ -143,13 +167,22 @@ def reserve_slot(
     make_lock: Callable[[], SlotLock],
     *,
     wait: bool = True,
+    exact: Callable[[], int | None] | None = None,
 ) -> Reservation:
     """Reserve one trial slot of `budget`, reading `counts` before and again under the lock.
 
     The first read lets a worker skip the lock when the answer is already known; the second,
     under the lock, is the one that decides. With `wait` false, a lock another worker holds
     gives `Busy` at once instead of a place in its queue.
+
+    `exact` (given when the campaign stops when exact) returns the trial of the study's exact
+    best, if any; it is read once, before the lock: it is no count the lock keeps exact, and a
+    trial reserved just before another worker finds the answer is like one already in flight.
     """
+    if exact is not None:
+        found = exact()
+        if found is not None:
+            return StoppedExact(found)
     if budget is None:
         return Reserved(_NoLock())
     decided = _decide(counts(), budget)

@@ -73,6 +73,9 @@ class CampaignConfig:
     second_objective: str = "none"
     max_trial_seconds: float = 120.0
     startup_designs: bool = True
+    # A study stops once its best model is exact (hit rate 1.0 on validation, test and the
+    # extrapolation band), whatever budget is left; false fills the budget. A run setting.
+    stop_when_exact: bool = True
 
     def validate(self) -> None:
         validate_campaign_name(self.name)
@@ -98,6 +101,10 @@ class CampaignConfig:
         if not isinstance(self.startup_designs, bool):
             raise ConfigError(
                 f"startup_designs must be true or false, got {self.startup_designs!r}"
+            )
+        if not isinstance(self.stop_when_exact, bool):
+            raise ConfigError(
+                f"stop_when_exact must be true or false, got {self.stop_when_exact!r}"
             )
         if not (
             isinstance(self.max_trial_seconds, int | float)
@@ -146,6 +153,7 @@ class CampaignConfig:
             "second_objective": self.second_objective,
             "max_trial_seconds": self.max_trial_seconds,
             "startup_designs": self.startup_designs,
+            "stop_when_exact": self.stop_when_exact,
         }
 
     @classmethod
@@ -190,6 +198,8 @@ class CampaignConfig:
             second_objective=raw.get("second_objective", "none"),
             max_trial_seconds=raw.get("max_trial_seconds", 120.0),
             startup_designs=raw.get("startup_designs", True),
+            # Stored before the setting existed: the default, as for a new campaign.
+            stop_when_exact=raw.get("stop_when_exact", True),
         )
         config.validate()
         return config
@@ -211,7 +221,7 @@ def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 _CAMPAIGN_KEYS = {
     "name", "operations", "seed", "trials", "timeout", "sampler", "pruner", "objective",
-    "second_objective", "max_trial_seconds", "startup_designs",
+    "second_objective", "max_trial_seconds", "startup_designs", "stop_when_exact",
 }
 _TOP_LEVEL_KEYS = {"campaign", "expressions", "data", "space", "overrides"}
 
@@ -295,6 +305,8 @@ def config_from_toml(raw: Mapping[str, Any], base: CampaignConfig | None = None)
                 f"got {campaign['operations']!r}"
             )
         updates["operations"] = tuple(ops)
+    if "timeout" in campaign and "trials" not in campaign:
+        updates["trials"] = None  # a timeout alone is a time budget, with no trial cap
     expressions = _table(raw, "expressions")
     for name, text in expressions.items():
         if not isinstance(text, str):

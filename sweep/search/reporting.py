@@ -24,6 +24,7 @@ class OperationStatus:
     last_state: str | None = None
     done: bool = False
     busy: bool = False  # another worker held its slot lock when this worker last tried
+    exact_trial: int | None = None  # done because this trial's model is exact (stop_when_exact)
 
 
 class Reporter(Protocol):

@@ -33,6 +33,8 @@ from sweep.search.budget import (
     Busy,
     Reserved,
     SlotLock,
+    StoppedExact,
+    exact_trial,
     progress,
     reserve_slot,
     trial_counts,
@@ -75,7 +77,8 @@ class PreparedCampaign(Protocol):
 
 
 class Scheduler:
-    """Runs a prepared campaign's trials until every operation's budget is met.
+    """Runs a prepared campaign's trials until every operation's budget is met (or, with
+    ``stop_when_exact``, until its best model is exact).
 
     Keeps, per operation and across visits, this worker's deadline (its first trial plus the
     timeout), its failure count and its progress line.
@@ -152,7 +155,9 @@ class Scheduler:
 
         Returns early (not done) when every remaining slot is RUNNING on other workers, and
         (`busy`) when another worker holds the operation's slot lock: with `wait` only after
-        a first trial (the first reservation queues for the lock), else at once.
+        a first trial (the first reservation queues for the lock), else at once. Done (with
+        `exact_trial` set) once the registry's best for the operation is exact, if the
+        campaign stops when exact: any worker's exact model stops every worker.
         """
         config = self.config
         study = self.studies[operation.name]
@@ -160,6 +165,7 @@ class Scheduler:
         # Per operation across calls: this worker may leave and come back between trials.
         failures = self._failures.setdefault(operation.name, FailureCount())
         on_model = self._promotion_hook(operation, study, reporter)
+        exact = functools.partial(self._exact_trial, operation) if config.stop_when_exact else None
         ran = False
         while True:
             raise_if_interrupted()
@@ -170,10 +176,13 @@ class Scheduler:
             reservation = self._patience.call(
                 functools.partial(
                     reserve_slot, lambda: trial_counts(study), config.trials,
-                    lambda: self._slot_lock(study), wait=wait and not ran,
+                    lambda: self._slot_lock(study), wait=wait and not ran, exact=exact,
                 )
             )
             status.busy = isinstance(reservation, Busy)
+            if isinstance(reservation, StoppedExact):
+                status.exact_trial = reservation.trial
+                break
             if isinstance(reservation, BudgetMet):
                 break
             if isinstance(reservation, AllTaken | Busy):
@@ -222,7 +231,10 @@ class Scheduler:
             status.finished = counts.counted
             status.last_state = counts.last_state
             reporter.trial_finished(status)
-        status.finished = self._patience.call(lambda: trial_counts(study)).counted
+        # The closing figure is the study's, read now (every worker's trials), not this
+        # worker's last view: two workers print the same best for one study.
+        counts, status.best_value = self._patience.call(lambda: progress(study))
+        status.finished = counts.counted
         status.done = True
         reporter.operation_finished(status)
         return status
@@ -277,6 +289,11 @@ class Scheduler:
                 reporter.warning(f"{operation.name} trial {trial.number}: {e}")
 
         return on_model
+
+    def _exact_trial(self, operation: Operation) -> int | None:
+        """The trial of the operation's registry best if it is exact: what every worker of the
+        campaign, on any host, reads from the database before it reserves a slot."""
+        return exact_trial(self.campaign.registry.best(self.config.name, operation.name))
 
     def _fail_stale(self, study: optuna.Study) -> None:
         self._patience.call(lambda: optuna.storages.fail_stale_trials(study))

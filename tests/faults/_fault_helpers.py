@@ -50,6 +50,7 @@ operations = {list(OPERATIONS)!r}
 trials = {trials}
 pruner = "none"
 startup_designs = false
+stop_when_exact = false
 
 [data]
 examples = 600

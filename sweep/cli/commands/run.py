@@ -41,7 +41,13 @@ class RunCommand(Command):
             "--trials", type=int_in(1, MAX_TRIALS), help="counted trials per operation"
         )
         parser.add_argument(
-            "--timeout", type=positive_float, help="wall-clock seconds per operation"
+            "--timeout", type=positive_float,
+            help="wall-clock seconds per operation (alone: no trial cap)",
+        )
+        parser.add_argument(
+            "--stop-when-exact", action=argparse.BooleanOptionalAction, default=None,
+            help="stop an operation once its best model is exact on validation, test and "
+            "extrapolation (default: on; --no-stop-when-exact fills the budget)",
         )
         parser.add_argument("--config", help="campaign TOML file")
         parser.add_argument(
@@ -101,6 +107,8 @@ def _run_prepared(
         budget.append(f"{config.trials} trials")
     if config.timeout is not None:
         budget.append(f"{config.timeout:g} s")
+    if config.stop_when_exact:
+        budget.append("an exact model")
     say(
         f"campaign {config.name!r} on {storage_shown}: {ops}; budget per operation: "
         f"{' or '.join(budget)}; {args.workers} worker(s)",
@@ -113,5 +121,14 @@ def _run_prepared(
             prepared.run(reporter)
         else:
             run_local_workers(prepared, workers, reporter)
-    print_best_table(prepared.best(), prepared.operations)
+    from sweep.search.budget import exact_trial
+
+    # Which operations stopped at an exact model (a column only when the run stops so).
+    entries = prepared.best()
+    stopped = {e.operation: exact_trial(e) for e in entries}
+    print_best_table(
+        entries, prepared.operations,
+        stopped_exact={op: trial for op, trial in stopped.items() if trial is not None}
+        if config.stop_when_exact else None,
+    )
     return 0

@@ -49,3 +49,16 @@ def test_non_finite_predictions_are_misses_with_infinite_error() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="differ"):
         evaluate(np.zeros(2), np.zeros(3), integer_valued=True)
+
+
+def test_exact_means_hit_rate_one_on_every_split() -> None:
+    from sweep.problem.metrics import is_exact
+
+    exact = {"val_hit_rate": 1.0, "test_hit_rate": 1.0, "extrapolation_hit_rate": 1}
+    assert is_exact(exact)
+    for key in exact:
+        assert not is_exact({**exact, key: 0.9995}), key  # one miss anywhere is not exact
+        assert not is_exact({k: v for k, v in exact.items() if k != key}), key  # an old entry
+    # A diverged trial stores None; a hostile registry row may hold anything.
+    for odd in (None, True, "1.0", math.nan, [1.0]):
+        assert not is_exact({**exact, "test_hit_rate": odd}), odd

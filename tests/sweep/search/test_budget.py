@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 
+from storage import ModelEntry
 from sweep.search.budget import (
     AllTaken,
     BudgetMet,
     Busy,
     Reserved,
+    StoppedExact,
     TrialCounts,
+    exact_trial,
     reserve_slot,
 )
 
@@ -106,3 +110,37 @@ def test_not_waiting_still_decides_under_the_lock() -> None:
     lock = RecordingLock()
     assert isinstance(reserve_slot(_reads((2, 3), (4, 5)), 5, lambda: lock, wait=False), AllTaken)
     assert lock.events == ["try", "release"]
+
+
+def _never() -> TrialCounts:
+    raise AssertionError("an exact study needs no count")
+
+
+@pytest.mark.parametrize("budget", [5, None], ids=["trials", "time"])
+def test_an_exact_best_stops_without_counting_or_locking(budget: int | None) -> None:
+    lock = RecordingLock()
+    result = reserve_slot(_never, budget, lambda: lock, exact=lambda: 4)
+    assert result == StoppedExact(4) and lock.events == []
+
+
+def test_no_exact_best_reserves_as_before() -> None:
+    lock = RecordingLock()
+    result = reserve_slot(_reads((2, 3), (2, 3)), 5, lambda: lock, exact=lambda: None)
+    assert isinstance(result, Reserved) and lock.events == ["acquire"]
+    assert isinstance(reserve_slot(_reads((5, 5)), 5, lambda: lock, exact=lambda: None), BudgetMet)
+
+
+def test_the_exact_trial_is_the_registry_best_s_when_it_is_exact() -> None:
+    def entry(extrapolation_hit_rate: float) -> ModelEntry:
+        metrics = {"val_hit_rate": 1.0, "test_hit_rate": 1.0,
+                   "extrapolation_hit_rate": extrapolation_hit_rate}
+        return ModelEntry(
+            campaign="c", operation="add", version=1, study_name="c.add", trial_number=7,
+            objective_value=0.1, metrics=metrics, params={}, size_bytes=1, sha256="0" * 64,
+            keras_version="", tensorflow_version="", created_at=datetime(2026, 1, 1),
+            is_best=True,
+        )
+
+    assert exact_trial(entry(1.0)) == 7
+    assert exact_trial(entry(0.99)) is None
+    assert exact_trial(None) is None

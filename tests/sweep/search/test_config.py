@@ -102,3 +102,42 @@ def test_bad_campaign_names(name: str) -> None:
 def test_a_budget_is_required() -> None:
     with pytest.raises(ConfigError, match="needs a budget"):
         CampaignConfig(trials=None, timeout=None).validate()
+
+
+def test_stop_when_exact_is_a_run_setting_that_round_trips() -> None:
+    config = CampaignConfig(stop_when_exact=False)
+    stored = config.to_dict()
+    assert stored["stop_when_exact"] is False
+    assert CampaignConfig.from_dict(stored).stop_when_exact is False
+    # A campaign stored before the setting existed stops when exact, as a new one does.
+    old = {k: v for k, v in CampaignConfig().to_dict().items() if k != "stop_when_exact"}
+    assert CampaignConfig.from_dict(old).stop_when_exact is True
+    # Not identity: a re-run may change it, as it may change the budget.
+    assert config.identity_conflicts(CampaignConfig()) == []
+
+
+def test_stop_when_exact_in_the_campaign_file(tmp_path: Path) -> None:
+    assert CampaignConfig().stop_when_exact is True
+    path = _write(tmp_path, "[campaign]\nstop_when_exact = false\n")
+    assert config_from_toml(load_toml(path)).stop_when_exact is False
+    path = _write(tmp_path, "[campaign]\nstop_when_exact = 'no'\n")
+    with pytest.raises(ConfigError, match="stop_when_exact must be true or false, got 'no'"):
+        config_from_toml(load_toml(path)).validate()
+
+
+@pytest.mark.parametrize(
+    ("campaign", "budget"),
+    [
+        ("timeout = 60\n", (None, 60)),
+        ("timeout = 60\ntrials = 7\n", (7, 60)),
+        ("trials = 7\n", (7, None)),
+        ("seed = 1\n", (20, None)),
+    ],
+    ids=["timeout-alone", "both", "trials-alone", "neither"],
+)
+def test_a_timeout_alone_in_the_file_has_no_trial_cap(
+    tmp_path: Path, campaign: str, budget: tuple[int | None, float | None]
+) -> None:
+    config = config_from_toml(load_toml(_write(tmp_path, "[campaign]\n" + campaign)))
+    config.validate()
+    assert (config.trials, config.timeout) == budget

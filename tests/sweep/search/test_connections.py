@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -59,7 +60,9 @@ class _Peak:
 @pytest.mark.parametrize("server_url", ["postgresql"], indirect=True)
 def test_a_joining_worker_holds_at_most_two_connections(postgresql_url: str) -> None:
     trainer = LinearTrainer()
-    with Campaign(campaign_config(8), Database(postgresql_url), trainer):
+    # The whole budget (add's power designs are exact under LinearTrainer from trial 4).
+    config = replace(campaign_config(8), stop_when_exact=False)
+    with Campaign(config, Database(postgresql_url), trainer):
         pass  # created as `sweep run` creates it before starting its workers
     database = sqlalchemy.engine.make_url(postgresql_url).database or ""
     # Joining (Optuna's storage, the registry, the campaign row), reserving slots under the

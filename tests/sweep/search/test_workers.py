@@ -28,6 +28,7 @@ def _campaign_file(tmp_path: Path, trials: int, epochs: int = 2, examples: int =
 [campaign]
 operations = {list(OPS)!r}
 trials = {trials}
+stop_when_exact = false
 [data]
 examples = {examples}
 test_examples = 200
