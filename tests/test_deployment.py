@@ -451,6 +451,7 @@ SMALL_CAMPAIGN = """
 operations = ["add"]
 trials = 3
 timeout = 240
+stop_when_exact = false
 [data]
 examples = 600
 test_examples = 200

@@ -109,6 +109,7 @@ def _two_workers(direct_url: str, bouncer_url: str, tmp_path: Path) -> None:
 [campaign]
 operations = ["add"]
 trials = 6
+stop_when_exact = false
 [data]
 examples = 600
 test_examples = 200
