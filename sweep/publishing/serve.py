@@ -11,6 +11,12 @@ loads TensorFlow (r17: 2-4 ms p50 with 8 clients; any TensorFlow predictor costs
 answers are exactly those of `sweep pull --format onnx`. Every response names the version that
 answered it (`model_version`, header `X-Model-Version`). Reads storage only. Nothing from the
 storage URL reaches a response or a log line unmasked.
+
+Every input is bounded before it costs memory or time: the request head (URL, header fields and
+their bytes, the seconds to send them) and the body's seconds by `http_limits`, under the app,
+where uvicorn and httptools bound nothing; the body's bytes as the app reads it; the document's
+nesting by orjson (under 1,024 levels), its instances by `parse_instances`. Each refusal is one
+JSON line with a 4xx status, and values echoed back are cut to about 40 characters.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy.typing as npt
 from sweep.errors import ConfigError, ServeError, first_line
 from sweep.nets.portable import missing_modules
 from sweep.problem.operations import Operation
+from sweep.publishing.http_limits import MAX_BODY_BYTES, guarded_protocol
 from sweep.publishing.model_backends import BACKENDS, choose_backend
 from sweep.publishing.model_store import ModelStore, Served
 from sweep.publishing.models import check_pairs
@@ -44,11 +51,10 @@ __all__ = [
 ]
 
 DEFAULT_PORT = 8500
-# 8 MiB holds ~250,000 pairs of JSON numbers; more is refused (413) before it is read whole.
-MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_INSTANCES = 200_000
+_ECHO_CHARS = 40
 SERVE_EXTRA = 'pip install "neural-arithmetic-sweep[serve]"'
-SERVER_MODULES = ("uvicorn", "starlette", "orjson")
+SERVER_MODULES = ("uvicorn", "httptools", "starlette", "orjson")
 _EXACT_INTEGER = 2**53
 
 
@@ -78,7 +84,7 @@ def parse_instances(body: bytes, op: Operation) -> npt.NDArray[np.float64]:
         raise _HTTPError(400, f'expected a JSON object {{"instances": {shape}}}')
     extra = sorted(set(document) - {"instances", "signature_name"})
     if extra:
-        raise _HTTPError(400, f"unknown field {extra[0]!r}; expected only \"instances\"")
+        raise _HTTPError(400, f"unknown field {_shown(extra[0])}; expected only \"instances\"")
     instances = document["instances"]
     if not isinstance(instances, list) or not instances:
         raise _HTTPError(400, f'"instances" must be a non-empty list: {shape}')
@@ -111,21 +117,62 @@ def parse_instances(body: bytes, op: Operation) -> npt.NDArray[np.float64]:
     return x
 
 
-def _short(value: Any) -> str:
+def _short(value: Any, limit: int = 60) -> str:
+    """A parsed JSON value as compact JSON, cut to `limit` characters.
+
+    Written out by hand, a piece at a time, and only as far as shown: a value may nest 1,000
+    levels deep (orjson reads 1,024), past what `repr` and `orjson.dumps` recurse through.
+    """
     import orjson
 
-    text = orjson.dumps(value).decode(errors="replace") if _jsonable(value) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    pieces: list[str] = []
+    size = 0
+    pending: list[Any] = [value]  # values to write, and _Piece texts, last first
+    while pending and size <= limit:
+        item = pending.pop()
+        if isinstance(item, _Piece):
+            text = item.text
+        elif isinstance(item, (list, dict)):
+            opening, closing = ("[", "]") if isinstance(item, list) else ("{", "}")
+            text = opening
+            parts: list[Any] = []
+            # Each element shows at least one character: more than `limit` are never reached.
+            for index, element in enumerate(item.items() if isinstance(item, dict) else item):
+                if index > limit:
+                    break
+                if index:
+                    parts.append(_Piece(","))
+                if isinstance(item, dict):
+                    key, element = element
+                    parts.extend((key, _Piece(":")))
+                parts.append(element)
+            pending.append(_Piece(closing))
+            pending.extend(reversed(parts))
+        elif isinstance(item, str):
+            text = orjson.dumps(item[: limit + 1]).decode()
+        else:
+            try:
+                text = orjson.dumps(item).decode()
+            except TypeError:
+                text = repr(item)[: limit + 1]
+        pieces.append(text)
+        size += len(text)
+    text = "".join(pieces)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _jsonable(value: Any) -> bool:
-    import orjson
+class _Piece:
+    """Literal text in `_short`'s queue of values to write."""
 
-    try:
-        orjson.dumps(value)
-    except TypeError:
-        return False
-    return True
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _shown(text: str) -> str:
+    """A value from the request (a path segment, a field name) quoted and cut to ~40 characters."""
+    return repr(text if len(text) <= _ECHO_CHARS else text[: _ECHO_CHARS - 3] + "...")
 
 
 def _model_status(store: ModelStore, name: str) -> dict[str, Any]:
@@ -172,7 +219,7 @@ def create_app(store: ModelStore) -> Any:
     import orjson
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import Response
     from starlette.routing import Route
 
@@ -199,16 +246,23 @@ def create_app(store: ModelStore) -> Any:
                                  f"{MAX_BODY_BYTES} bytes")
         chunks: list[bytes] = []
         total = 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > MAX_BODY_BYTES:
-                raise _HTTPError(413, f"the body exceeds the limit of {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > MAX_BODY_BYTES:
+                    raise _HTTPError(
+                        413, f"the body exceeds the limit of {MAX_BODY_BYTES} bytes"
+                    )
+                chunks.append(chunk)
+        except ClientDisconnect:
+            # The client left, or the server cut off a slow body and answered it (408): this
+            # answer goes nowhere, and it is no error of ours to log.
+            raise _HTTPError(400, "the connection closed before the body arrived") from None
         return b"".join(chunks)
 
     def lookup(name: str, version: str | None) -> Served:
         if not store.is_known(name):
-            raise _HTTPError(404, f"no operation {name!r} is served here")
+            raise _HTTPError(404, f"no operation {_shown(name)} is served here")
         served = store.served(name)
         if served is None:
             status = store.status(name)
@@ -217,8 +271,11 @@ def create_app(store: ModelStore) -> Any:
                                  {"Retry-After": "2"})
             raise _HTTPError(404, f"no model for {name!r} yet: {status.error}")
         if version is not None and version != str(served.entry.version):
+            shown = version if version.isdigit() and len(version) <= _ECHO_CHARS else (
+                _shown(version)
+            )
             raise _HTTPError(
-                404, f"{name} version {version} is not served (version "
+                404, f"{name} version {shown} is not served (version "
                 f"{served.entry.version} is)"
             )
         return served
@@ -234,7 +291,7 @@ def create_app(store: ModelStore) -> Any:
                 version, colon, method = version.partition(":")
             if colon:
                 if method != "predict":
-                    raise _HTTPError(404, f"unknown method {method!r}; use :predict")
+                    raise _HTTPError(404, f"unknown method {_shown(method)}; use :predict")
                 if request.method != "POST":
                     raise _HTTPError(405, "use POST for :predict")
                 served = lookup(name, version)
@@ -249,7 +306,7 @@ def create_app(store: ModelStore) -> Any:
             if request.method != "GET":
                 raise _HTTPError(405, f"use GET for /v1/models/{name}")
             if not store.is_known(name):
-                raise _HTTPError(404, f"no operation {name!r} is served here")
+                raise _HTTPError(404, f"no operation {_shown(name)} is served here")
             if version is not None:
                 lookup(name, version)
             return json_response(200, _model_status(store, name))
@@ -262,8 +319,10 @@ def create_app(store: ModelStore) -> Any:
         return json_response(200, {"status": "ok", "models": store.versions()})
 
     async def not_found(request: Request, exc: Exception) -> Response:
+        # Also the answer to a bug (500): JSON like every other, though Starlette still hands
+        # the exception on to uvicorn's log, where a bug belongs.
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        message = {404: f"no such path {request.url.path!r}", 405: "method not allowed"}.get(
+        message = {404: f"no such path {_shown(request.url.path)}", 405: "method not allowed"}.get(
             status, "internal error"
         )
         return json_response(status, {"error": message})
@@ -281,7 +340,7 @@ def create_app(store: ModelStore) -> Any:
         Route("/v1/models/{target}", model, methods=["GET", "POST"]),
         Route("/v1/models/{target}/versions/{version}", model, methods=["GET", "POST"]),
     ]
-    handlers: dict[Any, Callable[..., Any]] = {404: not_found, 405: not_found}
+    handlers: dict[Any, Callable[..., Any]] = {404: not_found, 405: not_found, 500: not_found}
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
 
 
@@ -314,6 +373,8 @@ def serve(
     bound = sock.getsockname()[1]
     config = uvicorn.Config(
         create_app(store),
+        http=guarded_protocol(),
+        ws="none",  # no WebSocket route: an Upgrade is never handed to a WebSocket library
         log_level="warning",
         access_log=False,  # an access line per request would cost more than the answer
         lifespan="on",
@@ -325,3 +386,4 @@ def serve(
     if on_listening is not None:
         on_listening(f"http://{shown}:{bound}")
     server.run(sockets=[sock])
+
