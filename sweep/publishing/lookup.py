@@ -51,7 +51,7 @@ def fetch_model(
     check_operation_name(operation)
     resolve_operation(database.campaigns, campaign, operation)
     entry, data = database.registry.fetch(campaign, operation, version)
-    from sweep.nets.saving import check_keras_version
+    from sweep.nets.archive import check_keras_version  # no Keras: refusals come at once
 
     check_keras_version(entry.keras_version, label=f"{entry.operation} version {entry.version}")
     return entry, data

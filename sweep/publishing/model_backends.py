@@ -158,6 +158,9 @@ class OnnxConverter:
 def load_tensorflow(entry: ModelEntry, data: bytes) -> Predictor | str:
     """The model as an in-process TensorFlow graph, or the reason it cannot be loaded."""
     try:
+        from sweep.nets.archive import check_archive
+
+        check_archive(data, label=f"{entry.operation} version {entry.version}")
         from sweep.nets.exporting import GraphPredictor
         from sweep.nets.saving import load_model_bytes
 

@@ -81,6 +81,9 @@ def pull(
         )
     entry, data = fetch_model(database, campaign, operation, version)
     label = f"{operation} version {entry.version}"
+    from sweep.nets.archive import check_archive
+
+    check_archive(data, label=label)  # before TensorFlow starts: a refusal answers at once
     from sweep.nets.saving import load_model_bytes
 
     # Load before writing: anything we hand out comes from a model that loads in safe mode.

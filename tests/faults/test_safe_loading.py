@@ -104,9 +104,10 @@ def test_hostile_registry_entries_are_refused_by_pull_predict_and_load(
 ) -> None:
     marker = tmp_path / "pwned"
     crafted = {
-        "multiply": (_lambda_model(), "in safe mode: Requested the deserialization of a `Lambda`"),
-        "add": (_unregistered_model(), "in safe mode: Could not locate class '_Unregistered'."),
-        "subtract": (_callable_in_config(marker), "in safe mode: Could not locate class 'system'."),
+        # Refused before Keras reads them: only the classes a sweep model is built from load.
+        "multiply": (_lambda_model(), "is a 'Lambda', not one of the layers a sweep model"),
+        "add": (_unregistered_model(), "is a '_Unregistered', not one of the layers"),
+        "subtract": (_callable_in_config(marker), "is a 'system', not one of the layers"),
         "square": (b"MZ\x90\x00 anything but a zip", "is not a readable .keras archive"),
     }
     for operation, (data, _) in crafted.items():

@@ -16,12 +16,12 @@ import pytest
 from _hand_models import exact_multiply, mlp, promote
 from _isolated_checks import answers_in_isolation
 
+from sweep.api import load_best_model
 from sweep.cli import main
 from sweep.nets.portable import TOLERANCE, OnnxPredictor, compare_answers
 from sweep.nets.training import predict
 from sweep.problem.data import DataSpec
 from sweep.problem.operations import BUILTIN_OPERATIONS
-from sweep.api import load_best_model
 from sweep.publishing.pulling import probe_inputs
 
 pytestmark = pytest.mark.slow

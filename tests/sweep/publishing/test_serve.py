@@ -20,12 +20,12 @@ from _hand_models import exact_add, exact_multiply, mlp, promote
 from _serving import Server, start_server, wait_for_version
 
 from storage import ModelRegistry
+from sweep.api import load_best_model
 from sweep.nets.exporting import export_onnx
 from sweep.nets.portable import OnnxPredictor, compare_answers
 from sweep.nets.training import predict
 from sweep.problem.data import DataSpec
 from sweep.problem.operations import BUILTIN_OPERATIONS
-from sweep.api import load_best_model
 from sweep.publishing.pulling import probe_inputs
 from sweep.publishing.serve import MAX_BODY_BYTES
 
