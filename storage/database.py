@@ -118,7 +118,7 @@ class Database:
         """The model registry on this database (our tables created or upgraded first)."""
         if self._registry is None:
             if self.read_only:
-                check_sweep_database(self.engine)
+                check_sweep_database(self.engine, self.masked)
             self._registry = ModelRegistry(self.url, engine=self.engine)
         return self._registry
 

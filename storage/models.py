@@ -239,20 +239,24 @@ def check_not_foreign(engine: Engine) -> None:
         )
 
 
-def check_sweep_database(engine: Engine) -> None:
+def check_sweep_database(engine: Engine, shown: str) -> None:
     """Refuse, before anything is written, a database in which no sweep ever wrote.
 
     For readers (`sweep best`, `predict`, `serve`, ...): pointed at another application's
     database (or MariaDB's `mysql` schema), they must not create our tables there.
 
+    Args:
+        shown: The database's URL as messages show it (password masked).
+
     Raises:
         ForeignDatabase: our tables are not there.
     """
+    check_not_foreign(engine)
     with translated(engine, "checking for the sweep's tables"), connect(engine) as connection:
         ours = inspect(connection).has_table(schema_version_table.name)
     if not ours:
         raise ForeignDatabase(
-            f"{masked(engine)} is not a sweep database (it has no sweep_* tables) and was "
+            f"{shown} is not a sweep database (it has no sweep_* tables) and was "
             "left as it was; pass the --storage of a sweep, or run `sweep run` first"
         )
 
