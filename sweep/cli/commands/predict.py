@@ -63,10 +63,19 @@ class PredictCommand(Command):
             check_pairs(op, x, what="line", numbers=numbers)
         else:
             x = np.asarray([check_inputs(op, args.a, args.b)], dtype=np.float64)
+        # The model too: an archive that would not load is refused before TensorFlow starts
+        # (its bounds are read from the archive alone), and the version checked is the one run.
+        from sweep.nets.archive import check_archive
+        from sweep.publishing.lookup import fetch_model
+
+        entry, data = fetch_model(database, campaign, args.operation)
+        check_archive(data, label=f"{entry.operation} version {entry.version}")
         training_runtime(1)
         from sweep.publishing.models import predict_many
 
-        result = predict_many(args.operation, x, database=database, campaign=campaign)
+        result = predict_many(
+            args.operation, x, database=database, campaign=campaign, version=entry.version
+        )
         if args.format == "json":
             print(json.dumps({
                 "operation": result.operation,
