@@ -113,3 +113,13 @@ def start_together() -> StartTogether:
                     process.wait()
 
     return run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on `server_url` is a server test even where it narrows the fixture's servers
+    (``parametrize("server_url", ["postgresql"], indirect=True)`` drops the params' marks)."""
+    for item in items:
+        if "server_url" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "server"
+        ):
+            item.add_marker(pytest.mark.server)

@@ -130,6 +130,7 @@ def _state(url: str) -> tuple[Any, ...]:
     environment=_ENVIRONMENT,
     config=_CONFIGS,
 )
+@pytest.mark.slow  # a real process (or several): the slow tier
 def test_any_command_line_ends_cleanly_and_refusals_change_nothing(
     database: str, command: str, words: list[str], environment: dict[str, str], config: str
 ) -> None:

@@ -463,6 +463,7 @@ def test_a_database_on_a_read_only_mount_can_still_be_read(
     assert_one_line_error(refused.stderr)
 
 
+@pytest.mark.slow  # a real process (or several): the slow tier
 def test_library_warnings_do_not_leak_into_the_output(tmp_path: Path) -> None:
     """Case 17: warnings from matplotlib, NumPy, zipfile and Keras leaked into the output.
 

@@ -85,6 +85,7 @@ with create_engine(url).connect() as connection:
 """
 
 
+@pytest.mark.slow  # a real process (or several): the slow tier
 def test_processes_opening_a_fresh_sqlite_file_together_all_get_in(tmp_path: Path) -> None:
     """Switching to WAL raced: SQLite answers "database is locked" at once, without its busy
     timeout, to all but one of several connections switching together (seen in CI)."""

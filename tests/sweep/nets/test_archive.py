@@ -415,6 +415,7 @@ def test_crafted_archives_are_refused_without_tensorflow_in_bounded_memory(
         assert seconds < 1, (name, seconds)
 
 
+@pytest.mark.slow  # a real process (or several): the slow tier
 def test_crafted_archives_are_refused_by_the_keras_loader_in_bounded_memory(
     crafted_files: list[Path],
 ) -> None:

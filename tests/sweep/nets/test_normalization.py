@@ -89,6 +89,7 @@ def test_save_and_load_in_safe_mode(tmp_path: Path, scheme: str) -> None:
     assert layer.scheme == scheme
 
 
+@pytest.mark.slow  # a real process (or several): the slow tier
 def test_loads_in_a_fresh_process_after_import_sweep(tmp_path: Path) -> None:
     path = tmp_path / "m.keras"
     _model("log", "log").save(path)

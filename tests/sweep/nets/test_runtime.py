@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 _KERAS_WITHOUT_MATPLOTLIB = """
 import sys
 import sweep.nets.layers  # TensorFlow and Keras, as a worker starts them
@@ -40,6 +42,7 @@ def _run(code: str) -> list[str]:
     return done.stdout.split()
 
 
+@pytest.mark.slow  # a real process (or several): the slow tier
 def test_keras_starts_without_matplotlib_and_plots_still_draw() -> None:
     """`import keras` imported matplotlib.pyplot for an image gallery the sweep never draws
     (~15% of a worker's start)."""

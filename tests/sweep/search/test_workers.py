@@ -132,6 +132,7 @@ def test_local_workers_on_sqlite(tmp_path: Path) -> None:
     _assert_registry_holds_true_best(url)
 
 
+@pytest.mark.slow  # a real process (or several): the slow tier
 def test_local_workers_wait_for_the_go_and_leave_quietly_without_it(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -172,6 +173,7 @@ def test_a_worker_with_parent_pid_set_by_hand_in_a_terminal_does_not_wait(tmp_pa
     assert "does not exist" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a real process (or several): the slow tier
 def test_run_with_workers_whose_campaign_cannot_be_prepared_says_one_line(
     tmp_path: Path,
 ) -> None:
@@ -320,6 +322,7 @@ print(sorted(sorted(m) for m in masks))
 """
 
 
+@pytest.mark.slow  # a real process (or several): the slow tier
 def test_a_pinned_worker_keeps_all_its_threads_on_its_core() -> None:
     core = max(os.sched_getaffinity(0))
     env = {**os.environ, "SWEEP_WORKER_CORE": str(core)}
