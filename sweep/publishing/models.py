@@ -132,8 +132,12 @@ def predict_many(
     database: Database,
     campaign: str = DEFAULT_CAMPAIGN,
     version: int | None = None,
+    fetched: tuple[ModelEntry, bytes] | None = None,
 ) -> Predictions:
     """Run the best (or a given version's) model on many raw inputs, shape (n, arity).
+
+    `fetched` is the model as `lookup.fetch_model` returned it, when the caller has read it
+    already (`sweep predict` checks it before TensorFlow starts); else it is read here.
 
     Raises:
         ConfigError: a row of the wrong arity, not finite, beyond 2**53 or outside the
@@ -145,7 +149,7 @@ def predict_many(
     if x.ndim == 1 and op.arity == 1:
         x = x.reshape(-1, 1)
     check_pairs(op, x)
-    entry, data = fetch_model(database, campaign, operation, version)
+    entry, data = fetched or fetch_model(database, campaign, operation, version)
     from sweep.nets.archive import check_archive
 
     check_archive(data, label=f"{operation} version {entry.version}")  # before TensorFlow

@@ -25,6 +25,7 @@ from storage import (
     engine_options,
 )
 from storage.engine import short_reason
+from storage.models import schema_version_table
 from sweep import settings
 from sweep.errors import SweepError
 from sweep.search._optuna import quiet_optuna
@@ -159,18 +160,15 @@ def _open_sweep_storage(database: Database) -> SweepStorage:
 def _require_studies_or_sweep(database: Database) -> None:
     """Optuna would create its tables in any database it is given: a reader refuses one that
     holds neither Optuna's studies nor the sweep's tables (another application's)."""
-    engine = create_engine(database.url)
     try:
-        with engine.connect() as connection:
+        with database.engine.connect() as connection:
             inspector = sqlalchemy.inspect(connection)
-            ours = inspector.has_table("sweep_schema_version")
+            ours = inspector.has_table(schema_version_table.name)
             studies = inspector.has_table("version_info")
     except sqlalchemy.exc.SQLAlchemyError as e:
         raise StorageUnavailable(
             f"cannot read the tables of {database.masked}: {short_reason(e, database.url)}"
         ) from e
-    finally:
-        engine.dispose()
     if not (ours or studies):
         raise ForeignDatabase(
             f"{database.masked} is not a sweep database (it holds neither studies nor "

@@ -74,7 +74,7 @@ class PredictCommand(Command):
         from sweep.publishing.models import predict_many
 
         result = predict_many(
-            args.operation, x, database=database, campaign=campaign, version=entry.version
+            args.operation, x, database=database, campaign=campaign, fetched=(entry, data)
         )
         if args.format == "json":
             print(json.dumps({
