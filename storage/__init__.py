@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from storage.campaigns import CampaignMerge, CampaignRows
 from storage.database import Database
+from storage.datasets import MAX_DATASET_BYTES, DatasetRows
 from storage.engine import check_reachable, create_engine, enable_sqlite_wal, engine_options
 from storage.errors import (
     CampaignConflict,
@@ -38,6 +39,7 @@ from storage.urls import (
 
 __all__ = [
     "DEFAULT_STORAGE_URL",
+    "MAX_DATASET_BYTES",
     "SCHEMA_VERSION",
     "CampaignConflict",
     "CampaignMerge",
@@ -45,6 +47,7 @@ __all__ = [
     "ChecksumMismatch",
     "DamagedRegistry",
     "Database",
+    "DatasetRows",
     "ForeignDatabase",
     "IncompatibleSchema",
     "InvalidRegistryValue",

@@ -15,6 +15,7 @@ from types import TracebackType
 from sqlalchemy.engine import Engine
 
 from storage.campaigns import CampaignRows
+from storage.datasets import DatasetRows
 from storage.engine import (
     check_reachable,
     create_engine,
@@ -33,7 +34,8 @@ DEFAULT_LOCK_TIMEOUT_SECONDS = 120.0
 
 
 class Database:
-    """A storage URL, parsed once, and the engine, registry, campaign rows and locks on it.
+    """A storage URL, parsed once, and the engine, registry, campaign and dataset rows and
+    locks on it.
 
     Opening the handle connects to nothing: the engine is made on first use. Use it as a
     context manager, or call `close`, to release its connections.
@@ -55,6 +57,7 @@ class Database:
         self._owns_engine = True
         self._registry: ModelRegistry | None = None
         self._campaigns: CampaignRows | None = None
+        self._datasets: DatasetRows | None = None
 
     @classmethod
     def resolve(
@@ -106,7 +109,7 @@ class Database:
             raise ValueError("a shared engine is for server databases, not SQLite")
         if engine is self._engine:
             return
-        if self._registry is not None or self._campaigns is not None:
+        if any(rows is not None for rows in (self._registry, self._campaigns, self._datasets)):
             raise ValueError("the registry is already open on this database's own engine")
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
@@ -130,6 +133,14 @@ class Database:
             self._campaigns = CampaignRows(self.url, self.engine)
         return self._campaigns
 
+    @property
+    def datasets(self) -> DatasetRows:
+        """The stored tables of campaigns' table-defined operations on this database."""
+        if self._datasets is None:
+            self.registry  # noqa: B018 - our tables must exist first
+            self._datasets = DatasetRows(self.url, self.engine)
+        return self._datasets
+
     def lock(self, name: str, timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS) -> NamedLock:
         """A named lock on this database (`storage.locks.NamedLock`): across hosts on servers,
         a file lock beside the database on SQLite."""
@@ -147,6 +158,7 @@ class Database:
         """Release this handle's own connections; idempotent. It may be used again after."""
         self._registry = None
         self._campaigns = None
+        self._datasets = None
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
         self._engine = None

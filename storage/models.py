@@ -47,6 +47,7 @@ __all__ = [
     "campaigns_table",
     "check_not_foreign",
     "check_sweep_database",
+    "datasets_table",
     "ensure_schema",
     "metadata",
     "model_versions_table",
@@ -165,6 +166,22 @@ best_table = Table(
     mysql_collate="utf8mb4_bin",
 )
 
+datasets_table = Table(
+    "sweep_datasets",
+    metadata,
+    # A campaign's tables (operations defined by data), stored once with it so that a worker
+    # on another host needs only the database URL; added in schema version 3.
+    Column("campaign", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("data", _Blob, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+    mysql_collate="utf8mb4_bin",
+)
+
 
 # --- upgrades ---------------------------------------------------------------------------------
 # Step k upgrades version k to k + 1. Steps must be idempotent: MySQL commits every DDL
@@ -194,7 +211,13 @@ def _upgrade_1_to_2(connection: Connection) -> None:
     )
 
 
-_UPGRADES: list[Callable[[Connection], None]] = [_upgrade_1_to_2]
+def _upgrade_2_to_3(connection: Connection) -> None:
+    """Store campaigns' tables (`sweep_datasets`). `create_all` has usually made it already;
+    the step stands on its own all the same, and creates it only where it is missing."""
+    datasets_table.create(connection, checkfirst=True)
+
+
+_UPGRADES: list[Callable[[Connection], None]] = [_upgrade_1_to_2, _upgrade_2_to_3]
 
 SCHEMA_VERSION = len(_UPGRADES) + 1
 """The version this code writes; a database at a higher version is refused."""

@@ -41,7 +41,10 @@ from storage.models import UTCDateTime, metadata, model_versions_table, schema_v
 
 StartTogether = Callable[..., list[Any]]
 WORKER = str(Path(__file__).with_name("_worker.py"))
-OUR_TABLES = {"sweep_schema_version", "sweep_campaigns", "sweep_model_versions", "sweep_best"}
+OUR_TABLES = {
+    "sweep_schema_version", "sweep_campaigns", "sweep_model_versions", "sweep_best",
+    "sweep_datasets",
+}
 V1_MODELS = [
     # (operation, version, bytes)
     ("add", 1, b"first add model" * 1000),
