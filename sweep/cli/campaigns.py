@@ -9,12 +9,14 @@ cap, the default of 20 trials holds only when neither gives a budget.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweep import settings
 from sweep.errors import ConfigError
 
 if TYPE_CHECKING:
+    from sweep.problem.sources import DatasetSource
     from sweep.search.config import CampaignConfig
 
 __all__ = ["build_config"]
@@ -34,7 +36,7 @@ def build_config(args: argparse.Namespace, campaign: str) -> CampaignConfig:
     config = CampaignConfig()
     raw = load_toml(args.config) if args.config else {}
     if args.config:
-        config = config_from_toml(raw, config)
+        config = config_from_toml(raw, config, base_dir=Path(args.config).parent)
     in_file = raw.get("campaign", {})  # a table: config_from_toml refused anything else
     updates: dict[str, Any] = {}
     if args.campaign or settings.current().campaign:
@@ -53,6 +55,14 @@ def build_config(args: argparse.Namespace, campaign: str) -> CampaignConfig:
         if not args.ops and "operations" not in in_file:
             # `--expr` alone sweeps just the expressions, not all six built-ins as well.
             updates["operations"] = tuple(expressions)
+    tables = _tables_from_flags(getattr(args, "data", []), getattr(args, "target", []))
+    if tables:
+        updates["datasets"] = {**config.datasets, **tables}
+        if not args.ops and "operations" not in in_file:
+            # Like --expr: `--data` sweeps what the flags define, not the six built-ins too.
+            updates["operations"] = tuple(
+                dict.fromkeys([*updates.get("operations", ()), *tables])
+            )
     if args.trials is not None:
         updates["trials"] = args.trials
     if args.timeout is not None:
@@ -72,3 +82,29 @@ def build_config(args: argparse.Namespace, campaign: str) -> CampaignConfig:
         config = with_seed(config, args.seed)
     config.validate()
     return config
+
+
+def _tables_from_flags(data: list[str], targets: list[str]) -> dict[str, DatasetSource]:
+    """``--data NAME=FILE`` with ``--target COLUMN``: one target for all, or one per table."""
+    from sweep.problem.sources import DatasetSource, parse_data_flag
+
+    if not data:
+        if targets:
+            raise ConfigError("--target names the column a --data table predicts; give --data")
+        return {}
+    if not targets:
+        raise ConfigError(
+            "--data needs --target COLUMN, the column to predict (every other column is an "
+            "input)"
+        )
+    if len(targets) not in (1, len(data)):
+        raise ConfigError(
+            f"{len(targets)} --target flags for {len(data)} --data flags; give one for all, "
+            "or one per --data in order"
+        )
+    out: dict[str, DatasetSource] = {}
+    for index, text in enumerate(data):
+        name, file = parse_data_flag(text)
+        target = targets[0] if len(targets) == 1 else targets[index]
+        out[name] = DatasetSource.read(name, file, target)
+    return out

@@ -14,8 +14,10 @@ __all__ = [
     "LOSSES",
     "LR_SCHEDULES",
     "MAX_DEGREE",
+    "MAX_UNITS",
     "PRECISIONS",
     "ModelSpec",
+    "count_monomials",
     "count_parameters",
     "monomial_exponents",
 ]
@@ -29,6 +31,10 @@ PRECISIONS: tuple[str, ...] = ("float64", "float32")
 # it contains an exact solution for every polynomial and sum of integer-power products.
 FAMILIES: tuple[str, ...] = ("mlp", "power")
 MAX_DEGREE = 8
+# Product units a power model may have: over many inputs every monomial up to the searched
+# degree number in the thousands (millions with halves), which neither the least-squares solve
+# nor the exported graph can afford; the degree is lowered until the units fit.
+MAX_UNITS = 512
 
 
 @dataclass(frozen=True)
@@ -55,20 +61,35 @@ class ModelSpec:
     half_powers: bool = False
     snap_output: bool = False
 
+    def fitted_degree(self, arity: int) -> int:
+        """The degree the power family uses over `arity` inputs: the searched one, lowered
+        until its product units number at most `MAX_UNITS`."""
+        degree = self.degree
+        while degree > 1 and count_monomials(
+            arity, degree, self.negative_powers, self.half_powers
+        ) > MAX_UNITS:
+            degree -= 1
+        return degree
+
     def exponents(self, arity: int) -> tuple[tuple[float, ...], ...]:
         """The product units of the power family (empty for an MLP)."""
         if self.family != "power":
             return ()
-        return monomial_exponents(arity, self.degree, self.negative_powers, self.half_powers)
+        return monomial_exponents(
+            arity, self.fitted_degree(arity), self.negative_powers, self.half_powers
+        )
 
     def architecture(self, arity: int) -> str:
-        """E.g. ``2-16-8-1 tanh``, ``2-1 linear`` or ``2-P14-1 power(deg 4, neg)``."""
+        """E.g. ``2-16-8-1 tanh``, ``2-1 linear`` or ``2-P14-1 power(deg 4, neg)``; a degree
+        lowered to fit `MAX_UNITS` shows as ``deg 2 of 4``."""
         if self.family == "power":
             extras = "".join(
                 (", neg" if self.negative_powers else "", ", half" if self.half_powers else "")
             )
             units = len(self.exponents(arity))
-            return f"{arity}-P{units}-1 power(deg {self.degree}{extras})"
+            fitted = self.fitted_degree(arity)
+            degree = f"{fitted} of {self.degree}" if fitted != self.degree else str(fitted)
+            return f"{arity}-P{units}-1 power(deg {degree}{extras})"
         widths = "-".join(str(w) for w in (arity, *self.hidden_layers, 1))
         return f"{widths} {self.activation}" if self.hidden_layers else f"{widths} linear"
 
@@ -90,14 +111,46 @@ def monomial_exponents(
         raise ValueError(f"degree must lie in 0..{MAX_DEGREE}, got {degree}")
     steps = 2 if half else 1
     top = degree * steps
-    values = range(-top if negative else 0, top + 1)
-    vectors: list[tuple[int, ...]] = [()]
-    for _ in range(arity):
-        vectors = [(*v, k) for v in vectors for k in values]
-    kept = [v for v in vectors if any(v) and sum(abs(k) for k in v) <= top]
+    count = count_monomials(arity, degree, negative, half)
+    if count > _MAX_ENUMERATED:
+        raise ValueError(
+            f"{count} product units of degree {degree} over {arity} inputs; the limit is "
+            f"{_MAX_ENUMERATED}"
+        )
+
+    def extend(prefix: tuple[int, ...], left: int, budget: int) -> list[tuple[int, ...]]:
+        # Only vectors within the degree budget are built: over many inputs the full grid of
+        # exponents would be astronomically larger than the ball it is cut down to.
+        if left == 0:
+            return [prefix]
+        out: list[tuple[int, ...]] = []
+        for k in range(-budget if negative else 0, budget + 1):
+            out.extend(extend((*prefix, k), left - 1, budget - abs(k)))
+        return out
+
+    kept = [v for v in extend((), arity, top) if any(v)]
     # Low degree first, then by exponents: the order the output weights are read in.
     kept.sort(key=lambda v: (sum(abs(k) for k in v), tuple(-k for k in v)))
     return tuple(tuple(k / steps for k in v) for v in kept)
+
+
+# monomial_exponents refuses to list more than this (a bound on memory, whatever the caller).
+_MAX_ENUMERATED = 1 << 16
+
+
+def count_monomials(arity: int, degree: int, negative: bool = False, half: bool = False) -> int:
+    """How many units `monomial_exponents` would list, counted without listing them."""
+    top = degree * (2 if half else 1)
+    # ways[t]: vectors over the inputs seen so far with sum |e_i| == t.
+    ways = [1] + [0] * top
+    for _ in range(arity):
+        nxt = [0] * (top + 1)
+        for total, count in enumerate(ways):
+            if count:
+                for k in range(0, top - total + 1):
+                    nxt[total + k] += count * (2 if negative and k else 1)
+        ways = nxt
+    return sum(ways) - 1
 
 
 def count_parameters(arity: int, hidden_layers: Sequence[int]) -> int:

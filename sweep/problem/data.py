@@ -1,25 +1,37 @@
 """Training, validation, test and extrapolation data for one operation, reproducible from a seed.
 
-The training examples come from the original question's generator (uniform integers in
-[low, high)); on top of it this module only rejects inputs outside the operation's domain,
-holds out test inputs the network never sees, and adds an extrapolation band just above the
-range, so that a good score means the network learned the operation, not the examples.
+Three sources, one `Dataset`: the original question's generator for its own setting
+(`sweep.problem.original`), draws over named inputs and ranges of their own, and a table's
+rows (`sweep.problem.sampling`). Each rejects inputs outside the operation's domain, holds out
+test inputs the network never sees and measures extrapolation beyond the training range, so
+that a good score means the network learned the operation, not the examples.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sweep.errors import ConfigError
 from sweep.problem.operations import Operation
+from sweep.problem.original import create_data, extrapolation_band, original_splits
+from sweep.problem.sampling import (
+    Bounds,
+    bounds_of,
+    draw_splits,
+    effective_ranges,
+    split_table,
+    uses_original_generator,
+)
+
+if TYPE_CHECKING:
+    from sweep.problem.tables import Table
 
 __all__ = [
     "DataSpec",
@@ -36,57 +48,6 @@ BoolArray = npt.NDArray[np.bool_]
 # Bounds keep every pair key, (a - low) * width + (b - low), and 2 * high inside int64.
 _MAX_ABS_BOUND = 10**9
 _MAX_COUNT = 100_000_000
-# Ranges with at most this many distinct inputs are listed exactly (1M pairs is ~16 MB).
-_LISTABLE = 1 << 20
-_PROBES = 4096
-_GRID_POINTS = 65
-# The held-out test inputs take at most this share of the distinct valid inputs.
-_HELD_OUT_SHARE = 0.1
-_MAX_ROUNDS = 64
-_MAX_BATCH = 1 << 20
-_MAX_EXPECTED_DRAWS = 50_000_000
-
-
-def create_data(
-    low: int, high: int, examples: int, rng: np.random.Generator, arity: int = 2
-) -> IntArray:
-    """The original question's generator: uniform integers in [low, high), one column per input.
-
-    Kept faithful (all of column a is drawn, then all of column b, with ``rng.integers``) so
-    the sweep trains on exactly the distribution the question asked about.
-
-    Args:
-        low: Smallest value drawn.
-        high: One past the largest value drawn.
-        examples: Number of rows.
-        rng: The stream to draw from.
-        arity: Number of columns (1 or 2).
-
-    Returns:
-        int64 array of shape ``(examples, arity)``.
-
-    Raises:
-        ConfigError: ``low >= high``, a negative count or an arity other than 1 or 2.
-    """
-    if arity not in (1, 2):
-        raise ConfigError(f"arity must be 1 or 2, got {arity!r}")
-    if low >= high:
-        raise ConfigError(f"low must be less than high, got low={low}, high={high}")
-    if examples < 0:
-        raise ConfigError(f"examples must not be negative, got {examples}")
-    columns = [rng.integers(low, high, size=examples, dtype=np.int64) for _ in range(arity)]
-    return np.stack(columns, axis=1)
-
-
-def extrapolation_band(low: int, high: int) -> tuple[int, int]:
-    """The range ``[start, stop)`` just above [low, high) where extrapolation is measured.
-
-    ``[high, 2 * high)`` as one would naturally pick; when ``high <= 0`` that would be empty
-    or backwards, so the band keeps the range's width instead: ``[high, 2 * high - low)``.
-    """
-    if high > 0:
-        return high, 2 * high
-    return high, high + (high - low)
 
 
 def _is_whole(value: object) -> bool:
@@ -196,8 +157,10 @@ def _fingerprint(named_arrays: list[tuple[str, npt.NDArray[Any]]]) -> str:
 class Dataset:
     """All splits for one operation; arrays are read-only so the fingerprint stays true.
 
-    ``x_*`` are int64 arrays of shape ``(n, arity)``, ``y_*`` float64 arrays of shape ``(n,)``.
-    Compare datasets by ``fingerprint`` (equality of arrays is not a single bool).
+    ``x_*`` are arrays of shape ``(n, arity)``: int64 from the original generator, float64
+    for everything else (named inputs, real ranges, tables); ``y_*`` float64 of shape
+    ``(n,)``. ``bounds`` tells each input's training range and extrapolation band. Compare
+    datasets by ``fingerprint`` (equality of arrays is not a single bool).
     """
 
     x_train: IntArray
@@ -210,14 +173,19 @@ class Dataset:
     y_extrapolation: FloatArray
     operation: Operation
     spec: DataSpec
+    bounds: tuple[Bounds, ...] = ()
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
         named = self._named_arrays()
         for (x_name, x), (y_name, y) in zip(named[::2], named[1::2], strict=True):
-            if x.dtype != np.int64 or x.ndim != 2 or x.shape[1] != self.operation.arity:
+            if (
+                x.dtype not in (np.int64, np.float64)
+                or x.ndim != 2
+                or x.shape[1] != self.operation.arity
+            ):
                 raise ValueError(
-                    f"{x_name} must be int64 of shape (n, {self.operation.arity}), "
+                    f"{x_name} must be int64 or float64 of shape (n, {self.operation.arity}), "
                     f"got {x.dtype} {x.shape}"
                 )
             if y.dtype != np.float64 or y.shape != (x.shape[0],):
@@ -227,6 +195,9 @@ class Dataset:
             x.setflags(write=False)
             y.setflags(write=False)
         object.__setattr__(self, "fingerprint", _fingerprint(named))
+        if not self.bounds:
+            ranges = effective_ranges(self.operation, self.spec.low, self.spec.high)
+            object.__setattr__(self, "bounds", bounds_of(ranges))
 
     def _named_arrays(self) -> list[tuple[str, npt.NDArray[Any]]]:
         splits = ("train", "val", "test", "extrapolation")
@@ -237,170 +208,6 @@ class Dataset:
     def arity(self) -> int:
         """Number of input columns."""
         return self.operation.arity
-
-
-# --------------------------------------------------------------------------------------------
-# Sampling
-
-
-@dataclass(frozen=True)
-class _Domain:
-    """What is known about an operation's valid inputs in one range.
-
-    Small ranges are listed exactly (``valid_keys``); large ones are probed, and the rate is
-    then an estimate used only to size redraws.
-    """
-
-    low: int
-    high: int
-    arity: int
-    valid_keys: IntArray | None
-    valid_rate: float
-
-    @property
-    def width(self) -> int:
-        return self.high - self.low
-
-    @property
-    def size(self) -> int:
-        return int(self.width**self.arity)
-
-    def describe(self) -> str:
-        names = "a" if self.arity == 1 else "a, b"
-        return f"{names} in [{self.low}, {self.high})"
-
-
-def _keys(x: IntArray, domain: _Domain) -> IntArray:
-    """One int64 per input row, so rows can be compared with np.isin and np.unique."""
-    offset = x - domain.low
-    if domain.arity == 1:
-        return offset[:, 0]
-    return offset[:, 0] * domain.width + offset[:, 1]
-
-
-def _from_keys(keys: IntArray, domain: _Domain) -> IntArray:
-    if domain.arity == 1:
-        return (keys + domain.low)[:, np.newaxis]
-    return np.stack([keys // domain.width, keys % domain.width], axis=1) + domain.low
-
-
-def _columns(x: IntArray, arity: int) -> tuple[IntArray, IntArray | None]:
-    return x[:, 0], (x[:, 1] if arity == 2 else None)
-
-
-def _valid_rows(operation: Operation, x: IntArray) -> BoolArray:
-    return operation.valid(*_columns(x, operation.arity))
-
-
-def _targets(operation: Operation, x: IntArray) -> FloatArray:
-    return operation.compute(*_columns(x, operation.arity))
-
-
-def _grid(low: int, high: int, arity: int) -> IntArray:
-    """Evenly spread points plus the usual trouble spots (0, ±1, the ends) for probing."""
-    axis = np.linspace(low, high - 1, _GRID_POINTS).round().astype(np.int64)
-    special = np.array([low, high - 1, -1, 0, 1], dtype=np.int64)
-    special = special[(special >= low) & (special < high)]
-    values = np.unique(np.concatenate([axis, special]))
-    if arity == 1:
-        return values[:, np.newaxis]
-    first, second = np.meshgrid(values, values, indexing="ij")
-    return np.stack([first.ravel(), second.ravel()], axis=1)
-
-
-def _survey(
-    operation: Operation, low: int, high: int, rng: np.random.Generator, what: str
-) -> _Domain:
-    """Learn where ``operation`` is defined in a range, failing early when it is nowhere."""
-    domain = _Domain(low, high, operation.arity, None, 1.0)
-    if domain.size <= _LISTABLE:
-        keys = np.arange(domain.size, dtype=np.int64)
-        valid_keys = keys[_valid_rows(operation, _from_keys(keys, domain))]
-        found = len(valid_keys)
-        domain = _Domain(low, high, operation.arity, valid_keys, found / domain.size)
-        how = "checked every input"
-    else:
-        grid = _grid(low, high, operation.arity)
-        sample = create_data(low, high, _PROBES, rng, domain.arity)
-        # The grid finds narrow domains (a == b, a == 0); only the uniform sample is unbiased,
-        # so only it estimates the rate, which sizes redraws and the held-out share.
-        sampled = int(_valid_rows(operation, sample).sum())
-        found = sampled + int(_valid_rows(operation, grid).sum())
-        domain = _Domain(low, high, operation.arity, None, max(sampled, 1) / _PROBES)
-        how = f"checked {len(grid) + _PROBES} inputs"
-    if found == 0:
-        raise ConfigError(
-            f"operation {operation.name!r} ({operation.description}) has no valid input with "
-            f"{domain.describe()} (the {what}; {how}); choose low and high where it is defined"
-        )
-    return domain
-
-
-def _draw_valid(
-    operation: Operation, domain: _Domain, count: int, rng: np.random.Generator, what: str
-) -> IntArray:
-    """``count`` draws from the generator, each invalid draw rejected and redrawn.
-
-    The first round draws exactly ``count`` rows, so an operation defined everywhere gets the
-    original generator's output unchanged.
-    """
-    if count / domain.valid_rate > _MAX_EXPECTED_DRAWS:
-        raise ConfigError(
-            f"operation {operation.name!r} is defined for only about {domain.valid_rate:.4%} of "
-            f"{domain.describe()}; {count} {what} would need too many draws; widen the range "
-            "or lower the count"
-        )
-    chunks: list[IntArray] = []
-    have = 0
-    total = 0
-    batch = count
-    for _ in range(_MAX_ROUNDS):
-        drawn = create_data(domain.low, domain.high, batch, rng, domain.arity)
-        kept = drawn[_valid_rows(operation, drawn)]
-        chunks.append(kept)
-        have += len(kept)
-        total += batch
-        if have >= count:
-            return np.concatenate(chunks)[:count]
-        # The observed acceptance rate is better than the probe's estimate once there is one.
-        rate = have / total if have else min(domain.valid_rate, 1 / total)
-        batch = min(_MAX_BATCH, math.ceil((count - have) / rate * 1.1) + 16)
-    raise ConfigError(
-        f"could not draw {count} valid {what} for operation {operation.name!r} with "
-        f"{domain.describe()} (found {have}); widen the range or lower the count"
-    )
-
-
-def _unique_in_order(keys: IntArray) -> IntArray:
-    _, first = np.unique(keys, return_index=True)
-    return keys[np.sort(first)]
-
-
-def _held_out(
-    operation: Operation, domain: _Domain, requested: int, rng: np.random.Generator
-) -> IntArray:
-    """Distinct valid inputs reserved for testing; at most ~10% of all valid inputs."""
-    if domain.valid_keys is not None:
-        available = len(domain.valid_keys)
-        if available < 2:
-            raise ConfigError(
-                f"operation {operation.name!r} has only {available} valid input with "
-                f"{domain.describe()}; at least 2 are needed so a test input can be held out "
-                "from training; widen the range"
-            )
-        count = min(requested, max(1, int(available * _HELD_OUT_SHARE)))
-        chosen = domain.valid_keys[rng.choice(available, size=count, replace=False)]
-        return _from_keys(chosen, domain)
-    estimated = domain.valid_rate * domain.size
-    count = min(requested, max(1, int(estimated * _HELD_OUT_SHARE)))
-    keys = np.empty(0, dtype=np.int64)
-    for _ in range(_MAX_ROUNDS):
-        missing = count - len(keys)
-        if missing <= 0:
-            break
-        fresh = _keys(_draw_valid(operation, domain, missing, rng, "test inputs"), domain)
-        keys = _unique_in_order(np.concatenate([keys, fresh]))
-    return _from_keys(keys[:count], domain)
 
 
 def _streams(operation_name: str, seed: int) -> dict[str, np.random.Generator]:
@@ -421,58 +228,33 @@ def _streams(operation_name: str, seed: int) -> dict[str, np.random.Generator]:
     }
 
 
-def make_dataset(operation: Operation, spec: DataSpec) -> Dataset:
-    """Generate every split for ``operation``, deterministically from ``spec.seed``.
+def make_dataset(operation: Operation, spec: DataSpec, table: Table | None = None) -> Dataset:
+    """Every split for ``operation``, deterministically from ``spec.seed``.
 
-    Steps: check that the range and the extrapolation band both hold valid inputs (before
-    drawing anything); draw the held-out test inputs; draw ``spec.examples`` rows with the
-    original generator (invalid rows redrawn) and drop every row that equals a test input;
-    split a random ``validation_fraction`` of what remains off as validation; draw the
-    extrapolation rows from ``extrapolation_band(low, high)``.
+    A table's operation is split from ``table`` (`sweep.problem.sampling.split_table`); named
+    inputs and ranges of their own are drawn by `sweep.problem.sampling.draw_splits`; the
+    original question's setting (one or two inputs, integers in [low, high)) by the original
+    generator, below, so stored campaigns keep their data.
 
     Raises:
         ConfigError: the spec is invalid, the operation has no (or only one) valid input in
-            the range, none in the band, or too few training rows remain.
+            the range, none in the band, or too few training rows remain; a table's
+            operation without its table.
     """
     spec.validate()
     streams = _streams(operation.name, spec.seed)
-    band_low, band_high = extrapolation_band(spec.low, spec.high)
-    inside = _survey(operation, spec.low, spec.high, streams["probe_range"], "training range")
-    band = _survey(operation, band_low, band_high, streams["probe_band"], "extrapolation band")
-
-    x_test = _held_out(operation, inside, spec.test_examples, streams["test"])
-    pool = _draw_valid(operation, inside, spec.examples, streams["train"], "training examples")
-    pool = pool[~np.isin(_keys(pool, inside), _keys(x_test, inside))]
-
-    validation_count = max(1, round(spec.validation_fraction * len(pool)))
-    if len(pool) - validation_count < 1:
-        raise ConfigError(
-            f"only {len(pool)} training examples of operation {operation.name!r} remain after "
-            f"holding out {len(x_test)} test inputs with {inside.describe()}; widen the range "
-            "or raise examples"
-        )
-    picked = streams["validation"].choice(len(pool), size=validation_count, replace=False)
-    in_validation = np.zeros(len(pool), dtype=np.bool_)
-    in_validation[picked] = True
-    # Masks keep the generator's order within each split.
-    x_train, x_val = pool[~in_validation], pool[in_validation]
-
-    x_extrapolation = _draw_valid(
-        operation,
-        band,
-        spec.extrapolation_examples,
-        streams["extrapolation"],
-        "extrapolation examples",
-    )
+    if operation.table:
+        if table is None:
+            raise ConfigError(f"operation {operation.name!r} is a table, and none was given")
+        splits = split_table(operation, spec, table, streams)
+    elif uses_original_generator(operation):
+        splits = original_splits(operation, spec, streams)
+    else:
+        splits = draw_splits(operation, spec, streams)
     return Dataset(
-        x_train=x_train,
-        y_train=_targets(operation, x_train),
-        x_val=x_val,
-        y_val=_targets(operation, x_val),
-        x_test=x_test,
-        y_test=_targets(operation, x_test),
-        x_extrapolation=x_extrapolation,
-        y_extrapolation=_targets(operation, x_extrapolation),
-        operation=operation,
-        spec=spec,
+        x_train=splits.x_train, y_train=splits.y_train,
+        x_val=splits.x_val, y_val=splits.y_val,
+        x_test=splits.x_test, y_test=splits.y_test,
+        x_extrapolation=splits.x_extrapolation, y_extrapolation=splits.y_extrapolation,
+        operation=operation, spec=spec, bounds=splits.bounds,
     )

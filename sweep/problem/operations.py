@@ -1,7 +1,10 @@
-"""Operations the sweep can learn: six built-ins and user expressions over ``a`` and ``b``.
+"""Operations the sweep can learn: six built-ins, user expressions over named inputs, and
+tables of measured data with no formula.
 
 An expression's text is checked and evaluated by `sweep.problem.expressions` (a whitelist over
-Python's ``ast``; nothing is ever ``eval``'d).
+Python's ``ast``; nothing is ever ``eval``'d). Inputs come in a fixed order, the order a model
+takes its columns in: ``a`` then ``b`` for expressions over those two (as always), else the
+order of first appearance in the expression, and a table's column order.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ import numpy as np
 import numpy.typing as npt
 
 from sweep.errors import ConfigError, ExpressionError
-from sweep.problem.expressions import ParsedExpression, parse_expression
+from sweep.problem.expressions import MAX_INPUTS, ParsedExpression, parse_expression
 from sweep.problem.expressions import show as _show
+from sweep.problem.inputs import InputRange
 
 __all__ = [
     "BUILTIN_OPERATIONS",
     "Operation",
+    "expression_inputs",
     "is_operation_name",
     "make_operation",
+    "make_table_operation",
     "parse_expr_flag",
     "resolve_operations",
 ]
@@ -111,19 +117,38 @@ def _parse_for(name: str, expression: str) -> ParsedExpression:
         raise ExpressionError(f"operation {name!r}: {error}") from None
     if not parsed.variables:
         raise ExpressionError(
-            f"operation {name!r}: expression {_show(parsed.text)} uses neither a nor b; "
+            f"operation {name!r}: expression {_show(parsed.text)} uses no input; "
             "an operation must depend on at least one input"
         )
     return parsed
 
 
+def expression_inputs(parsed: ParsedExpression) -> tuple[str, ...]:
+    """The order a model takes an expression's inputs in.
+
+    Over ``a`` and ``b`` alone it is today's: ``(a,)`` or ``(a, b)`` (an expression of ``b``
+    alone still takes ``a`` first, as it always did); otherwise first appearance in the text.
+    """
+    if set(parsed.variables) <= {"a", "b"}:
+        return ("a", "b") if "b" in parsed.variables else ("a",)
+    return parsed.variables
+
+
+def _builtin_inputs(arity: int) -> tuple[str, ...]:
+    return ("a", "b")[:arity]
+
+
 @dataclass(frozen=True)
 class Operation:
-    """One arithmetic function the sweep trains networks to compute.
+    """One function the sweep trains networks to compute.
 
     Construction checks the fields against each other (a built-in must match the registry, an
-    expression must parse to the stored arity and integer flag), so an edited campaign config
-    cannot describe an operation that does not exist.
+    expression must parse to the stated inputs), so an edited campaign config cannot describe
+    an operation that does not exist. `integer_valued` is decided from the operation's data
+    (`sweep.problem.sampling.decide_integer_valued`); built on its own, an operation carries
+    its definition's (conservative) flag until a campaign resolves it over its ranges.
+    `ranges` holds one entry per input once resolved; empty means today's default, integers
+    in ``[data] low/high``. A table's operation (`table`) has no formula: only its rows.
     """
 
     name: str
@@ -131,6 +156,9 @@ class Operation:
     integer_valued: bool
     expression: str | None
     description: str
+    inputs: tuple[str, ...] = ()
+    ranges: tuple[InputRange, ...] = ()
+    table: bool = False
     _parsed: ParsedExpression | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -143,72 +171,110 @@ class Operation:
             raise ConfigError(
                 f"description of operation {self.name!r} must be text, got {self.description!r}"
             )
-        if self.expression is None:
+        if self.table:
+            if self.expression is not None:
+                raise ConfigError(f"operation {self.name!r} cannot have a table and a formula")
+            _check_name(self.name)
+            expected = tuple(self.inputs)
+        elif self.expression is None:
             builtin = _BUILTINS.get(self.name)
             if builtin is None:
                 raise ConfigError(
                     f"unknown built-in operation {self.name!r}; choose from {_builtin_list()} "
                     "or give an expression"
                 )
-            actual: tuple[int, bool] = (builtin.arity, builtin.integer_valued)
+            expected = _builtin_inputs(builtin.arity)
         else:
             parsed = _parse_for(_check_name(self.name), self.expression)
             object.__setattr__(self, "_parsed", parsed)
-            actual = (parsed.arity, parsed.integer_valued)
-        if (self.arity, self.integer_valued) != actual:
+            expected = expression_inputs(parsed)
+        inputs = tuple(self.inputs) or expected
+        if sorted(inputs) != sorted(expected) or len(set(inputs)) != len(inputs):
             raise ConfigError(
-                f"operation {self.name!r} is stated as arity={self.arity!r}, "
-                f"integer_valued={self.integer_valued!r}, but its definition gives "
-                f"arity={actual[0]}, integer_valued={actual[1]}"
+                f"operation {self.name!r} is stated with inputs {', '.join(inputs) or 'none'}, "
+                f"but its definition uses {', '.join(expected) or 'none'}"
+            )
+        if not 1 <= len(inputs) <= MAX_INPUTS:
+            raise ConfigError(
+                f"operation {self.name!r} has {len(inputs)} inputs; it needs 1 to {MAX_INPUTS}"
+            )
+        object.__setattr__(self, "inputs", inputs)
+        if self.arity != len(inputs):
+            raise ConfigError(
+                f"operation {self.name!r} is stated as arity={self.arity!r}, but its "
+                f"definition takes {len(inputs)} input(s) ({', '.join(inputs)})"
+            )
+        if self.ranges and tuple(r.name for r in self.ranges) != inputs:
+            raise ConfigError(
+                f"operation {self.name!r}: ranges are given for "
+                f"{', '.join(r.name for r in self.ranges)}, not its inputs {', '.join(inputs)}"
             )
 
-    def _inputs(
-        self, a: npt.ArrayLike, b: npt.ArrayLike | None
-    ) -> tuple[FloatArray, FloatArray | None]:
-        if self.arity == 2 and b is None:
-            raise ValueError(f"operation {self.name!r} takes two inputs (a and b); b is missing")
-        if self.arity == 1 and b is not None:
-            raise ValueError(f"operation {self.name!r} takes one input (a); b was given")
-        fa = np.asarray(a, dtype=np.float64)
-        return fa, None if b is None else np.asarray(b, dtype=np.float64)
+    @property
+    def kind(self) -> str:
+        """``builtin``, ``expression`` or ``table``."""
+        if self.table:
+            return "table"
+        return "builtin" if self.expression is None else "expression"
 
-    def compute(self, a: npt.ArrayLike, b: npt.ArrayLike | None = None) -> FloatArray:
-        """Compute the operation elementwise in float64.
+    def _columns(self, columns: tuple[npt.ArrayLike | None, ...]) -> list[FloatArray]:
+        given = list(columns)
+        while given and given[-1] is None:  # compute(a, None): the unary call of old
+            given.pop()
+        if len(given) != self.arity or any(c is None for c in given):
+            raise ValueError(
+                f"operation {self.name!r} takes {self.arity} input(s) "
+                f"({', '.join(self.inputs)}); {len(given)} given"
+            )
+        return [np.asarray(c, dtype=np.float64) for c in given]
+
+    def compute(self, *columns: npt.ArrayLike | None) -> FloatArray:
+        """Compute the operation elementwise in float64, one array per input in `inputs` order.
 
         Never raises for numeric input of the right arity: results outside the domain come out
         as nan or inf (for expressions always nan) without numpy warnings, so callers can
         filter with ``valid`` instead of guarding every call.
 
         Raises:
-            ValueError: ``b`` missing for a binary operation or given to a unary one.
+            ValueError: the wrong number of inputs, or a table's operation (no formula).
         """
-        fa, fb = self._inputs(a, b)
+        if self.table:
+            raise ValueError(f"operation {self.name!r} is a table: it has no formula to compute")
+        values = self._columns(columns)
         if self._parsed is not None:
-            return self._parsed.evaluate(fa, fb)
+            return self._parsed.evaluate_columns(dict(zip(self.inputs, values, strict=True)))
         with np.errstate(all="ignore"):
-            if fb is None:
-                result = _UNARY_BUILTINS[self.name](fa)
+            if len(values) == 1:
+                result = _UNARY_BUILTINS[self.name](values[0])
             else:
-                result = _BINARY_BUILTINS[self.name](fa, fb)
+                result = _BINARY_BUILTINS[self.name](values[0], values[1])
         return np.asarray(result, dtype=np.float64)
 
-    def valid(self, a: npt.ArrayLike, b: npt.ArrayLike | None = None) -> BoolArray:
+    def compute_rows(self, x: npt.ArrayLike) -> FloatArray:
+        """`compute` on rows: ``x`` of shape (n, arity), inputs in `inputs` order."""
+        rows = np.asarray(x, dtype=np.float64)
+        return self.compute(*[rows[:, k] for k in range(self.arity)])
+
+    def valid(self, *columns: npt.ArrayLike | None) -> BoolArray:
         """Mask of inputs in the operation's domain whose result is finite.
 
         Divide excludes b == 0, sqrt excludes a < 0; an expression excludes every point where
         any step is undefined or overflows (division by zero, 0 ** negative,
-        negative ** non-integer).
+        negative ** non-integer, log of 0, ...).
         """
-        fa, fb = self._inputs(a, b)
-        mask = np.isfinite(self.compute(fa, fb))
-        np.logical_and(mask, np.isfinite(fa), out=mask)
-        if fb is not None:
-            np.logical_and(mask, np.isfinite(fb), out=mask)
-        if self.expression is None and self.name == "divide" and fb is not None:
-            np.logical_and(mask, fb != 0, out=mask)
+        values = self._columns(columns)
+        mask = np.isfinite(self.compute(*values))
+        for value in values:
+            np.logical_and(mask, np.isfinite(value), out=mask)
+        if self.expression is None and self.name == "divide":
+            np.logical_and(mask, values[1] != 0, out=mask)
         if self.expression is None and self.name == "sqrt":
-            np.logical_and(mask, fa >= 0, out=mask)
+            np.logical_and(mask, values[0] >= 0, out=mask)
         return mask
+
+    def valid_rows(self, x: npt.ArrayLike) -> BoolArray:
+        rows = np.asarray(x, dtype=np.float64)
+        return self.valid(*[rows[:, k] for k in range(self.arity)])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain fields for a campaign config (JSON/TOML friendly)."""
@@ -218,19 +284,20 @@ class Operation:
             "integer_valued": self.integer_valued,
             "expression": self.expression,
             "description": self.description,
+            "inputs": list(self.inputs),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Operation:
-        """Rebuild an operation stored with ``to_dict``, re-checking it.
+        """Rebuild a built-in or expression stored with ``to_dict``, re-checking it.
 
         Only ``name`` is required (plus ``expression`` for user expressions); ``arity`` and
-        ``integer_valued`` are derived, and when present must agree with the definition.
+        ``inputs`` are derived, and when present must agree with the definition.
 
         Raises:
             ConfigError: unknown fields, wrong types, or fields that contradict the definition.
         """
-        allowed = ("name", "arity", "integer_valued", "expression", "description")
+        allowed = ("name", "arity", "integer_valued", "expression", "description", "inputs")
         unknown = sorted(str(key) for key in data if key not in allowed)
         if unknown:
             raise ConfigError(
@@ -255,11 +322,22 @@ class Operation:
             if key not in data:
                 continue
             stored = data[key]
-            if type(stored) is not kind or stored != getattr(operation, key):
+            if type(stored) is not kind or (key == "arity" and stored != operation.arity):
                 raise ConfigError(
                     f"operation {name!r} is stored with {key}={stored!r}, but its definition "
                     f"gives {key}={getattr(operation, key)!r}; fix or remove the field"
                 )
+            if key == "integer_valued":
+                operation = replace(operation, integer_valued=stored)
+        if "inputs" in data:
+            stored_inputs = data["inputs"]
+            if not isinstance(stored_inputs, list | tuple) or not all(
+                isinstance(i, str) for i in stored_inputs
+            ):
+                raise ConfigError(
+                    f"operation {name!r} is stored with inputs={stored_inputs!r}; a list of names"
+                )
+            operation = replace(operation, inputs=tuple(stored_inputs))
         description = data.get("description", operation.description)
         if description != operation.description:
             operation = replace(operation, description=description)
@@ -290,12 +368,34 @@ def make_operation(name: str, expression: str) -> Operation:
         ExpressionError: the expression is refused by ``parse_expression`` or uses no input.
     """
     parsed = _parse_for(_check_name(name), expression)
+    inputs = expression_inputs(parsed)
     return Operation(
         name=name,
-        arity=parsed.arity,
+        arity=len(inputs),
         integer_valued=parsed.integer_valued,
         expression=parsed.text,
         description=parsed.text,
+        inputs=inputs,
+    )
+
+
+def make_table_operation(
+    name: str, inputs: Sequence[str], target: str, integer_valued: bool
+) -> Operation:
+    """The operation a table defines: its inputs are the table's input columns, in order.
+
+    Raises:
+        ConfigError: the name is malformed, a built-in or reserved, or there are no (or over
+            `MAX_INPUTS`) inputs.
+    """
+    return Operation(
+        name=_check_name(name),
+        arity=len(inputs),
+        integer_valued=integer_valued,
+        expression=None,
+        description=f"{target} from a table of {', '.join(inputs)}",
+        inputs=tuple(inputs),
+        table=True,
     )
 
 
@@ -324,12 +424,17 @@ def parse_expr_flag(text: str) -> tuple[str, str]:
     return _check_name(name), expression
 
 
-def resolve_operations(names: Sequence[str], expressions: Mapping[str, str]) -> list[Operation]:
-    """Turn the operations a user named, plus the expressions they defined, into a list.
+def resolve_operations(
+    names: Sequence[str],
+    expressions: Mapping[str, str],
+    tables: Mapping[str, Operation] | None = None,
+) -> list[Operation]:
+    """Turn the operations a user named, plus the expressions and tables they defined, into a
+    list.
 
-    ``names`` may hold ``"all"`` (the six built-ins, then every defined expression), built-in
-    names and names defined in ``expressions``. Every defined expression is swept even if it is
-    not named: defining one with ``--expr`` means you want it swept. Duplicates are dropped and
+    ``names`` may hold ``"all"`` (the six built-ins, then every defined expression and table),
+    built-in names and defined names. Every defined expression or table is swept even if it
+    is not named: defining one means you want it swept. Duplicates are dropped and
     first-mention order is kept.
 
     Raises:
@@ -337,6 +442,13 @@ def resolve_operations(names: Sequence[str], expressions: Mapping[str, str]) -> 
         ExpressionError: a defined expression is refused.
     """
     defined = {name: make_operation(name, text) for name, text in expressions.items()}
+    for name, operation in (tables or {}).items():
+        if name in defined:
+            raise ConfigError(
+                f"operation {name!r} is defined twice, by an expression and by a table; "
+                "rename one"
+            )
+        defined[name] = operation
     selected: dict[str, Operation] = {}
     for raw in names:
         name = raw.strip() if isinstance(raw, str) else raw
@@ -351,7 +463,7 @@ def resolve_operations(names: Sequence[str], expressions: Mapping[str, str]) -> 
             known = ", ".join((*BUILTIN_OPERATIONS, *defined))
             raise ConfigError(
                 f"unknown operation {name!r}; choose from {known} or define it with "
-                "--expr NAME=EXPRESSION"
+                "--expr NAME=EXPRESSION or --data NAME=FILE"
             )
     for operation in defined.values():
         selected.setdefault(operation.name, operation)

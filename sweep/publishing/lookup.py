@@ -12,7 +12,6 @@ from sweep.problem.operations import (
     BUILTIN_OPERATIONS,
     Operation,
     is_operation_name,
-    make_operation,
 )
 from sweep.search.config import CampaignConfig, validate_campaign_name
 
@@ -30,15 +29,23 @@ def check_operation_name(name: str) -> None:
 
 
 def resolve_operation(campaigns: CampaignRows, campaign: str, name: str) -> Operation:
-    """A built-in, or an expression defined in the stored campaign; else a clear error."""
+    """The operation as the stored campaign defines it (its inputs, their ranges, its integer
+    flag decided from its data), a built-in when there is no such campaign; else a clear
+    error."""
     validate_campaign_name(campaign)
-    if name in BUILTIN_OPERATIONS:
-        return BUILTIN_OPERATIONS[name]
     stored = campaigns.load(campaign)
-    expressions = CampaignConfig.from_dict(stored).expressions if stored else {}
-    if name in expressions:
-        return make_operation(name, expressions[name])
-    known = sorted({*BUILTIN_OPERATIONS, *expressions})
+    if stored is None:
+        if name in BUILTIN_OPERATIONS:
+            return BUILTIN_OPERATIONS[name]
+        known = sorted(BUILTIN_OPERATIONS)
+    else:
+        config = CampaignConfig.from_dict(stored)
+        operation = config.operation(name)
+        if operation is not None:
+            return operation
+        known = sorted(
+            {*BUILTIN_OPERATIONS, *(op.name for op in config.resolved_operations())}
+        )
     raise ConfigError(
         f"unknown operation {name!r} in campaign {campaign!r}; known: {', '.join(known)}"
     )

@@ -24,6 +24,7 @@ from sweep.errors import ConfigError
 from sweep.nets import Trainer
 from sweep.problem.data import Dataset, make_dataset
 from sweep.problem.operations import Operation
+from sweep.problem.tables import Table
 from sweep.search._optuna import quiet_optuna
 from sweep.search.config import CampaignConfig, load_campaign_config, study_name
 from sweep.search.designs import startup_designs
@@ -69,9 +70,10 @@ class Campaign:
         config.validate()
         quiet_optuna()
         operations = config.resolved_operations()
-        # Build every dataset before touching storage: an impossible range is refused up front.
+        tables = _tables(config, database)
+        # Build every dataset before writing: an impossible range is refused up front.
         self.datasets: dict[str, Dataset] = {
-            op.name: make_dataset(op, config.data) for op in operations
+            op.name: make_dataset(op, config.data, tables.get(op.name)) for op in operations
         }
         self.operations: list[Operation] = operations
         self.config = config
@@ -121,6 +123,9 @@ class Campaign:
                 )
             return self._merged_config(current).to_dict() if update_settings else None
 
+        for name, source in config.datasets.items():
+            if source.blob is not None:  # read from a file by this run: store it first
+                self.database.datasets.save(config.name, name, source.blob, source.sha256)
         self.database.campaigns.register(config.name, merge)
         self.studies = {op.name: self._study(op) for op in self.operations}
 
@@ -308,6 +313,11 @@ class Campaign:
                 "operation": operation.name,
                 "expression": operation.expression,
                 "arity": operation.arity,
+                "inputs": list(operation.inputs),
+                "ranges": [
+                    [b.name, b.kind, b.low, b.high, b.band_low, b.band_high]
+                    for b in dataset.bounds
+                ],
                 "integer_valued": operation.integer_valued,
                 "seed": config.seed,
                 "data": config.data.to_dict(),
@@ -318,6 +328,24 @@ class Campaign:
                 study.set_user_attr(key, value)
         return study
 
+
+
+def _tables(config: CampaignConfig, database: Database) -> dict[str, Table]:
+    """Each table operation's rows: as read by this run, else from the database (a worker,
+    or a re-run without the file), checked against the campaign's recorded checksum."""
+    out: dict[str, Table] = {}
+    for name, source in config.datasets.items():
+        if source.table is None:
+            stored = database.datasets.load(config.name, name)
+            if stored is None:
+                raise ConfigError(
+                    f"campaign {config.name!r} records the table {name!r}, but the database "
+                    "holds no such table; run `sweep run` with its --data again"
+                )
+            source = source.with_blob(stored[0])
+        assert source.table is not None
+        out[name] = source.table
+    return out
 
 
 def run_campaign(

@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from sweep.errors import ConfigError
 from sweep.problem.data import DataSpec
+from sweep.problem.inputs import InputRange, parse_input_ranges
 from sweep.problem.operations import Operation, resolve_operations
+from sweep.problem.sampling import decide_integer_valued
+from sweep.problem.sources import DatasetSource, parse_datasets
 from sweep.search.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -34,7 +37,7 @@ SECOND_OBJECTIVES: tuple[str, ...] = ("none", "parameters")
 # Settings that decide what a trial *is*: changing them under an existing campaign would mix
 # incomparable trials in one study, so a re-run must match them. The rest are run settings.
 IDENTITY_FIELDS: tuple[str, ...] = (
-    "seed", "data", "space", "overrides", "objective", "second_objective",
+    "seed", "data", "inputs", "space", "overrides", "objective", "second_objective",
 )
 
 
@@ -61,6 +64,10 @@ class CampaignConfig:
     name: str = DEFAULT_CAMPAIGN
     operations: tuple[str, ...] = ("all",)
     expressions: Mapping[str, str] = field(default_factory=dict)
+    # Per operation, per input: its range (`[inputs.OP]`); inputs without one keep `data`'s.
+    inputs: Mapping[str, Mapping[str, InputRange]] = field(default_factory=dict)
+    # Operations defined by a table (`[datasets]`, `--data`).
+    datasets: Mapping[str, DatasetSource] = field(default_factory=dict)
     seed: int = 0
     data: DataSpec = field(default_factory=DataSpec)
     space: SearchSpace = field(default_factory=SearchSpace)
@@ -118,6 +125,12 @@ class CampaignConfig:
         self.space.validate()
         operations = self.resolved_operations()
         names = {op.name for op in operations}
+        for op_name in self.datasets:
+            if op_name in self.inputs:
+                raise ConfigError(
+                    f"inputs.{op_name}: {op_name!r} is a table; its inputs and their ranges "
+                    "come from its rows"
+                )
         for op_name in self.overrides:
             if op_name not in names:
                 raise ConfigError(
@@ -130,7 +143,50 @@ class CampaignConfig:
         return self.second_objective != "none"
 
     def resolved_operations(self) -> list[Operation]:
-        return resolve_operations(self.operations, self.expressions)
+        """The swept operations, each with its inputs' ranges and its integer flag decided
+        from its data (`sweep.problem.sampling.decide_integer_valued`)."""
+        tables = {name: source.operation() for name, source in self.datasets.items()}
+        operations = resolve_operations(self.operations, self.expressions, tables)
+        known = {op.name: op for op in operations}
+        for op_name, ranges in self.inputs.items():
+            operation = known.get(op_name)
+            if operation is None:
+                raise ConfigError(
+                    f"inputs.{op_name} names an operation this campaign does not sweep; "
+                    f"swept: {', '.join(sorted(known))}"
+                )
+            for input_name in ranges:
+                if input_name not in operation.inputs:
+                    raise ConfigError(
+                        f"inputs.{op_name}.{input_name}: {input_name!r} is not an input of "
+                        f"{op_name} (its inputs: {', '.join(operation.inputs)})"
+                    )
+        return [self._with_ranges(op) for op in operations]
+
+    def _with_ranges(self, operation: Operation) -> Operation:
+        if operation.table:
+            return operation
+        given = self.inputs.get(operation.name, {})
+        data = self.data
+        ranges = tuple(
+            given.get(name) or InputRange(name, data.low, data.high, "integer", legacy=True)
+            for name in operation.inputs
+        )
+        resolved = replace(operation, ranges=ranges)
+        return replace(
+            resolved, integer_valued=decide_integer_valued(resolved, data.low, data.high)
+        )
+
+    def operation(self, name: str) -> Operation | None:
+        """A swept operation by name, or a built-in over this campaign's data; else None."""
+        for operation in self.resolved_operations():
+            if operation.name == name:
+                return operation
+        builtins = resolve_operations(("all",), {})
+        for operation in builtins:
+            if operation.name == name:
+                return self._with_ranges(operation)
+        return None
 
     def space_for(self, operation: str) -> SearchSpace:
         return self.overrides.get(operation, self.space)
@@ -141,6 +197,11 @@ class CampaignConfig:
             "name": self.name,
             "operations": list(self.operations),
             "expressions": dict(self.expressions),
+            "inputs": {
+                op: {name: r.to_dict() for name, r in ranges.items()}
+                for op, ranges in self.inputs.items()
+            },
+            "datasets": {name: source.to_dict() for name, source in self.datasets.items()},
             "seed": self.seed,
             "data": self.data.to_dict(),
             "space": self.space.to_dict(),
@@ -183,6 +244,11 @@ class CampaignConfig:
             name=raw["name"],
             operations=tuple(raw["operations"]),
             expressions=dict(raw.get("expressions", {})),
+            inputs=parse_input_ranges(raw.get("inputs", {}), "inputs"),
+            datasets={
+                name: DatasetSource.from_dict(name, value)
+                for name, value in raw.get("datasets", {}).items()
+            },
             seed=raw["seed"],
             data=DataSpec.from_dict(raw["data"]),
             space=base,
@@ -211,6 +277,10 @@ class CampaignConfig:
         for name, text in self.expressions.items():
             if name in stored.expressions and stored.expressions[name] != text:
                 conflicts.append(f"expressions.{name}")
+        for name, source in self.datasets.items():
+            theirs = stored.datasets.get(name)
+            if theirs is not None and theirs.identity() != source.identity():
+                conflicts.append(f"datasets.{name}")
         return conflicts
 
 
@@ -223,7 +293,7 @@ _CAMPAIGN_KEYS = {
     "name", "operations", "seed", "trials", "timeout", "sampler", "pruner", "objective",
     "second_objective", "max_trial_seconds", "startup_designs", "stop_when_exact",
 }
-_TOP_LEVEL_KEYS = {"campaign", "expressions", "data", "space", "overrides"}
+_TOP_LEVEL_KEYS = {"campaign", "expressions", "inputs", "datasets", "data", "space", "overrides"}
 
 
 # A campaign file is a few dozen lines; a megabyte is a mistake (or an attack), not a config.
@@ -288,8 +358,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {shown} nests arrays or tables too deeply") from None
 
 
-def config_from_toml(raw: Mapping[str, Any], base: CampaignConfig | None = None) -> CampaignConfig:
-    """Overlay a parsed TOML document on `base` (the defaults)."""
+def config_from_toml(
+    raw: Mapping[str, Any],
+    base: CampaignConfig | None = None,
+    base_dir: Path | None = None,
+) -> CampaignConfig:
+    """Overlay a parsed TOML document on `base` (the defaults); a table's file is read from
+    `base_dir` (the campaign file's folder) when its path is relative."""
     config = base or CampaignConfig()
     _reject_unknown("", raw, _TOP_LEVEL_KEYS)
     campaign = _table(raw, "campaign")
@@ -313,6 +388,10 @@ def config_from_toml(raw: Mapping[str, Any], base: CampaignConfig | None = None)
             raise ConfigError(f"expressions.{name} must be a string, got {text!r}")
     if expressions:
         updates["expressions"] = {**config.expressions, **expressions}
+    if "inputs" in raw:
+        updates["inputs"] = {**config.inputs, **parse_input_ranges(raw["inputs"], "inputs")}
+    if "datasets" in raw:
+        updates["datasets"] = {**config.datasets, **parse_datasets(raw["datasets"], base_dir)}
     if "data" in raw:
         data_table = _table(raw, "data")
         allowed = {f.name for f in fields(DataSpec)} - {"seed"}

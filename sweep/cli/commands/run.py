@@ -55,7 +55,17 @@ class RunCommand(Command):
         )
         parser.add_argument(
             "--expr", action="append", default=[], metavar="NAME=EXPRESSION",
-            help="user-defined operation over a and b, e.g. --expr 'cube=a*a*a' (repeatable)",
+            help="user-defined operation over named inputs, e.g. --expr 'cube=a*a*a' or "
+            "--expr 'force=G*m1*m2/r**2' (repeatable)",
+        )
+        parser.add_argument(
+            "--data", action="append", default=[], metavar="NAME=FILE",
+            help="operation defined by a table (CSV, or Parquet with pyarrow): every column "
+            "but --target is an input (repeatable)",
+        )
+        parser.add_argument(
+            "--target", action="append", default=[], metavar="COLUMN",
+            help="the column --data predicts: one for all tables, or one per --data in order",
         )
         parser.add_argument("--sampler", help="auto, tpe, random, cmaes, gp or nsga2")
         parser.add_argument("--pruner", help="median, hyperband or none")
