@@ -88,6 +88,7 @@ def _tables_from_flags(data: list[str], targets: list[str]) -> dict[str, Dataset
     """``--data NAME=FILE`` with ``--target COLUMN``: one target for all, or one per table."""
     from sweep.problem.sources import DatasetSource, parse_data_flag
 
+    named = [parse_data_flag(text) for text in data]
     if not data:
         if targets:
             raise ConfigError("--target names the column a --data table predicts; give --data")
@@ -103,8 +104,7 @@ def _tables_from_flags(data: list[str], targets: list[str]) -> dict[str, Dataset
             "or one per --data in order"
         )
     out: dict[str, DatasetSource] = {}
-    for index, text in enumerate(data):
-        name, file = parse_data_flag(text)
+    for index, (name, file) in enumerate(named):
         target = targets[0] if len(targets) == 1 else targets[index]
         out[name] = DatasetSource.read(name, file, target)
     return out
