@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from sweep.nets.formula import MAX_FORMULA_TERMS
 from sweep.nets.normalization import SCHEMES
 from sweep.nets.spec import (
     ACTIVATIONS,
@@ -39,6 +40,7 @@ __all__ = [
     "LOSSES",
     "LR_SCHEDULES",
     "MAX_DEGREE",
+    "MAX_FORMULA_TERMS",
     "PRECISIONS",
     "SCHEMES",
     "EpochCallback",
@@ -86,6 +88,11 @@ class TrainedModel(ExportableModel, Protocol):
 
     @property
     def stopped_reason(self) -> str | None: ...
+
+    @property
+    def structure(self) -> str | None:
+        """What a family that finds its structure found (a formula's text), else None."""
+        ...
 
 
 class Trainer(Protocol):

@@ -15,7 +15,6 @@ inferred) is refused too. Every failure is one `ModelLoadError` line.
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import json
 import math
@@ -25,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from sweep.errors import ModelLoadError
+from sweep.nets.formula import Formula
+from sweep.nets.keras_version import check_keras_version
 from sweep.nets.spec import ACTIVATIONS
 
 __all__ = [
@@ -48,7 +49,7 @@ ARCHIVE_MEMBERS = frozenset({"config.json", "metadata.json", "model.weights.h5"}
 
 # The classes a sweep model is built from, as Keras resolves them: ours by registered name
 # (looked up before anything else), Keras' own by module and class name.
-_REGISTERED = {f"sweep>{name}": name for name in ("Normalize", "Denormalize", "Monomials")}
+_REGISTERED = {f"sweep>{n}": n for n in ("Normalize", "Denormalize", "Monomials", "FormulaLayer")}
 _BUILTIN = frozenset({"Dense", "InputLayer"})
 KNOWN_LAYERS = tuple(sorted([*_REGISTERED.values(), *_BUILTIN]))
 _MODELS = {
@@ -70,6 +71,7 @@ _CONFIG_KEYS = {
     "Normalize": _AFFINE,
     "Denormalize": _AFFINE,
     "Monomials": {"name", "trainable", "dtype", "exponents", "scale"},
+    "FormulaLayer": {"name", "trainable", "dtype", "formula"},
 }
 # Options that change what is allocated (LoRA factors, quantised kernels, a given tensor) or
 # run code a sweep model never has: each must be absent or null.
@@ -122,19 +124,6 @@ def check_archive(data: bytes, *, label: str = "model") -> ModelSize:
             "sweep understands"
         ) from None
     return ModelSize(parameters, widest, layers, _weight_bytes(weights, label))
-
-
-def check_keras_version(saved_version: str, *, label: str) -> None:
-    """Refuse a model saved by another major Keras version (read without importing Keras)."""
-    try:
-        running = importlib.metadata.version("keras")
-    except importlib.metadata.PackageNotFoundError:
-        raise ModelLoadError(f"cannot load {label}: Keras is not installed") from None
-    if saved_version.split(".")[0] != running.split(".")[0]:
-        raise ModelLoadError(
-            f"{label} was saved by Keras {saved_version}; "
-            f"this is Keras {running} (major versions must match)"
-        )
 
 
 def _read_members(data: bytes, label: str) -> tuple[bytes, bytes]:
@@ -324,6 +313,11 @@ class _Reader:
             count = len(rows) if isinstance(rows, list) else 0
             if not 0 < count <= MAX_MONOMIALS:
                 raise self.limit(layer.what, f"{count:,} product units", f"1 to {MAX_MONOMIALS:,}")
+        elif kind == "FormulaLayer":  # bounded terms, exponents and functions (sweep.nets.formula)
+            try:
+                Formula.from_dict(inner.get("formula"))  # type: ignore[arg-type]
+            except (TypeError, ValueError) as e:
+                raise self.refuse(f"{layer.what} has a formula a sweep never finds: {e}") from None
         return layer
 
     def input_width(self, layer: _Layer) -> int:
@@ -425,6 +419,11 @@ class _Reader:
                 raise self.refuse(f"{layer.what} has exponents or scales that are not {width} "
                                   "per unit")
             layer.width = len(rows)
+        elif layer.kind == "FormulaLayer":  # (batch, its inputs) -> (batch, 1)
+            if config["formula"]["arity"] != width:
+                raise self.refuse(f"{layer.what} takes {config['formula']['arity']} inputs, "
+                                  f"but the graph gives it {width}")
+            layer.width = 1
         else:  # Normalize, Denormalize: the constants broadcast against the input
             for key in ("offset", "scale"):
                 values = config.get(key)

@@ -26,7 +26,7 @@ from sweep.nets.spec import MAX_DEGREE  # noqa: E402
 # A loaded file names its own exponents: bounds keep a hostile one from building a huge graph.
 MAX_MONOMIALS = 4096
 
-__all__ = ["Denormalize", "Monomials", "Normalize", "power_of_four_scale"]
+__all__ = ["Denormalize", "FormulaLayer", "Monomials", "Normalize", "power_of_four_scale"]
 
 
 class _AffineLayer(keras.layers.Layer):
@@ -216,3 +216,8 @@ class Monomials(keras.layers.Layer):
             safe = ops.where(zero, ops.ones_like(denominator), denominator)
             features.append(ops.where(zero, ops.zeros_like(numerator), numerator / safe))
         return ops.stack(features, axis=1)
+
+
+# The formula family's layer, registered with the others: importing this module registers
+# every layer a sweep model is built from.
+from sweep.nets.formula_layer import FormulaLayer  # noqa: E402

@@ -29,7 +29,9 @@ PRECISIONS: tuple[str, ...] = ("float64", "float32")
 # "mlp": dense layers trained by Adam. "power": a fixed layer of product units (every monomial
 # prod_i x_i**e_i up to a total degree) and a linear output solved by float64 least squares;
 # it contains an exact solution for every polynomial and sum of integer-power products.
-FAMILIES: tuple[str, ...] = ("mlp", "power")
+# "formula": no network weights at all; a formula found from the data (sweep.nets.discovery:
+# sparse sums, ratios and powers of product terms, one unary function) in one registered layer.
+FAMILIES: tuple[str, ...] = ("mlp", "power", "formula")
 MAX_DEGREE = 8
 # Product units a power model may have: over many inputs every monomial up to the searched
 # degree number in the thousands (millions with halves), which neither the least-squares solve
@@ -60,6 +62,10 @@ class ModelSpec:
     negative_powers: bool = False
     half_powers: bool = False
     snap_output: bool = False
+    # The formula family only (its `degree` bounds the candidate products): how many terms a
+    # sum may keep, and whether terms may hold a unary function (sin cos exp log tanh).
+    max_terms: int = 0
+    functions: bool = False
 
     def fitted_degree(self, arity: int) -> int:
         """The degree the power family uses over `arity` inputs: the searched one, lowered
@@ -80,8 +86,12 @@ class ModelSpec:
         )
 
     def architecture(self, arity: int) -> str:
-        """E.g. ``2-16-8-1 tanh``, ``2-1 linear`` or ``2-P14-1 power(deg 4, neg)``; a degree
-        lowered to fit `MAX_UNITS` shows as ``deg 2 of 4``."""
+        """E.g. ``2-16-8-1 tanh``, ``2-1 linear``, ``2-P14-1 power(deg 4, neg)`` or
+        ``4-F6-1 formula(deg 3, functions)``; a power degree lowered to fit `MAX_UNITS` shows
+        as ``deg 2 of 4``."""
+        if self.family == "formula":
+            extras = ", functions" if self.functions else ""
+            return f"{arity}-F{self.max_terms}-1 formula(deg {self.degree}{extras})"
         if self.family == "power":
             extras = "".join(
                 (", neg" if self.negative_powers else "", ", half" if self.half_powers else "")
@@ -94,6 +104,8 @@ class ModelSpec:
         return f"{widths} {self.activation}" if self.hidden_layers else f"{widths} linear"
 
     def parameter_count(self, arity: int) -> int:
+        if self.family == "formula":
+            return 2 * self.max_terms + 2  # at most: a coefficient per term, two constants
         if self.family == "power":
             return len(self.exponents(arity)) + 1  # the output layer; the units are fixed
         return count_parameters(arity, self.hidden_layers)

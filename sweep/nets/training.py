@@ -62,6 +62,7 @@ class TrainingResult:
     train_seconds: float
     refitted: bool
     stopped_reason: str | None
+    structure: str | None = None
 
     def predict(self, x: npt.ArrayLike) -> np.ndarray:
         return predict(self.model, np.asarray(x))
@@ -290,6 +291,13 @@ def train(
     if spec.family == "power":
         return _train_power(spec, x_train, y_train, x_val, y_val, target_params, on_epoch,
                             started)
+    if spec.family == "formula":
+        from sweep.nets.formula_training import train_formula
+
+        model, formula = train_formula(
+            spec, x_train, y_train, x_val, y_val, on_epoch, started, max_seconds
+        )
+        return TrainingResult(model, 0, time.monotonic() - started, True, None, formula)
     built = build(spec, arity, input_params, target_params)
     x = np.asarray(x_train, dtype=spec.precision)
     y = normalize(target_params, y_train).astype(spec.precision)

@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 IntArray = npt.NDArray[np.int64]
+AnyArray = npt.NDArray[np.int64] | npt.NDArray[np.float64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -163,13 +164,13 @@ class Dataset:
     datasets by ``fingerprint`` (equality of arrays is not a single bool).
     """
 
-    x_train: IntArray
+    x_train: AnyArray
     y_train: FloatArray
-    x_val: IntArray
+    x_val: AnyArray
     y_val: FloatArray
-    x_test: IntArray
+    x_test: AnyArray
     y_test: FloatArray
-    x_extrapolation: IntArray
+    x_extrapolation: AnyArray
     y_extrapolation: FloatArray
     operation: Operation
     spec: DataSpec

@@ -328,7 +328,7 @@ class Operation:
                     f"gives {key}={getattr(operation, key)!r}; fix or remove the field"
                 )
             if key == "integer_valued":
-                operation = replace(operation, integer_valued=stored)
+                operation = replace(operation, integer_valued=bool(stored))
         if "inputs" in data:
             stored_inputs = data["inputs"]
             if not isinstance(stored_inputs, list | tuple) or not all(

@@ -290,5 +290,8 @@ def original_splits(
         streams["extrapolation"],
         "extrapolation examples",
     )
-    y = [_targets(operation, x) for x in (x_train, x_val, x_test, x_extrapolation)]
-    return Splits(x_train, x_val, x_test, x_extrapolation, *y, bounds=())
+    return Splits(
+        x_train, x_val, x_test, x_extrapolation,
+        _targets(operation, x_train), _targets(operation, x_val), _targets(operation, x_test),
+        _targets(operation, x_extrapolation), bounds=(),
+    )

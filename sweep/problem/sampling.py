@@ -68,12 +68,16 @@ class Bounds:
     band_high: float
 
 
+# int64 from the original generator, float64 from everything else.
+AnyArray = npt.NDArray[np.int64] | npt.NDArray[np.float64]
+
+
 @dataclass(frozen=True)
 class Splits:
-    x_train: FloatArray
-    x_val: FloatArray
-    x_test: FloatArray
-    x_extrapolation: FloatArray
+    x_train: AnyArray
+    x_val: AnyArray
+    x_test: AnyArray
+    x_extrapolation: AnyArray
     y_train: FloatArray
     y_val: FloatArray
     y_test: FloatArray

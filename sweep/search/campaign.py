@@ -26,7 +26,12 @@ from sweep.problem.data import Dataset, make_dataset
 from sweep.problem.operations import Operation
 from sweep.problem.tables import Table
 from sweep.search._optuna import quiet_optuna
-from sweep.search.config import CampaignConfig, load_campaign_config, study_name
+from sweep.search.config import (
+    CampaignConfig,
+    keeping_stored_space,
+    load_campaign_config,
+    study_name,
+)
 from sweep.search.designs import startup_designs
 from sweep.search.promotion import PromotedModel, PromotionHook
 from sweep.search.pruners import make_pruner
@@ -99,8 +104,10 @@ class Campaign:
         return self.database.registry
 
     def _open(self, update_settings: bool) -> None:
+        stored = load_campaign_config(self.database.campaigns, self.config.name)
+        if stored is not None:
+            self.config = keeping_stored_space(self.config, stored)
         config = self.config
-        stored = load_campaign_config(self.database.campaigns, config.name)
         if stored is not None:
             conflicts = config.identity_conflicts(stored)
             if conflicts:

@@ -278,10 +278,36 @@ class CampaignConfig:
             if name in stored.expressions and stored.expressions[name] != text:
                 conflicts.append(f"expressions.{name}")
         for name, source in self.datasets.items():
-            theirs = stored.datasets.get(name)
-            if theirs is not None and theirs.identity() != source.identity():
+            recorded = stored.datasets.get(name)
+            if recorded is not None and recorded.identity() != source.identity():
                 conflicts.append(f"datasets.{name}")
         return conflicts
+
+
+_FORMULA_KEYS = ("max_terms", "functions")
+
+
+def _without_formula_family(space: Mapping[str, Any]) -> dict[str, Any]:
+    out = {key: value for key, value in space.items() if key not in _FORMULA_KEYS}
+    family = out.get("family")
+    if isinstance(family, list):
+        out["family"] = [name for name in family if name != "formula"]
+    return out
+
+
+def keeping_stored_space(config: CampaignConfig, stored: CampaignConfig) -> CampaignConfig:
+    """A campaign created before the formula family, resumed with today's default space: its
+    stored space (and overrides) are kept, so its trials stay comparable and the run is not
+    refused as a different campaign. Any other difference is left to `identity_conflicts`."""
+    if "formula" in stored.space.family.values():
+        return config
+    mine = {op: s.to_dict() for op, s in config.overrides.items()} | {"": config.space.to_dict()}
+    theirs = {op: s.to_dict() for op, s in stored.overrides.items()} | {"": stored.space.to_dict()}
+    if mine.keys() != theirs.keys() or mine == theirs:
+        return config
+    if all(_without_formula_family(mine[k]) == _without_formula_family(theirs[k]) for k in mine):
+        return replace(config, space=stored.space, overrides=stored.overrides)
+    return config
 
 
 def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -34,12 +34,37 @@ _POWER_DESIGNS: tuple[tuple[int, bool, bool], ...] = (
 )
 
 
+# The formula-family design: every structure it knows (sums, powers and ratios of products,
+# a unary function) with its widest defaults. Last, so the designs before it keep their trial
+# numbers (and what was exact at trial k still is).
+_FORMULA_DESIGN: tuple[tuple[str, Any], ...] = (
+    ("degree", 3), ("max_terms", 6), ("functions", True),
+)
+
+
 def startup_designs(space: SearchSpace) -> list[dict[str, Any]]:
     """The startup designs that fit in `space`, as Optuna params (fixed dimensions left out)."""
     designs = _linear_designs(space) if "mlp" in space.family.values() else []
     if "mlp" in space.family.values() and designs and not space.family.is_fixed:
         designs = [{"family": "mlp", **design} for design in designs]
-    return designs + _power_designs(space)
+    return designs + _power_designs(space) + _formula_designs(space)
+
+
+def _formula_designs(space: SearchSpace) -> list[dict[str, Any]]:
+    if "formula" not in space.family.values():
+        return []
+    params: dict[str, Any] = {} if space.family.is_fixed else {"family": "formula"}
+    for dim_name, value in _FORMULA_DESIGN:
+        dim: Dimension = getattr(space, dim_name)
+        if dim.choices is None:
+            low, high = dim.values()
+            if not low <= value <= high:
+                value = high if value > high else low
+        elif value not in dim.choices:
+            value = dim.choices[0]
+        if not dim.is_fixed:
+            params[dim_name] = value
+    return [params]
 
 
 def _power_designs(space: SearchSpace) -> list[dict[str, Any]]:

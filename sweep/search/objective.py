@@ -21,6 +21,7 @@ import optuna
 
 from sweep.errors import TrialFailure
 from sweep.nets import ModelSpec, TrainedModel, Trainer
+from sweep.nets.formula import with_input_names
 from sweep.problem.data import Dataset
 from sweep.problem.metrics import Metrics, evaluate, evaluate_splits
 from sweep.search._optuna.internals import trial_id
@@ -146,6 +147,13 @@ class Objective:
         clock.trained()
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("refitted_output", result.refitted)
+        structure = with_input_names(result.structure, data.operation.inputs)
+        if structure:
+            # What a formula trial found is its architecture: shown by best, notes, report.
+            trial.set_user_attr("structure", structure)
+            trial.set_user_attr(
+                "architecture", f"{spec.architecture(data.operation.arity)}: {structure}"
+            )
         if result.stopped_reason:
             trial.set_user_attr("stopped_reason", result.stopped_reason)
         for key, value in metrics.items():

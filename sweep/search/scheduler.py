@@ -269,6 +269,8 @@ class Scheduler:
                         **trial.user_attrs.get("model_spec", {}),
                         "architecture": trial.user_attrs.get("architecture"),
                         "parameters": trial.user_attrs.get("parameters"),
+                        **({"structure": trial.user_attrs["structure"]}
+                           if "structure" in trial.user_attrs else {}),
                     },
                 )
             except (SweepError, StorageError, OSError) as e:

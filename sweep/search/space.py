@@ -19,6 +19,7 @@ from sweep.nets import (
     LOSSES,
     LR_SCHEDULES,
     MAX_DEGREE,
+    MAX_FORMULA_TERMS,
     PRECISIONS,
     SCHEMES,
     ModelSpec,
@@ -187,6 +188,14 @@ class SearchSpace:
     snap_output: Dimension = field(
         default_factory=lambda: Dimension("snap_output", (True, False))
     )
+    # The formula family's own: how many terms a found sum may keep, and whether its terms may
+    # hold a unary function (its candidate products are bounded by `degree`).
+    max_terms: Dimension = field(
+        default_factory=lambda: Dimension("max_terms", low=2, high=8, integer=True)
+    )
+    functions: Dimension = field(
+        default_factory=lambda: Dimension("functions", (True, False))
+    )
     max_parameters: int = DEFAULT_MAX_PARAMETERS
 
     @classmethod
@@ -242,6 +251,12 @@ class SearchSpace:
         """Sample one model; layer widths are conditional on the layer count, and the power
         family's dimensions (and the MLP's training ones) on the family."""
         family = str(self.family.suggest(trial))
+        if family == "formula":
+            return formula_spec(
+                degree=int(self.degree.suggest(trial)),
+                max_terms=int(self.max_terms.suggest(trial)),
+                functions=bool(self.functions.suggest(trial)),
+            )
         if family == "power":
             return power_spec(
                 degree=int(self.degree.suggest(trial)),
@@ -299,6 +314,19 @@ def power_spec(
     )
 
 
+def formula_spec(*, degree: int, max_terms: int, functions: bool) -> ModelSpec:
+    """A formula-family spec: like the power family's, its training fields are neutral."""
+    return replace(
+        power_spec(
+            degree=degree, negative_powers=True, half_powers=False, snap_output=True,
+            target_normalization="none",
+        ),
+        family="formula",
+        max_terms=max_terms,
+        functions=functions,
+    )
+
+
 def spec_from_params(params: Mapping[str, Any], space: SearchSpace) -> ModelSpec:
     """Rebuild a trial's `ModelSpec` from its stored params (fixed dimensions from `space`)."""
 
@@ -313,6 +341,12 @@ def spec_from_params(params: Mapping[str, Any], space: SearchSpace) -> ModelSpec
     # Trials from before the power family have no family parameter: they are MLPs.
     family = str(params.get("family", space.family.values()[0] if space.family.is_fixed
                             else "mlp"))
+    if family == "formula":
+        return formula_spec(
+            degree=int(pick(space.degree)),
+            max_terms=int(pick(space.max_terms)),
+            functions=bool(pick(space.functions)),
+        )
     if family == "power":
         return power_spec(
             degree=int(pick(space.degree)),
@@ -351,11 +385,13 @@ def _parse_dimension(key: str, value: Any) -> Any:
         return _range_dimension(key, value, integer=True, minimum=1, maximum=10_000)
     if key == "degree":
         return _range_dimension(key, value, integer=True, minimum=1, maximum=MAX_DEGREE)
+    if key == "max_terms":
+        return _range_dimension(key, value, integer=True, minimum=1, maximum=MAX_FORMULA_TERMS)
     if key == "learning_rate":
         return _range_dimension(key, value, integer=False, minimum=1e-8, maximum=10.0)
     if key == "batch_size":
         return _choice_dimension(key, value, None, int)
-    if key in ("refit_output", "negative_powers", "half_powers", "snap_output"):
+    if key in ("refit_output", "negative_powers", "half_powers", "snap_output", "functions"):
         return _choice_dimension(key, value, (True, False), bool)
     allowed = {
         "activation": ACTIVATIONS,

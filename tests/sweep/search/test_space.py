@@ -84,15 +84,19 @@ def test_startup_designs_follow_the_space() -> None:
     assert pairs == [("none", "none"), ("log_abs", "log_abs"), ("standard", "standard"),
                      ("log", "log")]
     assert all(d["layers"] == 0 and d["refit_output"] is True for d in linear)
-    # The power designs come last, so the linear ones keep their places.
+    # The power designs, then the formula design, come last: the linear ones keep their places.
     assert designs[len(linear):] == [
         {"family": "power", "snap_output": True, "target_normalization": "none", "degree": 4,
          "negative_powers": True, "half_powers": False},
         {"family": "power", "snap_output": True, "target_normalization": "none", "degree": 2,
          "negative_powers": True, "half_powers": True},
+        {"family": "formula", "degree": 3, "max_terms": 6, "functions": True},
     ]
     assert [d["degree"] for d in startup_designs(
         SearchSpace.from_dict({"family": ["power"], "degree": {"low": 1, "high": 3}}))] == [2]
+    assert startup_designs(SearchSpace.from_dict(
+        {"family": ["formula"], "degree": {"low": 1, "high": 2}, "functions": [False]}
+    )) == [{"degree": 2, "max_terms": 6}]
 
     narrowed = SearchSpace.from_dict({"input_normalization": ["log", "log_abs"],
                                       "target_normalization": ["log_abs"]})
@@ -119,7 +123,7 @@ def test_power_family_is_searched_and_its_trials_rebuild() -> None:
             assert spec.architecture(2).startswith("2-P")
         assert spec_from_params(trial.params, space) == spec
         study.tell(trial, 1.0)
-    assert families == {"mlp", "power"}
+    assert families == {"mlp", "power", "formula"}
     # A trial stored before the family existed rebuilds as the MLP it was.
     old = {"layers": 0, "input_normalization": "none", "target_normalization": "none",
            "learning_rate": 0.01, "batch_size": 32, "loss": "mse", "lr_schedule": "cosine",
