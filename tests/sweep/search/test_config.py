@@ -141,3 +141,26 @@ def test_a_timeout_alone_in_the_file_has_no_trial_cap(
     config = config_from_toml(load_toml(_write(tmp_path, "[campaign]\n" + campaign)))
     config.validate()
     assert (config.trials, config.timeout) == budget
+
+
+def test_a_campaign_from_before_the_formula_family_keeps_its_stored_space() -> None:
+    from dataclasses import replace
+
+    from sweep.search.config import keeping_stored_space
+    from sweep.search.space import SearchSpace
+
+    stored_space = SearchSpace.from_dict({"family": ["mlp", "power"]})
+    stored = CampaignConfig(space=stored_space)
+    raw = stored.to_dict()
+    for key in ("max_terms", "functions"):  # what an older version stored
+        del raw["space"][key]
+    stored = CampaignConfig.from_dict(raw)
+    today = CampaignConfig()
+    assert "formula" in today.space.family.values()
+    assert today.identity_conflicts(stored) == ["space"]
+    resumed = keeping_stored_space(today, stored)
+    assert resumed.identity_conflicts(stored) == []
+    assert "formula" not in resumed.space.family.values()
+    # A space that differs in anything else is still a different campaign.
+    wider = replace(today, space=SearchSpace.from_dict({"epochs": 55}))
+    assert keeping_stored_space(wider, stored).identity_conflicts(stored) == ["space"]

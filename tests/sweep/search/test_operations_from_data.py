@@ -109,8 +109,8 @@ measured = { file = "gas.csv", target = "P", inputs = ["V", "T", "R", "n"] }
         ('[datasets]\nAdd = { file = "gas.csv", target = "P" }', "datasets.Add"),
         ('[datasets]\nadd = { file = "gas.csv", target = "P" }', "built-in"),
         ('[datasets]\ngas = { file = "gas.csv", target = "P" }', "defined twice"),
-        ('[datasets]\nt = { file = "gas.csv", target = "P" }\n[inputs.t]\nn = { low = 0, high = 1 }',
-         "'t' is a table"),
+        ('[datasets]\nt = { file = "gas.csv", target = "P" }\n'
+         '[inputs.t]\nn = { low = 0, high = 1 }', "'t' is a table"),
     ],
 )
 def test_bad_inputs_and_datasets_are_one_line(tmp_path: Path, text: str, named: str) -> None:
