@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,9 @@ from sweep.errors import ConfigError, SweepError, first_line
 from sweep.nets.portable import ONNX_EXTRA, ONNX_MODULES, OnnxPredictor, missing_modules
 from sweep.problem.data import DataSpec
 from sweep.problem.operations import Operation
+
+if TYPE_CHECKING:
+    from sweep.problem.tables import Table
 
 __all__ = [
     "BACKENDS",
@@ -61,11 +64,14 @@ def choose_backend(requested: str) -> str:
 
 @dataclass(frozen=True)
 class ModelToConvert:
-    """One registry version to convert: its entry, its `.keras` bytes, what it computes."""
+    """One registry version to convert: its entry, its `.keras` bytes, what it computes (and,
+    for a table's operation, its rows: the export is checked on them; without them, on the
+    generic `sweep.nets.portable.default_probe`)."""
 
     entry: ModelEntry
     data: bytes
     operation: Operation
+    table: Table | None = None
 
 
 class OnnxConverter:
@@ -97,7 +103,8 @@ class OnnxConverter:
                 keras_path = base / f"{index}.keras"
                 keras_path.write_bytes(model.data)
                 probe_path = base / f"{index}.npy"
-                np.save(probe_path, probe_inputs(op, data_spec), allow_pickle=False)
+                probe = probe_inputs(op, data_spec, model.table)
+                np.save(probe_path, probe, allow_pickle=False)
                 jobs.append(
                     {
                         "keras": str(keras_path),
@@ -107,6 +114,7 @@ class OnnxConverter:
                         "label": f"{entry.operation} version {entry.version}",
                         "metadata": {
                             "operation": entry.operation,
+                            "inputs": ",".join(op.inputs),
                             "registry_version": str(entry.version),
                             "registry_sha256": entry.sha256,
                         },

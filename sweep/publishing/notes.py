@@ -14,11 +14,12 @@ import mimetypes
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
@@ -26,17 +27,24 @@ from storage import ModelEntry
 from sweep import settings
 from sweep.errors import PublishError, SweepError, first_line
 from sweep.nets import ExportableModel, Predictor
-from sweep.problem.data import Dataset, extrapolation_band
+from sweep.problem.data import Dataset
 from sweep.problem.metrics import evaluate
+from sweep.problem.sampling import Bounds
 from sweep.publishing.format import format_value as _fmt
 from sweep.publishing.summary import BestRow
 from sweep.search import PromotedModel, find_trial, record_artifact, storage_of
 
 __all__ = [
+    "band_caption",
     "default_artifact_dir",
     "extrapolation_plot",
+    "input_rows",
+    "inputs_text",
     "publish_best",
     "publisher",
+    "range_text",
+    "row_noun",
+    "shared_bounds",
     "study_note",
 ]
 
@@ -55,6 +63,75 @@ def _code(value: Any) -> str:
     return "`" + str(value).replace("`", "'").replace("|", "/") + "`"
 
 
+# --- inputs and their ranges, as text (the note, the plot's title, the report) ----------------
+
+
+def _number(value: float) -> str:
+    number = float(value)
+    if number.is_integer() and abs(number) < 1e15:
+        return str(int(number))
+    return f"{number:.6g}"
+
+
+def range_text(low: float, high: float, *, table: bool = False, band: bool = False) -> str:
+    """Drawn inputs are half-open ``[low, high)``; a table's rows are in ``[low, high]`` and its
+    extrapolation rows above the training range, ``(high, max]`` (``none above high`` for an
+    input whose largest value is in the training range)."""
+    if not table:
+        return f"[{_number(low)}, {_number(high)})"
+    if band:
+        return f"({_number(low)}, {_number(high)}]" if low < high else f"none above {_number(low)}"
+    return f"[{_number(low)}, {_number(high)}]"
+
+
+def shared_bounds(bounds: Sequence[Bounds]) -> bool:
+    """Every input has the same kind, range and band (the original question's a, b)."""
+    first = bounds[0] if bounds else None
+    return first is not None and all(
+        (b.kind, b.low, b.high, b.band_low, b.band_high)
+        == (first.kind, first.low, first.high, first.band_low, first.band_high)
+        for b in bounds
+    )
+
+
+def inputs_text(bounds: Sequence[Bounds], *, table: bool = False, band: bool = False) -> str:
+    """``a, b in [0, 500)`` when the inputs share a range, else ``n in [1, 5), R in [8, 9)``
+    (`band`: the extrapolation band instead of the training range)."""
+
+    def one(b: Bounds) -> str:
+        low, high = (b.band_low, b.band_high) if band else (b.low, b.high)
+        return range_text(low, high, table=table, band=band)
+
+    if not bounds:
+        return ""
+    if shared_bounds(bounds):
+        return f"{', '.join(b.name for b in bounds)} in {one(bounds[0])}"
+    return ", ".join(f"{b.name} in {one(b)}" for b in bounds)
+
+
+def input_rows(bounds: Sequence[Bounds], *, table: bool = False) -> list[tuple[str, str, str, str]]:
+    """Per input: its name, kind, training range and extrapolation band, as text."""
+    return [
+        (
+            b.name,
+            b.kind,
+            range_text(b.low, b.high, table=table, band=False),
+            range_text(b.band_low, b.band_high, table=table, band=True),
+        )
+        for b in bounds
+    ]
+
+
+def _compact(bounds: Sequence[Bounds]) -> bool:
+    """Short enough to name every range inline (else a table lists them)."""
+    return len(bounds) <= 2 or shared_bounds(bounds)
+
+
+def row_noun(arity: int) -> str:
+    """What one row of inputs is called: a value, a pair, or a row (three inputs or more)."""
+    return {1: "values", 2: "pairs"}.get(arity, "rows")
+
+
 def study_note(
     entry: ModelEntry,
     dataset: Dataset,
@@ -63,13 +140,13 @@ def study_note(
     """The Markdown note for a study: what won, how, and how well, from the registry entry."""
     row = BestRow.from_entry(entry)
     p = row.params
-    spec = dataset.spec
-    band = extrapolation_band(spec.low, spec.high)
     op = dataset.operation
-    variables = "a" if op.arity == 1 else "a, b"
+    bounds = dataset.bounds
+    table = op.table
     parameters = p.get("parameters")
     rows = [
         ("operation", f"{_code(op.name)}: {_code(op.description)}"),
+        ("inputs", f"{len(op.inputs)}, in this order: {_code(', '.join(op.inputs))}"),
         ("architecture", f"{_code(row.architecture)}"
          + (f" ({parameters:,} parameters)" if isinstance(parameters, int) else "")),
         ("normalisation (input / target)",
@@ -88,18 +165,42 @@ def study_note(
         "|---|---|",
         *(f"| {key} | {value} |" for key, value in rows),
         "",
+        "### Inputs",
+        "",
+        "| input | kind | training range | extrapolation band |",
+        "|---|---|---|---|",
+        *(f"| {_code(name)} | {kind} | {low} | {band} |"
+          for name, kind, low, band in input_rows(bounds, table=table)),
+    ]
+    if table:
+        count = sum(len(y) for y in (dataset.y_train, dataset.y_val, dataset.y_test,
+                                     dataset.y_extrapolation))
+        lines += ["", f"From a table of {count:,} rows: the extrapolation rows lie above the "
+                  "training range of at least one input."]
+    noun = row_noun(op.arity)
+    if table:
+        in_range = f"unseen {noun} in the training ranges"
+        beyond = "extrapolation rows (above the training range of an input)"
+    elif _compact(bounds):
+        in_range = f"unseen in-range {noun}, {inputs_text(bounds)}"
+        beyond = f"extrapolation band, {inputs_text(bounds, band=True)}"
+    else:
+        in_range = f"unseen in-range {noun} (ranges above)"
+        beyond = "extrapolation band (bands above)"
+    lines += [
+        "",
         "### Errors in original units",
         "",
-        "| set | MAE | median relative error | max absolute error | hit rate | pairs |",
+        f"| set | MAE | median relative error | max absolute error | hit rate | {noun} |",
         "|---|---|---|---|---|---|",
     ]
     for label, errors in (
         (
-            f"unseen in-range pairs, {variables} in [{spec.low}, {spec.high})",
+            in_range,
             (row.mae, row.median_relative_error, row.max_absolute_error, row.hit_rate, row.count),
         ),
         (
-            f"extrapolation band, {variables} in [{band[0]}, {band[1]})",
+            beyond,
             (
                 row.extrapolation_mae,
                 row.extrapolation_median_relative_error,
@@ -271,24 +372,37 @@ def extrapolation_plot(model: Predictor, dataset: Dataset, entry: ModelEntry | N
     from sweep.publishing.plots import prediction_png  # matplotlib only when a plot is drawn
 
     x, y = dataset.x_extrapolation, dataset.y_extrapolation
-    predictions = model.predict(x)
+    predictions = model.predict(np.asarray(x, dtype=np.float64))
     metrics = evaluate(predictions, y, dataset.operation.integer_valued)
-    band = extrapolation_band(dataset.spec.low, dataset.spec.high)
     op = dataset.operation
     version = f", registry version {entry.version} (trial {entry.trial_number})" if entry else ""
     return prediction_png(
         y,
         predictions,
-        title=(
-            f"{op.name} ({op.description}) on the extrapolation band [{band[0]}, {band[1]})"
-            f"{version}"
-        ),
+        title=f"{op.name} ({op.description}) on {band_caption(dataset.bounds, op.table)}{version}",
         subtitle=(
             f"hit rate {metrics.hit_rate:.3g}, median relative error "
-            f"{metrics.median_relative_error:.3g}, MAE {metrics.mae:.4g} ({metrics.count} pairs)"
+            f"{metrics.median_relative_error:.3g}, MAE {metrics.mae:.4g} "
+            f"({metrics.count} {row_noun(op.arity)})"
         ),
         integer_valued=op.integer_valued,
     )
+
+
+def band_caption(bounds: Sequence[Bounds], table: bool = False) -> str:
+    """``the extrapolation band [500, 1000)`` for inputs that share it, the band of each
+    input for two, and in words beyond (the note and the report list them)."""
+    if shared_bounds(bounds) and not table:
+        first = bounds[0]
+        shown = range_text(first.band_low, first.band_high, table=False, band=True)
+        return f"the extrapolation band {shown}"
+    if bounds and _compact(bounds):
+        return f"the extrapolation band ({inputs_text(bounds, table=table, band=True)})"
+    if table:
+        return "the table's extrapolation rows"
+    if not bounds:
+        return "the extrapolation band"
+    return f"the extrapolation band of its {len(bounds)} inputs"
 
 
 def publisher(artifact_dir: str | os.PathLike[str] | None) -> Callable[[PromotedModel], None]:

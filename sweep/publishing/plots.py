@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 BLUE, ORANGE, RED, GREY, GREEN = "#0072B2", "#E69F00", "#D55E00", "#999999", "#009E73"
 _TARGET_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442")
 _DPI = 100
+# Characters of an 11-point title that fit across the prediction figure.
+_TITLE_WIDTH = 100
 
 
 def _png(figure: Figure) -> bytes:
@@ -245,5 +248,6 @@ def prediction_png(
     right.set_xlabel("true value")
     right.set_ylabel("prediction - truth")
     right.set_title("Error", fontsize=10)
-    figure.suptitle(f"{title}\n{subtitle}", fontsize=11)
+    # A long expression, or many inputs, would run off the figure: wrap at its width.
+    figure.suptitle(f"{textwrap.fill(title, _TITLE_WIDTH)}\n{subtitle}", fontsize=11)
     return _png(figure)

@@ -2,7 +2,10 @@
 
 Each export is checked before anything is written: the registry bytes against their sha256,
 the model in Keras safe mode, and the exported form's answers against the Keras model's on the
-operation's own held-out pairs, zeros and extrapolation band (`sweep.nets.portable.TOLERANCE`).
+operation's own held-out inputs, zeros, range edges and extrapolation band
+(`sweep.nets.portable.TOLERANCE`). Every format takes float64 rows of the operation's inputs,
+in its order (``a, b``; or ``n, R, T, V`` for ``n*R*T/V``); the ONNX file records that order
+in its metadata (``inputs``).
 Nothing is written through a symbolic link or over an existing output without `force`, and
 only complete outputs appear (a temporary file or folder, then one rename).
 """
@@ -14,20 +17,30 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from storage import Database, ModelEntry
 from sweep.errors import ConfigError
-from sweep.nets.portable import ONNX_EXTRA, ONNX_MODULES, Comparison, require_modules
+from sweep.nets.portable import (
+    ONNX_EXTRA,
+    ONNX_MODULES,
+    Comparison,
+    default_probe,
+    require_modules,
+)
 from sweep.problem.data import DataSpec, make_dataset
 from sweep.problem.operations import Operation
 from sweep.publishing.lookup import check_operation_name, fetch_model, resolve_operation
 from sweep.publishing.outputs import check_output_path, write_atomically
 from sweep.search.config import DEFAULT_CAMPAIGN, CampaignConfig
 
-__all__ = ["FORMATS", "Pulled", "default_output", "probe_inputs", "pull"]
+if TYPE_CHECKING:
+    from sweep.problem.tables import Table
+
+__all__ = ["FORMATS", "Pulled", "campaign_table", "default_output", "probe_inputs", "pull"]
 
 FORMATS: tuple[str, ...] = ("keras", "savedmodel", "onnx")
 _SUFFIX = {"keras": ".keras", "onnx": ".onnx"}
@@ -93,8 +106,9 @@ def pull(
         return Pulled(entry, path, format, len(data), None)
     op = resolve_operation(database.campaigns, campaign, operation)
     stored = database.campaigns.load(campaign)
-    spec = CampaignConfig.from_dict(stored).data if stored else DataSpec()
-    probe = probe_inputs(op, spec)
+    config = CampaignConfig.from_dict(stored) if stored else None
+    spec = config.data if config is not None else DataSpec()
+    probe = probe_inputs(op, spec, campaign_table(database, config, op))
     if format == "onnx":
         from sweep.nets.exporting import export_onnx
 
@@ -102,7 +116,7 @@ def pull(
             model,
             probe=probe,
             integer_valued=op.integer_valued,
-            metadata=_metadata(entry),
+            metadata=_metadata(entry, op),
             label=f"the ONNX export of {label}",
         )
         write_atomically(path, onnx_bytes, force=force)
@@ -123,20 +137,49 @@ def _output_path(operation: str, output: str | os.PathLike[str] | None, format: 
     return Path(text)
 
 
-def probe_inputs(op: Operation, spec: DataSpec) -> npt.NDArray[np.float64]:
-    """The pairs an export is compared on: the campaign's held-out test pairs, zeros and signed
-    zeros, and its extrapolation band (only pairs in the operation's domain)."""
-    dataset = make_dataset(op, spec)
-    values = (1.0, 5.0, 123.0)
-    if op.arity == 1:
-        zeros = [[0.0], [-0.0]]
-    else:
-        zeros = [[0.0, 0.0], [-0.0, 0.0], [0.0, -0.0]]
-        for v in values:
-            zeros += [[0.0, v], [v, 0.0], [-0.0, v], [0.0, -v], [-v, 0.0]]
-    special = np.asarray(zeros, dtype=np.float64)
-    columns = [special[:, i] for i in range(op.arity)]
-    special = special[op.valid(*columns)]
+def campaign_table(
+    database: Database, config: CampaignConfig | None, op: Operation
+) -> Table | None:
+    """A table operation's rows as the campaign stored them (None for any other operation).
+
+    Raises:
+        ConfigError: the campaign records the table but the database holds none.
+    """
+    if not op.table or config is None:
+        return None
+    source = config.datasets.get(op.name)
+    if source is None:
+        return None
+    stored = database.datasets.load(config.name, op.name)
+    if stored is None:
+        raise ConfigError(
+            f"campaign {config.name!r} records the table {op.name!r}, but the database holds "
+            "no such table"
+        )
+    return source.with_blob(stored[0]).table
+
+
+def probe_inputs(
+    op: Operation, spec: DataSpec, table: Table | None = None
+) -> npt.NDArray[np.float64]:
+    """The rows an export is compared on, (n, arity) float64 in the operation's input order.
+
+    The campaign's held-out test rows and its extrapolation rows (for a table, its own rows),
+    zeros and signed zeros with each input alone at a few values, and the corners of the
+    training ranges and bands (for a formula, only rows in its domain). A table's operation
+    without its `table` gets the generic `sweep.nets.portable.default_probe`.
+    """
+    if op.table and table is None:
+        return default_probe(op.arity)
+    dataset = make_dataset(op, spec, table)
+    bounds = dataset.bounds
+    edges = np.asarray(
+        [[getattr(b, side) for b in bounds] for side in ("low", "high", "band_low", "band_high")],
+        dtype=np.float64,
+    ).reshape(-1, op.arity)
+    special = np.concatenate([_signed_zeros(op.arity), edges])
+    if not op.table:
+        special = special[op.valid_rows(special)]
     return np.concatenate(
         [
             np.asarray(dataset.x_test, dtype=np.float64),
@@ -146,9 +189,25 @@ def probe_inputs(op: Operation, spec: DataSpec) -> npt.NDArray[np.float64]:
     )
 
 
-def _metadata(entry: ModelEntry) -> dict[str, str]:
+def _signed_zeros(arity: int) -> npt.NDArray[np.float64]:
+    """All zeros, a -0.0 in each column, and each column alone at +-1, +-5, +-123 (the others 0,
+    or -0.0): where a sign or a zero is mishandled, an export parts from the model."""
+    rows = [[0.0] * arity]
+    for k in range(arity):
+        rows.append([-0.0 if i == k else 0.0 for i in range(arity)])
+    for value in (1.0, 5.0, 123.0):
+        for k in range(arity):
+            rows.append([value if i == k else 0.0 for i in range(arity)])
+            rows.append([-value if i == k else 0.0 for i in range(arity)])
+            if arity > 1:
+                rows.append([value if i == k else -0.0 for i in range(arity)])
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _metadata(entry: ModelEntry, op: Operation) -> dict[str, str]:
     return {
         "operation": entry.operation,
+        "inputs": ",".join(op.inputs),
         "campaign": entry.campaign,
         "registry_version": str(entry.version),
         "registry_sha256": entry.sha256,
@@ -204,7 +263,7 @@ def _write_savedmodel(
     The layout is TF Serving's: ``path/<registry version>/saved_model.pb``, so TF Serving with
     ``--model_base_path=path`` reports the registry's version number.
     """
-    from sweep.nets.exporting import export_savedmodel, savedmodel_answers
+    from sweep.nets.exporting import export_savedmodel, rounding_bound, savedmodel_answers
     from sweep.nets.portable import check_answers
     from sweep.nets.training import predict
 
@@ -215,11 +274,13 @@ def _write_savedmodel(
         temp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide it from a TF Serving user
         version_dir = temp / str(entry.version)
         export_savedmodel(model, version_dir)
+        reference = predict(model, probe)
         comparison = check_answers(
-            predict(model, probe),
+            reference,
             savedmodel_answers(version_dir, probe),
             integer_valued=op.integer_valued,
             label=f"the SavedModel of {entry.operation} version {entry.version}",
+            rounding=rounding_bound(model, probe, reference),
         )
         size = sum(f.stat().st_size for f in temp.rglob("*") if f.is_file())
         _move_into_place(temp, path, force=force)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +20,15 @@ from optuna.trial import FrozenTrial, TrialState
 from storage import Database, ModelEntry, ModelRegistry, StorageError
 from sweep.errors import ReportError, SweepError
 from sweep.nets import SCHEMES
-from sweep.problem.data import DataSpec, extrapolation_band, make_dataset
-from sweep.problem.operations import BUILTIN_OPERATIONS, Operation, make_operation
+from sweep.problem.data import DataSpec, make_dataset
+from sweep.problem.inputs import InputRange
+from sweep.problem.operations import (
+    BUILTIN_OPERATIONS,
+    Operation,
+    make_operation,
+    make_table_operation,
+)
+from sweep.problem.sampling import Bounds, bounds_of, effective_ranges
 from sweep.publishing.plots import HistoryPoint
 from sweep.publishing.summary import BestRow
 from sweep.search import CampaignConfig, load_campaign_config, open_existing_storage, study_name
@@ -89,10 +96,11 @@ class Extrapolation:
     """
 
     png: bytes | None = None
-    pairs: int = 0
+    pairs: int = 0  # rows of the band (pairs for two inputs)
     fingerprint_mismatch: bool = False
-    unknown_data: bool = False  # no operation or no data settings to rebuild the pairs from
+    unknown_data: bool = False  # no operation or no data settings to rebuild the rows from
     load_error: str | None = None
+    bounds: tuple[Bounds, ...] = ()  # the rebuilt dataset's, when it was rebuilt
 
 
 @dataclass(frozen=True)
@@ -102,7 +110,9 @@ class Section:
     name: str
     operation: Operation | None
     data: DataSpec | None
-    band: tuple[int, int] | None  # the extrapolation band of `data`
+    # Per input: its training range and extrapolation band (the rebuilt dataset's, else the
+    # study's record, else the operation's ranges over `data`); empty when none is known.
+    inputs: tuple[Bounds, ...]
     problems: list[str]
     study: StudyFacts | None
     history: list[HistoryPoint]  # empty without trials
@@ -110,6 +120,16 @@ class Section:
     importances: Importances | None  # None without trials
     best: BestRow | None
     extrapolation: Extrapolation
+
+    @property
+    def band(self) -> tuple[float, float] | None:
+        """The extrapolation band every input shares (the original a, b), else None."""
+        if not self.inputs or any(
+            (b.band_low, b.band_high) != (self.inputs[0].band_low, self.inputs[0].band_high)
+            for b in self.inputs
+        ):
+            return None
+        return self.inputs[0].band_low, self.inputs[0].band_high
 
 
 @dataclass(frozen=True)
@@ -136,7 +156,9 @@ def gather_report(database: Database, campaign: str) -> CampaignReport:
         registry = database.registry
         config = load_campaign_config(database.campaigns, campaign)
         entries = {e.operation: e for e in registry.best_all(campaign)}
-        sections = gather_sections(storage, registry, campaign, config, entries)
+        sections = gather_sections(
+            storage, registry, campaign, config, entries, database=database
+        )
     finally:
         storage.remove_session()
         storage.engine.dispose()
@@ -156,8 +178,15 @@ def gather_sections(
     campaign: str,
     config: CampaignConfig | None,
     entries: dict[str, ModelEntry],
+    *,
+    database: Database | None = None,
 ) -> list[Section]:
-    """A section per operation: the configured ones first, then any other study or model."""
+    """A section per operation: the configured ones first, then any other study or model.
+
+    Each operation is the stored campaign's resolution of it (its inputs, ranges and integer
+    flag); without a campaign, the study's record. `database` gives a table's rows, so that a
+    table's model can be shown on them.
+    """
     prefix = f"{campaign}."
     studies = {
         s.study_name[len(prefix):]: s.study_name
@@ -177,7 +206,11 @@ def gather_sections(
                 study_name=study_name(campaign, name), storage=storage, sampler=None
             )
         attrs = study.user_attrs if study is not None else {}
-        operation = configured.get(name) or _operation_from_attrs(name, attrs, problems)
+        operation = configured.get(name)
+        if operation is None and config is not None:
+            operation = _campaign_operation(config, name, problems)
+        if operation is None:
+            operation = _operation_from_attrs(name, attrs, problems)
         data: DataSpec | None = None
         if config is not None:
             data = config.data
@@ -186,10 +219,20 @@ def gather_sections(
                 data = DataSpec.from_dict(attrs["data"])
             except SweepError as e:
                 problems.append(f"the study's data settings are unusable: {e}")
+        operation = _with_recorded_ranges(operation, data, attrs)
+        context = _Context(registry, campaign, config, database)
         sections.append(
-            _section(name, operation, data, problems, study, entries.get(name), registry, campaign)
+            _section(name, operation, data, problems, study, entries.get(name), context, attrs)
         )
     return sections
+
+
+@dataclass(frozen=True)
+class _Context:
+    registry: ModelRegistry
+    campaign: str
+    config: CampaignConfig | None
+    database: Database | None
 
 
 def _section(
@@ -199,40 +242,120 @@ def _section(
     problems: list[str],
     study: optuna.Study | None,
     entry: ModelEntry | None,
-    registry: ModelRegistry,
-    campaign: str,
+    context: _Context,
+    attrs: dict[str, Any],
 ) -> Section:
     trials = study.get_trials(deepcopy=False) if study is not None else []
+    extrapolation = _extrapolation(name, operation, data, study, entry, context)
     return Section(
         name=name,
         operation=operation,
         data=data,
-        band=extrapolation_band(data.low, data.high) if data is not None else None,
+        inputs=extrapolation.bounds or _recorded_bounds(attrs) or _operation_bounds(
+            operation, data
+        ),
         problems=problems,
         study=_study_facts(study, trials) if study is not None else None,
         history=[HistoryPoint(t.number, t.state.name, _reached_value(t)) for t in trials],
         normalisation=_normalisation_grid(trials) if trials else None,
         importances=_importances(study, trials) if study is not None and trials else None,
         best=BestRow.from_entry(entry) if entry is not None else None,
-        extrapolation=_extrapolation(
-            name, operation, data, study, entry, registry, campaign
-        ),
+        extrapolation=extrapolation,
     )
+
+
+def _campaign_operation(
+    config: CampaignConfig, name: str, problems: list[str]
+) -> Operation | None:
+    """An operation the campaign no longer lists but can still resolve (a built-in over its
+    data), as the campaign resolves it."""
+    try:
+        return config.operation(name)
+    except SweepError as e:
+        problems.append(f"the campaign cannot resolve {name!r}: {e}")
+        return None
 
 
 def _operation_from_attrs(
     name: str, attrs: dict[str, Any], problems: list[str]
 ) -> Operation | None:
-    """Without a stored campaign: a built-in by name, or the study's recorded expression."""
-    if name in BUILTIN_OPERATIONS:
-        return BUILTIN_OPERATIONS[name]
+    """Without a stored campaign: a built-in by name, the study's recorded expression, or its
+    recorded table's inputs (the table itself is in no study), with its recorded integer flag."""
+    operation: Operation | None = None
     expression = attrs.get("expression")
-    if isinstance(expression, str):
-        try:
-            return make_operation(name, expression)
-        except SweepError as e:
-            problems.append(f"the study's expression is not usable: {e}")
-    return None
+    raw_inputs = attrs.get("inputs")
+    inputs: tuple[str, ...] = ()
+    if isinstance(raw_inputs, list) and all(isinstance(i, str) for i in raw_inputs):
+        inputs = tuple(raw_inputs)
+    named = bool(inputs)
+    try:
+        if name in BUILTIN_OPERATIONS:
+            operation = BUILTIN_OPERATIONS[name]
+        elif isinstance(expression, str):
+            operation = make_operation(name, expression)
+        elif expression is None and named:
+            operation = make_table_operation(name, inputs, "its target", False)
+            operation = replace(operation, description=f"a table of {', '.join(inputs)}")
+        if operation is not None and named and inputs != operation.inputs:
+            operation = replace(operation, inputs=inputs)
+    except SweepError as e:
+        what = "expression" if isinstance(expression, str) else "inputs"
+        problems.append(f"the study's {what} is not usable: {e}")
+        return None
+    recorded = attrs.get("integer_valued")
+    if operation is not None and isinstance(recorded, bool):
+        operation = replace(operation, integer_valued=recorded)
+    return operation
+
+
+def _recorded_bounds(attrs: dict[str, Any]) -> tuple[Bounds, ...]:
+    """The study's ``ranges`` attribute: ``[name, kind, low, high, band_low, band_high]`` per
+    input; empty when absent or malformed."""
+    raw = attrs.get("ranges")
+    if not isinstance(raw, list) or not raw:
+        return ()
+    out = []
+    for item in raw:
+        if not (
+            isinstance(item, list) and len(item) == 6
+            and isinstance(item[0], str) and isinstance(item[1], str)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in item[2:])
+        ):
+            return ()
+        out.append(Bounds(item[0], item[1], *(float(v) for v in item[2:])))
+    return tuple(out)
+
+
+def _with_recorded_ranges(
+    operation: Operation | None, data: DataSpec | None, attrs: dict[str, Any]
+) -> Operation | None:
+    """An operation rebuilt from a study's record, given the ranges the study recorded (those
+    of the original question's setting stay implicit, so its data are rebuilt as they were)."""
+    if operation is None or operation.ranges or operation.table or data is None:
+        return operation
+    bounds = _recorded_bounds(attrs)
+    if tuple(b.name for b in bounds) != operation.inputs:
+        return operation
+    legacy = [InputRange(b.name, data.low, data.high, "integer", legacy=True) for b in bounds]
+    if bounds == bounds_of(legacy):
+        return operation
+    try:
+        ranges = tuple(
+            InputRange(
+                b.name, b.low, b.high, "integer" if b.kind == "integer" else "real",
+                extrapolation=(b.band_low, b.band_high),
+            )
+            for b in bounds
+        )
+    except SweepError:
+        return operation
+    return replace(operation, ranges=ranges)
+
+
+def _operation_bounds(operation: Operation | None, data: DataSpec | None) -> tuple[Bounds, ...]:
+    if operation is None or data is None or operation.table:
+        return ()
+    return bounds_of(effective_ranges(operation, data.low, data.high))
 
 
 def _study_facts(study: optuna.Study, trials: Sequence[FrozenTrial]) -> StudyFacts:
@@ -335,23 +458,28 @@ def _extrapolation(
     data: DataSpec | None,
     study: optuna.Study | None,
     best: ModelEntry | None,
-    registry: ModelRegistry,
-    campaign: str,
+    context: _Context,
 ) -> Extrapolation:
     if best is None:
         return Extrapolation()
     if operation is None or data is None:
         return Extrapolation(unknown_data=True)
+    if operation.table and (context.config is None or context.database is None):
+        return Extrapolation(unknown_data=True)  # the rows are in the campaign's database
     from sweep.nets.saving import check_keras_version
     from sweep.nets.training import KerasTrainer
     from sweep.publishing.notes import extrapolation_plot
+    from sweep.publishing.pulling import campaign_table
 
     try:
-        entry, model_bytes = registry.fetch(campaign, name, best.version)
+        entry, model_bytes = context.registry.fetch(context.campaign, name, best.version)
         label = f"{name} version {entry.version}"
         check_keras_version(entry.keras_version, label=label)
         model = KerasTrainer().load(model_bytes, label=label)
-        dataset = make_dataset(operation, data)
+        table = None
+        if context.database is not None:
+            table = campaign_table(context.database, context.config, operation)
+        dataset = make_dataset(operation, data, table)
     except (SweepError, StorageError) as e:
         return Extrapolation(load_error=str(e))
     stored = study.user_attrs.get("data_fingerprint") if study is not None else None
@@ -359,4 +487,5 @@ def _extrapolation(
         png=extrapolation_plot(model, dataset, entry),
         pairs=len(dataset.y_extrapolation),
         fingerprint_mismatch=bool(stored and stored != dataset.fingerprint),
+        bounds=dataset.bounds,
     )

@@ -12,6 +12,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sweep.publishing.format import format_value as _fmt
+from sweep.publishing.notes import (
+    band_caption,
+    input_rows,
+    inputs_text,
+    range_text,
+    row_noun,
+    shared_bounds,
+)
 from sweep.publishing.plots import history_png, importance_png, normalisation_png
 from sweep.publishing.report_data import (
     MIN_TRIALS_FOR_IMPORTANCE,
@@ -106,12 +114,17 @@ def _facts(section: Section, escape: Escape) -> str:
         noun = "trial" if study.trials == 1 else "trials"
         items.append(("study", f"{study.name}: {study.trials} {noun} ({summary})"))
         items.append(("objective", study.objective))
-    if section.data is not None and section.band is not None:
-        spec, band = section.data, section.band
-        unary = section.operation is not None and section.operation.arity == 1
-        variables = "a" if unary else "a, b"
-        items.append(("data", f"{variables} in [{spec.low}, {spec.high}), {spec.examples} "
-                      f"examples, seed {spec.seed}; extrapolation band [{band[0]}, {band[1]})"))
+    table = section.operation is not None and section.operation.table
+    bounds = section.inputs
+    spec = section.data
+    if spec is not None:
+        size = "every row of its table" if table else f"{spec.examples} examples"
+        if bounds and shared_bounds(bounds) and not table:
+            band = range_text(bounds[0].band_low, bounds[0].band_high)
+            items.append(("data", f"{inputs_text(bounds)}, {size}, seed {spec.seed}; "
+                          f"extrapolation band {band}"))
+        else:
+            items.append(("data", f"{size}, seed {spec.seed}"))
     row = section.best
     if row is not None:
         items.append(("best model", f"registry version {row.version} from trial "
@@ -126,7 +139,23 @@ def _facts(section: Section, escape: Escape) -> str:
         items.append(("best model", "none in the registry (every trial was pruned or failed, "
                       "or none has been promoted yet)"))
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in items)
+    if bounds:
+        rows += f"<tr><th>inputs</th><td>{_inputs_table(section, escape)}</td></tr>"
     return f'<table class="facts">{rows}</table>'
+
+
+def _inputs_table(section: Section, escape: Escape) -> str:
+    """Each input in the model's order: its kind, training range and extrapolation band."""
+    table = section.operation is not None and section.operation.table
+    head = "".join(f"<th>{h}</th>" for h in ("input", "kind", "training range",
+                                             "extrapolation band"))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in cells) + "</tr>"
+        for cells in input_rows(section.inputs, table=table)
+    )
+    note = ("<p class=\"muted\">A table's extrapolation rows lie above the training range of "
+            "at least one input.</p>") if table else ""
+    return f'<table class="inputs"><tr>{head}</tr>{body}</table>{note}'
 
 
 _PARAM_ORDER = (
@@ -211,21 +240,24 @@ def _prediction_figure(section: Section, escape: Escape) -> str:
     if section.best is None:
         return _note("No model in the registry for this operation, so there is no prediction "
                      "plot.", escape, "Extrapolation:")
-    if check.unknown_data or section.band is None:
+    if check.unknown_data or section.data is None:
         return _note("The operation or its data settings are unknown (no stored campaign and "
                      "no usable study attributes), so its data cannot be rebuilt.", escape,
                      "Extrapolation:")
     if check.load_error is not None or check.png is None:
         return _note(f"The model could not be loaded: {check.load_error}", escape,
                      "Extrapolation:")
-    band = section.band
+    op = section.operation
+    table = op is not None and op.table
+    noun = row_noun(op.arity if op is not None else len(section.inputs))
     caveat = (" Caution: the rebuilt data differs from the data the study recorded "
               "(fingerprint mismatch).") if check.fingerprint_mismatch else ""
     return _figure(
         check.png, "predicted vs true on the extrapolation band",
-        f"The registry's best model on {check.pairs} pairs from the band "
-        f"[{band[0]}, {band[1]}), which training never saw. Left: each point is one pair; on "
-        "the grey line the model is exact. Right: the error against the truth." + caveat,
+        f"The registry's best model on {check.pairs} {noun} from "
+        f"{band_caption(section.inputs, table)}, which training never saw. Left: each point "
+        f"is one of them; on the grey line the model is exact. Right: the error against the "
+        "truth." + caveat,
         escape, wide=True,
     )
 
@@ -244,6 +276,8 @@ th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: left; vertical-
 table.best th { background: #f2f6fa; }
 table.best td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 table.facts th { background: #f7f7f7; white-space: nowrap; font-weight: 600; }
+table.inputs { margin: 0; font-size: 1em; }
+table.inputs th { background: #fbfbfb; font-weight: 600; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr));
         gap: 1em; align-items: start; }
 h3 { font-size: 1em; margin: .2em 0 .4em; }
@@ -312,7 +346,7 @@ def _page(report: CampaignReport, body: Sequence[str], escape: Escape) -> str:
         f"{escape(report.optuna_version)}</p>",
         f"<nav>{nav}</nav>",
         "<h2>Best model per operation</h2>",
-        "<p>From the model registry. MAE, median relative error and hit rate on unseen pairs "
+        "<p>From the model registry. MAE, median relative error and hit rate on unseen inputs "
         "in the training range; the extrapolation band lies just above it.</p>",
         _best_table(report.sections, escape),
         *body,

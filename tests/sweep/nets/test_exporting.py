@@ -198,3 +198,58 @@ def test_a_missing_onnx_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"needs tf2onnx; install it with: pip install "
                        r"\"neural-arithmetic-sweep\[onnx\]\""):
         export_onnx(exact_add())
+
+
+def _ten_input_model(family: str) -> keras.Model:
+    """A sweep model over ten real inputs as `train` builds it: fitted normalisations, and
+    (the power family) the product units its degree fits in, with arbitrary output weights."""
+    from sweep.nets.layers import power_of_four_scale
+    from sweep.nets.normalization import fit_normalization
+    from sweep.nets.spec import MAX_UNITS, ModelSpec
+    from sweep.nets.training import build
+
+    rng = np.random.default_rng(10)
+    x = rng.uniform(1, 2, (500, 10))
+    y = x.prod(axis=1) + x.sum(axis=1)
+    spec = ModelSpec((16,) if family == "mlp" else (), "tanh", "standard", "standard", 1e-3, 32,
+                     "mse", 1, "constant", False, family=family, degree=3, negative_powers=True)
+    inputs = fit_normalization("none" if family == "power" else "standard", x)
+    built = build(spec, 10, inputs, fit_normalization("standard", y),
+                  monomial_scale=power_of_four_scale(x) if family == "power" else None)
+    if family == "power":
+        units = len(spec.exponents(10))
+        assert units <= MAX_UNITS and spec.fitted_degree(10) < spec.degree
+        built.output_layer.set_weights([rng.normal(size=(units, 1)), np.zeros(1)])
+    return built.exported
+
+
+@pytest.mark.parametrize("family", ["mlp", "power"])
+def test_ten_input_models_export_and_answer_alike(family: str, tmp_path: Path) -> None:
+    from sweep.nets.exporting import model_arity, rounding_bound
+    from sweep.nets.portable import OnnxPredictor, default_probe
+
+    model = _ten_input_model(family)
+    assert model_arity(model) == 10
+    data, comparison = export_onnx(model)  # on the bounded default probe of 10 inputs
+    x = default_probe(10)
+    assert comparison.rows == len(x) < 2_500
+    reference = predict(model, x)
+    y = OnnxPredictor(data).predict(x)
+    assert compare_answers(reference, y, integer_valued=False, rounding=rounding_bound(
+        model, x, reference)).beyond_tolerance == 0
+    export_savedmodel(model, tmp_path / "1")
+    assert compare_answers(reference, savedmodel_answers(tmp_path / "1", x),
+                           integer_valued=False).bitwise
+
+
+def test_only_a_sweep_models_output_layer_has_a_rounding_bound() -> None:
+    from sweep.nets.exporting import rounding_bound
+
+    x = _probe()
+    model = standard_add()
+    bound = rounding_bound(model, x, predict(model, x))
+    assert bound is not None and bound.shape == (len(x),) and (bound >= 0).all()
+    assert (bound < 1e-9 * np.maximum(np.abs(predict(model, x)), 1)).all()  # well conditioned
+    inputs = keras.Input((2,), dtype="float64")
+    plain = keras.Model(inputs, keras.layers.Dense(1, dtype="float64")(inputs))
+    assert rounding_bound(plain, x, predict(plain, x)) is None

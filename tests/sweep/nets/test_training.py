@@ -128,3 +128,30 @@ def test_the_loops_adam_takes_the_same_steps_as_keras_adam(
                 np.testing.assert_allclose(mine.numpy(), expected.numpy(), rtol=1e-6, atol=1e-7)
             else:
                 np.testing.assert_array_equal(mine.numpy(), expected.numpy())
+
+
+GAS_RNG = np.random.default_rng(4)
+GAS_LOW, GAS_HIGH = np.array([1.0, 8.0, 250.0, 1.0]), np.array([5.0, 9.0, 350.0, 10.0])
+GAS_X = GAS_RNG.uniform(GAS_LOW, GAS_HIGH, size=(600, 4))
+GAS_X_VAL = GAS_RNG.uniform(GAS_LOW, GAS_HIGH, size=(150, 4))
+
+
+def _gas(x: np.ndarray) -> np.ndarray:
+    return x[:, 0] * x[:, 1] * x[:, 2] / x[:, 3]
+
+
+@pytest.mark.parametrize("family", ["mlp", pytest.param("power", marks=pytest.mark.slow)])
+def test_both_families_train_on_four_real_inputs(family: str) -> None:
+    """Float64 inputs of their own ranges, per-input normalisation: n*R*T/V is exact for the
+    log-linear MLP (log n + log R + log T - log V) and for the power family's unit n R T / V."""
+    assert GAS_X.dtype == np.float64
+    spec = _spec(input_normalization="log_abs", target_normalization="log_abs", epochs=2)
+    if family == "power":
+        spec = _spec(family="power", degree=4, negative_powers=True, snap_output=True, epochs=0)
+    result = train(spec, GAS_X, _gas(GAS_X), GAS_X_VAL, _gas(GAS_X_VAL), seed=3)
+    assert tuple(result.model.inputs[0].shape) == (None, 4)
+    assert spec.architecture(4).startswith("4-")
+    np.testing.assert_allclose(predict(result.model, GAS_X_VAL), _gas(GAS_X_VAL), rtol=1e-9)
+    # Beyond every input's training range too: the law was learned, not the rows.
+    far = GAS_RNG.uniform(GAS_HIGH, 2 * GAS_HIGH, size=(100, 4))
+    np.testing.assert_allclose(predict(result.model, far), _gas(far), rtol=1e-8)
