@@ -122,7 +122,7 @@ def print_best_table(
     With `stopped_exact` (operation -> trial, from `sweep run`), a last column says which
     operations stopped at an exact model, and at which trial.
     """
-    table = Table(title="Best model per operation (metrics on unseen pairs)")
+    table = Table(title="Best model per operation (metrics on unseen inputs)")
     headers = [
         "operation", "trial", "normalisation in/target", "architecture", "learning rate",
         "MAE", "median rel. error", "hit rate", "extrap. hit rate", "extrap. median rel. error",
