@@ -1,24 +1,23 @@
 """The public Python API, wired as the CLI wires it (the Keras trainer, the dashboard notes).
 
 `sweep.run_campaign(config, storage=...)`, `sweep.load_best_model(op, storage=...)`,
-`sweep.load_best_models(op, top_k=3, storage=...)`, `sweep.predict(op, a, b, storage=...)`,
-`sweep.predict_many(op, pairs, storage=...)`, `sweep.pull_model(op, path, format=...,
-storage=...)`, `sweep.best_models(storage=...)`, `sweep.model_history(op, storage=...)` and
-`sweep.optuna_storage(storage=...)`: every function takes the database as ``storage=`` (a URL;
-default ``$SWEEP_STORAGE``, else ``sqlite:///sweeps.db``, or a `storage.Database` already
-open). This is a boundary, as the CLI is: each call parses the URL once into one
-`storage.Database` (one engine) and hands that down.
+`sweep.load_best_models(op, top_k=3, storage=...)`, `sweep.predict(op, *inputs, storage=...)`
+(or one mapping of input name to value), `sweep.predict_many(op, rows, storage=...)` (rows in
+the operation's input order, or a mapping of input name to column), `sweep.pull_model(op,
+path, format=..., storage=...)`, `sweep.best_models(storage=...)`, `sweep.model_history(op,
+storage=...)` and `sweep.optuna_storage(storage=...)`: every function takes the database as
+``storage=`` (a URL; default ``$SWEEP_STORAGE``, else ``sqlite:///sweeps.db``, or a
+`storage.Database` already open). This is a boundary, as the CLI is: each call parses the URL
+once into one `storage.Database` (one engine) and hands that down.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from storage import Database, ModelEntry
 from sweep import settings
@@ -148,29 +147,38 @@ def load_best_models(
 
 def predict(
     operation: str,
-    a: float,
-    b: float | None = None,
-    *,
+    *inputs: float | Mapping[str, float] | None,
     storage: Storage = None,
     campaign: str = DEFAULT_CAMPAIGN,
 ) -> Prediction:
-    """Run the best model for `operation` on raw inputs."""
+    """Run the best model for `operation` on one row of raw inputs.
+
+    The inputs in the operation's order (``predict("add", 2, 3)``, ``predict("gas", 1.5, 8.3,
+    300, 2)``), or one mapping of name to value (``predict("gas", {"n": 1.5, "R": 8.3, "T":
+    300, "V": 2})``): every input exactly once. The `Prediction`'s `answer` is rounded only
+    when the operation is integer-valued and every input is a whole number; `beyond_2_53`
+    says the answer is past where float64 holds every whole number; `exact` is None for an
+    operation defined by a table.
+    """
     with _opened(storage) as handle:
-        return models.predict(operation, a, b, database=handle, campaign=campaign)
+        return models.predict(operation, *inputs, database=handle, campaign=campaign)
 
 
 def predict_many(
     operation: str,
-    pairs: npt.ArrayLike,
+    rows: Any,
     *,
     storage: Storage = None,
     campaign: str = DEFAULT_CAMPAIGN,
     version: int | None = None,
 ) -> Predictions:
-    """Run the best (or a given version's) model on many raw inputs, shape (n, arity)."""
+    """Run the best (or a given version's) model on many raw inputs: rows of shape (n, arity)
+    in the operation's input order, or named columns (a mapping of input name to a sequence,
+    or a pandas DataFrame with those columns). Per row, `Predictions.rounded` and
+    `beyond_2_53` follow `predict`'s rules."""
     with _opened(storage) as handle:
         return models.predict_many(
-            operation, pairs, database=handle, campaign=campaign, version=version
+            operation, rows, database=handle, campaign=campaign, version=version
         )
 
 

@@ -1,5 +1,9 @@
 """Reading many inputs for `sweep predict --input`: CSV (or whitespace-separated) numbers.
 
+A first line of names is a header: with the operation's input names known (`read_rows`) it
+must name each input once, in any order, and the columns are taken by name; without a header
+the columns are the inputs in the operation's order.
+
 The input is read in blocks under bounds on its size and its lines' length, then parsed under
 a bound on its rows: a runaway source (``--input - < /dev/zero``, a mistaken multi-gigabyte
 file) is refused after a bounded read, never loaded whole.
@@ -9,14 +13,15 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from itertools import compress
 from pathlib import Path
 from typing import IO
 
 from sweep.errors import ConfigError
 
-__all__ = ["MAX_INPUT_BYTES", "MAX_INPUT_ROWS", "MAX_LINE_BYTES", "read_pairs"]
+__all__ = ["MAX_INPUT_BYTES", "MAX_INPUT_ROWS", "MAX_LINE_BYTES", "read_pairs", "read_rows"]
 
 MAX_INPUT_ROWS = 1_000_000
 # A million pairs written out in full (two 24-character floats and a separator) fit in 64 MiB.
@@ -34,22 +39,96 @@ def read_pairs(source: str, arity: int) -> tuple[list[list[float]], list[int]]:
     """Rows of `arity` numbers from a file (or stdin for ``-``), and each row's line number.
 
     Blank lines and ``#`` comments are skipped, and a first line of names that are not
-    numbers (``a,b``; ``nan,inf`` is a row) is taken as a header. Every other line must hold
-    exactly `arity` numbers. At most `MAX_INPUT_BYTES` bytes, lines of at most
+    numbers (``a,b``; ``nan,inf`` is a row) is taken as a header and skipped. Every other line
+    must hold exactly `arity` numbers. At most `MAX_INPUT_BYTES` bytes, lines of at most
     `MAX_LINE_BYTES` bytes and `MAX_INPUT_ROWS` rows are read.
 
     Raises:
         ConfigError: an unreadable or oversized input, or the first bad line (by number).
     """
+    return _read_source(source, _Columns(arity, None, None))
+
+
+def read_rows(
+    source: str, names: Sequence[str], operation: str = "the operation"
+) -> tuple[list[list[float]], list[int]]:
+    """Like `read_pairs` for an operation with these input `names`: a header line must name
+    each input exactly once (any order) and the columns are mapped by name; without a header
+    they are taken in `names` order. Each row comes back in `names` order.
+
+    Raises:
+        ConfigError: as `read_pairs`, or a header naming an unknown, repeated or missing input
+            (one line naming it, its column and the inputs).
+    """
+    return _read_source(source, _Columns(len(names), tuple(names), operation))
+
+
+@dataclass
+class _Columns:
+    """What the lines must hold: `arity` numbers; with `names`, a header is mapped by them."""
+
+    arity: int
+    names: tuple[str, ...] | None
+    operation: str | None
+    order: list[int] | None = None  # with a header: the column of each input, in names order
+    header: tuple[str, ...] | None = None
+
+    def header_fields(self, line: str, fields: list[str]) -> list[str] | None:
+        """The first line's column names if it is a header: names that are not numbers
+        (``nan,inf`` is a row). With the input names known, a name may be any text a table
+        column may have (``Temp C``), separated by commas."""
+        if self.names is not None and "," in line:
+            named = [f.strip() for f in line.split(",")]
+            return named if all(f and not _is_float(f) for f in named) else None
+        return fields if all(_is_name(f) for f in fields) else None
+
+    def take_header(self, fields: list[str], shown: str, number: int) -> None:
+        if self.names is None:
+            return
+        listing = ", ".join(self.names)
+        seen: dict[str, int] = {}
+        for column, name in enumerate(fields, start=1):
+            if name not in self.names:
+                raise ConfigError(
+                    f"{shown} line {number}, column {column}: {name[:40]!r} is not an input of "
+                    f"{self.operation} (its inputs: {listing})"
+                )
+            if name in seen:
+                raise ConfigError(
+                    f"{shown} line {number}, column {column}: {name!r} is named twice (also "
+                    f"column {seen[name]}); name each of {listing} once"
+                )
+            seen[name] = column
+        missing = [name for name in self.names if name not in seen]
+        if missing:
+            raise ConfigError(
+                f"{shown} line {number}: the header has no column for {', '.join(missing)} "
+                f"(the inputs of {self.operation}: {listing})"
+            )
+        self.header = tuple(fields)
+        order = [seen[name] - 1 for name in self.names]
+        self.order = None if order == list(range(self.arity)) else order
+
+    def wanted(self) -> str:
+        count = "one number" if self.arity == 1 else f"{self.arity} numbers"
+        columns = self.header or self.names
+        return f"{count} ({', '.join(columns)})" if columns else count
+
+    def column_name(self, index: int) -> str:
+        columns = self.header or self.names
+        return f" ({columns[index]})" if columns else ""
+
+
+def _read_source(source: str, columns: _Columns) -> tuple[list[list[float]], list[int]]:
     if source == "-":
-        return _parse(_lines(_read(_stdin(), "stdin"), "stdin"), "stdin", arity)
+        return _parse(_lines(_read(_stdin(), "stdin"), "stdin"), "stdin", columns)
     path = Path(source)
     if not path.is_file():
         raise ConfigError(f"--input {source!r} is not a file")
     try:
         with path.open("rb") as stream:
             blocks = _read(stream, source)
-        return _parse(_lines(blocks, source), source, arity)
+        return _parse(_lines(blocks, source), source, columns)
     except OSError as e:
         raise ConfigError(f"cannot read --input {source!r}: {e}") from None
 
@@ -128,7 +207,10 @@ def _lines(blocks: list[bytes], shown: str) -> Iterator[tuple[int, str]]:
 
 
 def _too_long(shown: str, number: int) -> str:
-    return f"{shown} line {number} is longer than {MAX_LINE_BYTES:_} bytes; give one pair per line"
+    return (
+        f"{shown} line {number} is longer than {MAX_LINE_BYTES:_} bytes; give one row of "
+        "inputs per line"
+    )
 
 
 def _decoded(part: bytes, shown: str, number: int) -> str:
@@ -149,11 +231,12 @@ def _decoded(part: bytes, shown: str, number: int) -> str:
 
 
 def _parse(
-    lines: Iterator[tuple[int, str]], shown: str, arity: int
+    lines: Iterator[tuple[int, str]], shown: str, columns: _Columns
 ) -> tuple[list[list[float]], list[int]]:
     rows: list[list[float]] = []
     numbers: list[int] = []
     header_allowed = True
+    arity = columns.arity
     for number, raw in lines:
         if len(raw) > MAX_LINE_BYTES:
             raise ConfigError(_too_long(shown, number))
@@ -161,20 +244,27 @@ def _parse(
         if not line:
             continue
         fields = [f for f in _SEPARATOR.split(line) if f]
-        if header_allowed and all(_is_name(f) for f in fields):
+        if header_allowed:
             header_allowed = False
-            continue
-        header_allowed = False
+            header = columns.header_fields(line, fields)
+            if header is not None:
+                columns.take_header(header, shown, number)
+                continue
         if len(fields) != arity:
-            wanted = "one number" if arity == 1 else f"{arity} numbers"
             raise ConfigError(
-                f"{shown} line {number}: expected {wanted}, got {len(fields)}: {line[:60]!r}"
+                f"{shown} line {number}: expected {columns.wanted()}, got {len(fields)}: "
+                f"{line[:60]!r}"
             )
         try:
-            rows.append([float(f) for f in fields])
+            row = [float(f) for f in fields]
         except ValueError:
-            bad = next(f for f in fields if not _is_float(f))
-            raise ConfigError(f"{shown} line {number}: {bad[:40]!r} is not a number") from None
+            at = next(i for i, f in enumerate(fields) if not _is_float(f))
+            raise ConfigError(
+                f"{shown} line {number}, column {at + 1}{columns.column_name(at)}: "
+                f"{fields[at][:40]!r} is not a number"
+            ) from None
+        order = columns.order
+        rows.append(row if order is None else [row[k] for k in order])
         numbers.append(number)
         if len(rows) > MAX_INPUT_ROWS:
             raise ConfigError(

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from storage import (
     ChecksumMismatch,
@@ -38,7 +39,15 @@ from sweep.publishing.model_backends import (
 )
 from sweep.search.config import CampaignConfig
 
-__all__ = ["POLL_SECONDS", "ModelStatus", "ModelStore", "Served"]
+__all__ = [
+    "POLL_SECONDS",
+    "ModelStatus",
+    "ModelStore",
+    "Served",
+    "model_metadata",
+    "model_status",
+    "operation_facts",
+]
 
 # The CLI gives this logger its handler and "sweep serve:" prefix: the name is part of the API.
 log = logging.getLogger("sweep.serve")
@@ -104,8 +113,10 @@ class ModelStore:
         campaigns = database.campaigns
         stored = campaigns.load(campaign)
         if stored:
-            for name in CampaignConfig.from_dict(stored).expressions:
-                self._known[name] = resolve_operation(campaigns, campaign, name)
+            # Every swept operation as the campaign resolves it (a built-in over real ranges
+            # is not integer-valued; a table has no formula), not only its expressions.
+            for operation in CampaignConfig.from_dict(stored).resolved_operations():
+                self._known[operation.name] = operation
         for name in self._wanted or ():
             self._known[name] = resolve_operation(campaigns, campaign, name)
 
@@ -113,6 +124,10 @@ class ModelStore:
 
     def served(self, name: str) -> Served | None:
         return self._served.get(name)
+
+    def operation(self, name: str) -> Operation | None:
+        """The operation as this campaign resolves it (served or not yet), if served here."""
+        return self._known.get(name) if self.is_known(name) else None
 
     def is_known(self, name: str) -> bool:
         return name in self._known and (self._wanted is None or name in self._wanted)
@@ -284,6 +299,85 @@ class ModelStore:
         self._open_registry()
         stored = self.database.campaigns.load(self.campaign)
         return CampaignConfig.from_dict(stored).data if stored else DataSpec()
+
+
+def model_status(store: ModelStore, name: str) -> dict[str, Any]:
+    """``GET /v1/models/OP``: TF Serving's model status, plus the operation's inputs, the
+    version served, its checksum, metrics and architecture."""
+    served = store.served(name)
+    status = store.status(name)
+    body: dict[str, Any] = {"operation": name, "campaign": store.campaign}
+    operation = served.operation if served is not None else store.operation(name)
+    if operation is not None:
+        body.update(operation_facts(operation))
+    if served is None:
+        body["model_version_status"] = [
+            {
+                "version": "0",
+                "state": status.state or "START",
+                "status": {
+                    "error_code": "UNAVAILABLE" if status.state == "LOADING" else "NOT_FOUND",
+                    "error_message": status.error or "loading",
+                },
+            }
+        ]
+        return body
+    entry = served.entry
+    body["model_version_status"] = [
+        {
+            "version": str(entry.version),
+            "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": status.error},
+        }
+    ]
+    body.update(
+        model_version=entry.version,
+        sha256=entry.sha256,
+        trial=entry.trial_number,
+        created_at=entry.created_at.isoformat(),
+        architecture=str(entry.params.get("architecture", "")),
+        params=entry.params,
+        metrics=entry.metrics,
+        backend=served.backend,
+    )
+    return body
+
+
+def operation_facts(op: Operation) -> dict[str, Any]:
+    """What a client needs to ask: the inputs in row order, their ranges, the rounding rule."""
+    return {
+        "inputs": list(op.inputs),
+        "arity": op.arity,
+        "kind": op.kind,
+        "integer_valued": op.integer_valued,
+        "input_ranges": [
+            {"name": r.name, "low": r.low, "high": r.high, "kind": r.kind} for r in op.ranges
+        ],
+    }
+
+
+def model_metadata(served: Served) -> dict[str, Any]:
+    """TF Serving's ``GET /v1/models/OP/metadata``: the signature of the exported model (one
+    float64 tensor ``operands`` (n, arity) in, ``result`` (n,) out), plus the input names."""
+    from sweep.nets.portable import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
+
+    op = served.operation
+
+    def tensor(name: str, *sizes: int) -> dict[str, Any]:
+        dims = [{"size": str(size), "name": ""} for size in sizes]
+        return {"dtype": "DT_DOUBLE", "tensor_shape": {"dim": dims, "unknown_rank": False},
+                "name": name}
+
+    signature = {
+        "inputs": {INPUT_NAME: tensor(INPUT_NAME, -1, op.arity)},
+        "outputs": {OUTPUT_NAME: tensor(OUTPUT_NAME, -1)},
+        "method_name": "tensorflow/serving/predict",
+    }
+    return {
+        "model_spec": {"name": op.name, "signature_name": "", "version": str(served.entry.version)},
+        "metadata": {"signature_def": {"signature_def": {SIGNATURE_NAME: signature}}},
+        **operation_facts(op),
+    }
 
 
 def _file_id(path: Path | None) -> tuple[int, int] | None:

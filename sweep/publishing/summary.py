@@ -3,13 +3,26 @@ study note and the report all read a `BestRow`, so they never disagree on what a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from storage import ModelEntry
+from storage import CampaignRows, ModelEntry
+from sweep.errors import ConfigError
+from sweep.problem.operations import BUILTIN_OPERATIONS, Operation
+from sweep.search.config import CampaignConfig
 
-__all__ = ["BestRow", "best_rows", "history_json", "json_rows"]
+__all__ = [
+    "BestRow",
+    "OperationsByEntry",
+    "best_rows",
+    "history_json",
+    "json_rows",
+    "operations_for",
+]
+
+OperationsByEntry = Mapping[tuple[str, str], Operation | None]
+"""(campaign, operation) -> the operation as its stored campaign resolves it (None: unknown)."""
 
 
 @dataclass(frozen=True)
@@ -112,12 +125,82 @@ def best_rows(entries: Sequence[ModelEntry]) -> list[BestRow]:
     return [BestRow.from_entry(entry) for entry in entries]
 
 
-def json_rows(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
-    return [row.to_json() for row in best_rows(entries)]
+def operations_for(
+    campaigns: CampaignRows, entries: Sequence[ModelEntry]
+) -> dict[tuple[str, str], Operation | None]:
+    """Each entry's operation as its stored campaign resolves it (its inputs, its integer
+    flag decided from its data): one campaign read and one resolution per campaign.
+
+    None for an operation that cannot be resolved (a campaign stored by an incompatible
+    version, an operation it no longer defines): its row is still listed.
+    """
+    by_campaign: dict[str, dict[str, Operation] | None] = {}
+    config_of: dict[str, CampaignConfig | None] = {}
+    found: dict[tuple[str, str], Operation | None] = {}
+    for entry in entries:
+        key = (entry.campaign, entry.operation)
+        if key in found:
+            continue
+        if entry.campaign not in by_campaign:
+            by_campaign[entry.campaign], config_of[entry.campaign] = _resolved(
+                campaigns, entry.campaign
+            )
+        swept = by_campaign[entry.campaign]
+        config = config_of[entry.campaign]
+        operation = (swept or {}).get(entry.operation)
+        if operation is None and config is not None:
+            try:
+                operation = config.operation(entry.operation)
+            except ConfigError:
+                operation = None
+        if operation is None and swept is not None and config is None:
+            operation = BUILTIN_OPERATIONS.get(entry.operation)
+        found[key] = operation
+    return found
 
 
-def history_json(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
-    """`sweep models --format json`: every stored version, oldest first per operation."""
+def _resolved(
+    campaigns: CampaignRows, campaign: str
+) -> tuple[dict[str, Operation] | None, CampaignConfig | None]:
+    """A campaign's swept operations by name, and its config ({} and None: no such campaign,
+    so only built-ins; None and None: a stored campaign that cannot be read)."""
+    stored = campaigns.load(campaign)
+    if stored is None:
+        return {}, None
+    try:
+        config = CampaignConfig.from_dict(stored)
+        return {op.name: op for op in config.resolved_operations()}, config
+    except ConfigError:
+        return None, None
+
+
+def _operation_fields(
+    entry: ModelEntry, operations: OperationsByEntry | None
+) -> dict[str, Any]:
+    if operations is None:
+        return {}
+    operation = operations.get((entry.campaign, entry.operation))
+    if operation is None:
+        return {"inputs": None, "integer_valued": None}
+    return {"inputs": list(operation.inputs), "integer_valued": operation.integer_valued}
+
+
+def json_rows(
+    entries: Sequence[ModelEntry], operations: OperationsByEntry | None = None
+) -> list[dict[str, Any]]:
+    """`sweep best --format json`; with `operations` (`operations_for`), each row also gives
+    the operation's `inputs` (ordered names) and `integer_valued` (null if unknown)."""
+    return [
+        {**row.to_json(), **_operation_fields(entry, operations)}
+        for row, entry in zip(best_rows(entries), entries, strict=True)
+    ]
+
+
+def history_json(
+    entries: Sequence[ModelEntry], operations: OperationsByEntry | None = None
+) -> list[dict[str, Any]]:
+    """`sweep models --format json`: every stored version, oldest first per operation; with
+    `operations`, `inputs` and `integer_valued` as in `json_rows`."""
     return [
         {
             "operation": e.operation,
@@ -135,6 +218,7 @@ def history_json(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
             "keras_version": e.keras_version,
             "tensorflow_version": e.tensorflow_version,
             "created_at": e.created_at.isoformat(),
+            **_operation_fields(e, operations),
         }
         for e in entries
     ]

@@ -31,18 +31,21 @@ class BestCommand(Command):
 
     def take_action(self, args: argparse.Namespace, database: Database, campaign: str) -> int:
         from sweep.publishing.models import best_models
-        from sweep.publishing.summary import json_rows
+        from sweep.publishing.summary import json_rows, operations_for
 
         entries = best_models(database=database, campaign=campaign)
+        operations = operations_for(database.campaigns, entries)
         if args.json or args.format == "json":
-            print(json.dumps(json_rows(entries), indent=2, default=str))
+            print(json.dumps(json_rows(entries, operations), indent=2, default=str))
             return 0
         if not entries:
             raise ConfigError(
                 f"no models yet in campaign {campaign!r} on {database.masked}; run `sweep run` "
                 "first"
             )
+        from sweep.cli.commands.models import print_inputs
         from sweep.cli.display import print_best_table
 
         print_best_table(entries, None)
+        print_inputs(entries, operations)
         return 0

@@ -89,7 +89,7 @@ def test_a_first_line_of_number_words_is_a_row_not_a_header(first: str, tmp_path
 def test_a_first_line_mixing_names_and_numbers_is_a_bad_row(first: str, tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text(f"{first}\n1,2\n")
-    with pytest.raises(ConfigError, match=r"line 1: '[abx]' is not a number"):
+    with pytest.raises(ConfigError, match=r"line 1, column [12]: '[abx]' is not a number"):
         read_pairs(str(path), 2)
 
 

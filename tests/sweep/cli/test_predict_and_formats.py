@@ -43,7 +43,8 @@ def test_predict_many_pairs_from_a_csv_file_and_from_stdin(
     csv.write_text("a,b\n2,3\n\n# a comment\n-0.0, 7\n1e6,2.5\n")
     code, out, err = _run(["predict", "add", "--input", str(csv), "--storage", url], capsys)
     assert code == 0, err
-    assert out.splitlines() == ["5", "7", "1000002"]
+    # 1e6 + 2.5 is not rounded: an input of the row is not a whole number.
+    assert out.splitlines() == ["5", "7", "1000002.5"]
 
     monkeypatch.setattr("sys.stdin", io.StringIO("12 34\n0 5\n"))
     code, out, err = _run(
@@ -65,8 +66,11 @@ def test_predict_many_pairs_from_a_csv_file_and_from_stdin(
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("1,2\n3\n", "line 2: expected 2 numbers, got 1"),
-        ("1,2\n3,x\n", "line 2: 'x' is not a number"),
+        ("1,2\n3\n", "line 2: expected 2 numbers (a, b), got 1"),
+        ("1,2\n3,x\n", "line 2, column 2 (b): 'x' is not a number"),
+        ("b,a\n3,x\n", "line 2, column 2 (a): 'x' is not a number"),
+        ("a,c\n1,2\n", "line 1, column 2: 'c' is not an input of add (its inputs: a, b)"),
+        ("a\n1,2\n", "line 1: the header has no column for b"),
         ("1,2\n\n1,nan\n", "line 3: a=1, b=nan is not a finite number"),
         ("1,inf\n", "line 1: a=1, b=inf is not a finite number"),
         ("1,1e300\n", "line 1: a=1, b=1e+300 is beyond what a float64 model can represent"),
@@ -142,7 +146,7 @@ def test_predict_parses_its_url_once_and_holds_one_engine(
 
     engines: list[object] = []
     parses: list[str] = []
-    real_engine, real_parse = sqlalchemy.create_engine, storage.urls.make_url
+    real_engine, real_parse = sqlalchemy.create_engine, storage.urls.make_url  # type: ignore[attr-defined]
 
     def counting_engine(*args: object, **kwargs: object) -> sqlalchemy.Engine:
         engines.append(args[0])

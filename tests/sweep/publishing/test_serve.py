@@ -106,9 +106,14 @@ LIMIT = f"the limit is |x| <= 2**53 = {2**53}"
         ("POST", "/v1/models/add:predict", b'{"instances": [[1, Infinity]]}', 400, "not JSON"),
         ("POST", "/v1/models/add:predict", b'{"instances": [[1e999, 1]]}', 400, "not JSON"),
         ("POST", "/v1/models/add:predict", b'[[1, 2]]', 400, "expected a JSON object"),
-        ("POST", "/v1/models/add:predict", b'{"inputs": [[1, 2]]}', 400, "expected a JSON object"),
+        ("POST", "/v1/models/add:predict", b'{"rows": [[1, 2]]}', 400, "expected a JSON object"),
+        ("POST", "/v1/models/add:predict", b'{"inputs": 5}', 400, '"inputs" must be a non-empty'),
+        ("POST", "/v1/models/add:predict", b'{"instances": [{"a": 1, "c": 2}]}', 400,
+         "instance 1: add has no input 'c'; its inputs are a, b"),
         ("POST", "/v1/models/add:predict", b'{"instances": [[1, 2]], "x": 1}', 400,
          "unknown field 'x'"),
+        ("POST", "/v1/models/add:predict", b'{"instances": [{"a": 1, "b": 2, "a": 3}]}', 400,
+         "'a' is given twice"),
         ("POST", "/v1/models/add:predict", b'{"instances": []}', 400, "non-empty list"),
         ("POST", "/v1/models/add:predict", b'{"instances": [[1, 2, 3]]}', 400,
          "instance 1: add takes 2 number(s)"),
@@ -135,6 +140,36 @@ def test_bad_requests_get_one_json_line_and_the_service_keeps_serving(
     assert "\n" not in response.text
     assert fragment in response.json()["error"]
     assert _post(server.base, "add", [[6, 7]]).json()["predictions"] == [13.25]
+
+
+def test_answers_are_rounded_only_on_whole_inputs_and_flagged_beyond_2_53(
+    server: Server,
+) -> None:
+    """Predictions stay the raw outputs (TF Serving's); asked for ("answers": true), `answers`
+    round only rows of whole numbers of an integer-valued operation, and `beyond_2_53` flags
+    what float64 cannot hold."""
+
+    def ask(op: str, document: dict[str, object]) -> dict[str, list[object]]:
+        response = httpx.post(f"{server.base}/v1/models/{op}:predict",
+                              json={**document, "answers": True}, timeout=30)
+        assert response.status_code == 200, response.text
+        body: dict[str, list[object]] = response.json()
+        return body
+
+    plain = _post(server.base, "add", [[2, 3], [0.5, 0.25]]).json()
+    assert plain == {"predictions": [5.25, 1.0], "model_version": 1}
+    body = ask("add", {"instances": [[2, 3], [0.5, 0.25], {"b": 3, "a": 2}]})
+    assert body["predictions"] == [5.25, 1.0, 5.25]  # add v1 answers a + b + 0.25
+    assert body["answers"] == [5.0, 1.0, 5.0] and body["rounded"] == [True, False, True]
+    columns = ask("add", {"inputs": {"b": [3, 0.25], "a": [2, 0.5]}})
+    assert columns["outputs"] == [5.25, 1.0] and columns["rounded"] == [True, False]
+    big = ask("multiply", {"instances": [[123456789, 987654321], [1.5, 2.5]]})
+    assert big["beyond_2_53"] == [True, False] and big["rounded"] == [True, False]
+    assert big["answers"][1] == pytest.approx(3.75, rel=1e-12)
+    status = httpx.get(f"{server.base}/v1/models/add").json()
+    assert status["inputs"] == ["a", "b"] and status["integer_valued"] is True
+    metadata = httpx.get(f"{server.base}/v1/models/add/metadata").json()
+    assert metadata["inputs"] == ["a", "b"] and metadata["model_spec"]["version"] == "1"
 
 
 def test_a_body_over_the_limit_without_a_length_is_refused_while_it_streams(
