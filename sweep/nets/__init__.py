@@ -89,11 +89,6 @@ class TrainedModel(ExportableModel, Protocol):
     @property
     def stopped_reason(self) -> str | None: ...
 
-    @property
-    def structure(self) -> str | None:
-        """What a family that finds its structure found (a formula's text), else None."""
-        ...
-
 
 class Trainer(Protocol):
     """Builds and trains a `ModelSpec`, and loads saved models back (safely)."""

@@ -147,7 +147,10 @@ class Objective:
         clock.trained()
         trial.set_user_attr("epochs_run", result.epochs_run)
         trial.set_user_attr("refitted_output", result.refitted)
-        structure = with_input_names(result.structure, data.operation.inputs)
+        # Optional in a trained model: a family that finds its structure (a formula) says it.
+        found = getattr(result, "structure", None)
+        structure = with_input_names(found if isinstance(found, str) else None,
+                                     data.operation.inputs)
         if structure:
             # What a formula trial found is its architecture: shown by best, notes, report.
             trial.set_user_attr("structure", structure)
