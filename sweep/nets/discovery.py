@@ -36,6 +36,8 @@ _EXACT = 1e-11
 _POWERS = (2.0, -1.0, 0.5, 3.0)
 _SNAP = (1, 2, 4)
 _STARTS = 8
+# A full solve over every candidate (then pruned) up to this many columns: ~1 s at 2000 rows.
+_FULL_SOLVE_COLUMNS = 800
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,13 @@ def _function_columns(arity: int) -> list[_Column]:
             for scale in scales:
                 for multiplier in multipliers:
                     columns.append(_Column(multiplier, function, argument, scale))
+
+    def inputs_used(column: _Column) -> int:
+        return sum(e != 0 for e in column.exponents) + sum(e != 0 for e in column.argument)
+
+    # Over many inputs the list passes the cap: the simplest columns (fewest inputs) of every
+    # function are kept, not the first functions' whole share.
+    columns.sort(key=inputs_used)
     return columns[: _MAX_COLUMNS]
 
 
@@ -162,6 +171,43 @@ def _omp(
                 break
             support.append(pick)
     return supports
+
+
+def _pruned(design: FloatArray, target: FloatArray, max_terms: int) -> list[list[int]]:
+    """Supports from one solve over every column, the columns that carry next to nothing
+    dropped and the rest solved again (as the power family's sparse refits).
+
+    Where greedy selection opens on the wrong column (1/(a*b*c) for 1/a + 1/b + 1/c, both
+    large where the inputs are small), the full solve over exact data puts the weight on the
+    truth and nearly none elsewhere.
+    """
+    if not 0 < design.shape[1] <= _FULL_SOLVE_COLUMNS or design.shape[1] >= len(target):
+        return []
+    block = np.hstack([design, np.ones((len(target), 1))])
+    solution = _lstsq(block, target)
+    if solution is None:
+        return []
+    magnitude = np.linalg.norm(block, axis=0)
+    scale = max(float(np.linalg.norm(target)), 1e-300)
+    out: list[list[int]] = []
+    for threshold in (1e-3, 1e-6, 1e-9):
+        weights = solution
+        keep = np.zeros(design.shape[1], dtype=bool)
+        for _ in range(3):
+            keep = np.abs(weights[:-1]) * magnitude[:-1] >= threshold * scale
+            if not keep.any() or keep.sum() > max_terms:
+                break
+            columns = np.flatnonzero(keep)
+            refit = _lstsq(np.hstack([design[:, columns], np.ones((len(target), 1))]), target)
+            if refit is None:
+                break
+            weights = np.zeros_like(solution)
+            weights[columns] = refit[:-1]
+            weights[-1] = refit[-1]
+        support = [int(k) for k in np.flatnonzero(keep)]
+        if support and len(support) <= max_terms and support not in out:
+            out.append(support)
+    return out
 
 
 def _lstsq(block: FloatArray, target: FloatArray) -> FloatArray | None:
@@ -276,7 +322,10 @@ class _Search:
         sub_x, sub_y = self.x[self.pick], self.y[self.pick]
         design, kept = _design(columns, sub_x)
         goal = target(sub_x, sub_y)
-        for support in _omp(design, goal, self.settings.max_terms):
+        supports = _omp(design, goal, self.settings.max_terms)
+        if len(supports) != 1:  # one support: an exact one, found greedily
+            supports += _pruned(design, goal, self.settings.max_terms)
+        for support in supports:
             if time.monotonic() > self.deadline:
                 return
             chosen = [columns[kept[k]] for k in support]
@@ -378,7 +427,10 @@ class _Search:
         bottom_kept = [k for k in range(len(others)) if finite[k]]
         design = np.hstack([top, bottom_raw[:, bottom_kept]])
         goal = sub_y * power_product(sub_x, q0)
-        for support in _omp(design, goal, self.settings.max_terms + 1):
+        supports = _omp(design, goal, self.settings.max_terms + 1)
+        if len(supports) != 1:
+            supports += _pruned(design, goal, self.settings.max_terms + 1)
+        for support in supports:
             chosen_top = [monomials[top_kept[k]] for k in support if k < len(top_kept)]
             chosen_bottom = [others[bottom_kept[k - len(top_kept)]] for k in support
                              if k >= len(top_kept)]

@@ -279,6 +279,8 @@ def _terms_text(terms: Sequence[Term], constant: float, names: Sequence[str]) ->
             body = call if body == "1" else f"{body}*{call}"
         if term.coefficient in (1, -1):
             coefficient = "" if term.coefficient == 1 else "-"
+        elif body.startswith("1/"):  # 2/(m*v**2), not 2*1/(m*v**2)
+            coefficient, body = _number(term.coefficient), body[1:]
         else:
             coefficient = f"{_number(term.coefficient)}*"
         parts.append(f"{coefficient}{body}")
