@@ -16,8 +16,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import stat
 import struct
 from array import array
 from collections.abc import Sequence
@@ -30,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sweep.errors import ConfigError, first_line
+from sweep.problem.files import read_bounded
 
 __all__ = [
     "MAX_DECODED_BYTES", "MAX_ENCODED_BYTES", "MAX_INPUTS", "MAX_NAME_LENGTH", "MAX_ROWS",
@@ -138,48 +137,12 @@ def read_table(
     file = Path(path)
     source = str(path)
     where = f"dataset {name!r} ({_shown(source)})" if name else f"table {_shown(source)}"
-    data = _read_file(file, where)
+    data = read_bounded(file, MAX_TABLE_FILE_BYTES, where, "a table file")
     if file.suffix.lower() in _PARQUET_SUFFIXES:
         chosen, columns = _parquet_columns(data, where, target, inputs)
     else:
         chosen, columns = _csv_columns(data, where, target, inputs)
     return Table(tuple(chosen[:-1]), target, np.column_stack(columns[:-1]), columns[-1], source)
-
-
-def _read_file(file: Path, where: str) -> bytes:
-    """A regular file's bytes, at most MAX_TABLE_FILE_BYTES (as `load_toml` reads a config:
-    a FIFO would block, /dev/zero would fill the memory)."""
-    try:
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO without writer: no hang
-    except FileNotFoundError:
-        raise ConfigError(f"{where} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{where} is a directory, not a table file") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {where}: {e.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ConfigError(f"{where} is a directory, not a table file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{where} is not a regular file (a FIFO, device or socket)")
-        if info.st_size > MAX_TABLE_FILE_BYTES:
-            raise ConfigError(
-                f"{where} is {info.st_size:,} bytes; a table file may be at most "
-                f"{MAX_TABLE_FILE_BYTES:,}"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, 1 << 20):
-            size += len(chunk)
-            if size > MAX_TABLE_FILE_BYTES:  # it grew while we read it
-                raise ConfigError(f"{where} is over {MAX_TABLE_FILE_BYTES:,} bytes, the limit")
-            chunks.append(chunk)
-    except OSError as e:
-        raise ConfigError(f"cannot read {where}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
 
 
 def _csv_columns(

@@ -7,9 +7,7 @@ empty choice lists are refused with one line naming the value.
 from __future__ import annotations
 
 import math
-import os
 import re
-import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -18,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sweep.errors import ConfigError
 from sweep.problem.data import DataSpec
+from sweep.problem.files import read_bounded
 from sweep.problem.inputs import InputRange, parse_input_ranges
 from sweep.problem.operations import Operation, resolve_operations
 from sweep.problem.sampling import decide_integer_valued
@@ -335,43 +334,9 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     file = Path(path)
     text = str(file)
     shown = repr(text if len(text) <= 200 else text[:197] + "...")
+    data = read_bounded(file, MAX_CONFIG_BYTES, f"config file {shown}", "a campaign file")
     try:
-        # O_NONBLOCK: opening a FIFO without a writer must not hang (it is refused below).
-        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {shown} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {shown} is a directory, not a TOML file") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {shown}: {e.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ConfigError(f"config file {shown} is a directory, not a TOML file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(
-                f"config file {shown} is not a regular file (a FIFO, device or socket)"
-            )
-        if info.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(
-                f"config file {shown} is {info.st_size:,} bytes; a campaign file may be at "
-                f"most {MAX_CONFIG_BYTES:,}"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, 1 << 16):
-            size += len(chunk)
-            if size > MAX_CONFIG_BYTES:  # it grew while we read it
-                raise ConfigError(
-                    f"config file {shown} is over {MAX_CONFIG_BYTES:,} bytes, the limit"
-                )
-            chunks.append(chunk)
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {shown}: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    try:
-        decoded = b"".join(chunks).decode("utf-8")
+        decoded = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(
             f"config file {shown} is not UTF-8 text: {e.reason} at byte {e.start}"
