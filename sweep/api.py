@@ -79,6 +79,20 @@ def optuna_storage(storage: Storage = None) -> SweepStorage:
     return _optuna_storage(database(storage))
 
 
+def campaign_from_toml(path: str | os.PathLike[str]) -> CampaignConfig:
+    """A campaign file read and validated as `sweep run --config` reads it: its tables are
+    read (relative to the file's folder) and checked whole; nothing is written.
+
+    Raises:
+        ConfigError: one line naming the first bad value, file, row or column.
+    """
+    from sweep.search.config import config_from_toml, load_toml
+
+    config = config_from_toml(load_toml(Path(path)), base_dir=Path(path).parent)
+    config.validate()
+    return config
+
+
 def run_campaign(
     config: CampaignConfig,
     storage: Storage = None,
