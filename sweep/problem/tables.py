@@ -293,8 +293,8 @@ def _check_names(names: Sequence[str], where: str, *, listing: bool = False) -> 
 def _check_row_count(rows: int, where: str) -> None:
     if rows < MIN_ROWS:
         raise ConfigError(
-            f"{where} has {rows} rows; at least {MIN_ROWS} are needed (for training, "
-            "validation, test and extrapolation)"
+            f"{where} has {rows} row{'' if rows == 1 else 's'}; at least {MIN_ROWS} are "
+            "needed (for training, validation, test and extrapolation)"
         )
     if rows > MAX_ROWS:
         raise ConfigError(f"{where} has {rows:,} rows; at most {MAX_ROWS:,} are allowed")

@@ -210,3 +210,16 @@ def test_a_worker_elsewhere_reads_the_campaigns_table_from_the_database_alone(
     assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     assert "gas" in refused.stderr
     assert len(optuna.load_study(study_name="tab.gas", storage=storage_url).trials) >= 2
+
+
+def test_the_python_api_reads_a_campaign_file_as_the_command_line_does(tmp_path: Path) -> None:
+    import sweep
+
+    _csv(tmp_path / "gas.csv")
+    (tmp_path / "c.toml").write_text(GAS + '[datasets]\nmeasured = { file = "gas.csv", '
+                                     'target = "P" }\n')
+    config = sweep.campaign_from_toml(tmp_path / "c.toml")
+    assert [op.name for op in config.resolved_operations()] == ["gas", "add", "measured"]
+    with pytest.raises(ConfigError, match="dataset .measured. .* has 1 row; at least 20"):
+        (tmp_path / "gas.csv").write_text("n,P\n1,2\n")
+        sweep.campaign_from_toml(tmp_path / "c.toml")
