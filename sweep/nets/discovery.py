@@ -33,9 +33,12 @@ _SELECTION_ROWS = 2000
 # Candidate columns at most: a dense (rows x columns) float64 block of ~32 MB.
 _MAX_COLUMNS = 2000
 _EXACT = 1e-11
-_POWERS = (2.0, -1.0, 0.5, 3.0)
+# y**p tried as a sum: the formula is that sum to the power 1/p (a nonzero sixth).
+_POWERS = (2.0, -1.0, 0.5, 3.0, 2 / 3, -2.0, -0.5)
 _SNAP = (1, 2, 4)
 _STARTS = 8
+# Supports refitted on every training row, of all those a selection produced.
+_REFITS = 4
 # A full solve over every candidate (then pruned) up to this many columns: ~1 s at 2000 rows.
 _FULL_SOLVE_COLUMNS = 800
 
@@ -90,7 +93,8 @@ def _unit(arity: int, i: int, value: float = 1.0) -> tuple[float, ...]:
 
 
 def _function_columns(arity: int) -> list[_Column]:
-    """f(s*a)*m: f a unary function, a an input or a product or ratio of two, m 1 or an input."""
+    """f(s*a)*m: f a unary function, a an input or a product or ratio of two (over a few
+    inputs, of three too), m 1 or an input."""
     zero = (0.0,) * arity
     arguments = [_unit(arity, i) for i in range(arity)]
     for i, j in itertools.combinations(range(arity), 2):
@@ -102,6 +106,9 @@ def _function_columns(arity: int) -> list[_Column]:
                 ratio = [0.0] * arity
                 ratio[i], ratio[j] = sign, -sign
                 arguments.append(tuple(ratio))
+    if arity <= 4:
+        for triple in itertools.combinations(range(arity), 3):
+            arguments.append(tuple(1.0 if k in triple else 0.0 for k in range(arity)))
     multipliers = [zero, *(_unit(arity, i) for i in range(arity))]
     columns: list[_Column] = []
     for function in ("sin", "cos", "exp", "log", "tanh"):
@@ -210,6 +217,25 @@ def _pruned(design: FloatArray, target: FloatArray, max_terms: int) -> list[list
     return out
 
 
+def _best_supports(
+    design: FloatArray, target: FloatArray, supports: list[list[int]], count: int = _REFITS
+) -> list[list[int]]:
+    """The `count` supports (duplicates dropped) that fit the selection rows best: only those
+    are refitted on every training row and judged on validation."""
+    unique = list({tuple(sorted(s)): s for s in supports}.values())
+    if len(unique) <= count:
+        return unique
+    ones = np.ones((len(target), 1))
+    scored: list[tuple[float, list[int]]] = []
+    for support in unique:
+        block = np.hstack([design[:, support], ones])
+        solution = _lstsq(block, target)
+        if solution is not None:
+            scored.append((float(np.linalg.norm(target - block @ solution)), support))
+    scored.sort(key=lambda pair: (pair[0], len(pair[1])))
+    return [support for _, support in scored[:count]]
+
+
 def _lstsq(block: FloatArray, target: FloatArray) -> FloatArray | None:
     column_scale = np.max(np.abs(block), axis=0)
     column_scale = np.where(column_scale > 0, column_scale, 1.0)
@@ -308,6 +334,9 @@ class _Search:
     def offer(self, formula: Formula | None) -> None:
         if formula is None:
             return
+        error = _error(formula, self.x_val, self.y_val)
+        if error > 2 * self.best_error:
+            return  # rounding cannot make a formula twice as far off the best one
         formula = _snapped(formula, self.x_val, self.y_val)
         error = _error(formula, self.x_val, self.y_val)
         fewer = self.best is not None and formula.terms < self.best.terms
@@ -325,7 +354,7 @@ class _Search:
         supports = _omp(design, goal, self.settings.max_terms)
         if len(supports) != 1:  # one support: an exact one, found greedily
             supports += _pruned(design, goal, self.settings.max_terms)
-        for support in supports:
+        for support in _best_supports(design, goal, supports):
             if time.monotonic() > self.deadline:
                 return
             chosen = [columns[kept[k]] for k in support]
@@ -430,7 +459,7 @@ class _Search:
         supports = _omp(design, goal, self.settings.max_terms + 1)
         if len(supports) != 1:
             supports += _pruned(design, goal, self.settings.max_terms + 1)
-        for support in supports:
+        for support in _best_supports(design, goal, supports):
             chosen_top = [monomials[top_kept[k]] for k in support if k < len(top_kept)]
             chosen_bottom = [others[bottom_kept[k - len(top_kept)]] for k in support
                              if k >= len(top_kept)]
