@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sweep.nets.formula import Formula, Term, apply_function, power_product
+from sweep.nets.selection import EXACT, best_supports, lstsq, omp, pruned_supports
 from sweep.nets.spec import count_monomials, monomial_exponents
 
 __all__ = ["DiscoverySettings", "discover"]
@@ -32,15 +33,9 @@ FloatArray = npt.NDArray[np.float64]
 _SELECTION_ROWS = 2000
 # Candidate columns at most: a dense (rows x columns) float64 block of ~32 MB.
 _MAX_COLUMNS = 2000
-_EXACT = 1e-11
 # y**p tried as a sum: the formula is that sum to the power 1/p (a nonzero sixth).
 _POWERS = (2.0, -1.0, 0.5, 3.0, 2 / 3, -2.0, -0.5)
 _SNAP = (1, 2, 4)
-_STARTS = 8
-# Supports refitted on every training row, of all those a selection produced.
-_REFITS = 4
-# A full solve over every candidate (then pruned) up to this many columns: ~1 s at 2000 rows.
-_FULL_SOLVE_COLUMNS = 800
 
 
 @dataclass(frozen=True)
@@ -138,116 +133,6 @@ def _design(columns: Sequence[_Column], rows: FloatArray) -> tuple[FloatArray, l
     return block[:, kept], kept
 
 
-def _omp(
-    design: FloatArray, target: FloatArray, max_terms: int, starts: int = _STARTS
-) -> list[list[int]]:
-    """Orthogonal matching pursuit with an intercept, from each of the `starts` columns that
-    best match the target: every support along the way, an exact one first when found.
-
-    Greedy selection can open on a column that only resembles the truth (a*b*c*d for
-    a*b + c*d); starting again from the next best columns finds the sparse truth when the
-    first start does not.
-    """
-    if design.shape[1] == 0 or not np.all(np.isfinite(target)):
-        return []
-    centred = design - design.mean(axis=0)
-    norms = np.linalg.norm(centred, axis=0)
-    usable = (norms > 0) & np.isfinite(norms)
-    unit = np.where(usable, centred / np.where(usable, norms, 1.0), 0.0)
-    start = target - target.mean()
-    scale = max(float(np.linalg.norm(start)), 1e-300)
-    first = np.argsort(-np.abs(unit.T @ start))[:starts]
-    supports: list[list[int]] = []
-    for opening in first:
-        support = [int(opening)]
-        for _ in range(min(max_terms, design.shape[1])):
-            block = np.hstack([design[:, support], np.ones((len(target), 1))])
-            solution = _lstsq(block, target)
-            if solution is None:
-                break
-            residual = target - block @ solution
-            supports.append(list(support))
-            if float(np.linalg.norm(residual)) <= _EXACT * scale:
-                return [list(support)]
-            if len(support) >= max_terms:
-                break
-            correlation = np.abs(unit.T @ residual)
-            correlation[support] = -1.0
-            pick = int(np.argmax(correlation))
-            if not correlation[pick] > 0:
-                break
-            support.append(pick)
-    return supports
-
-
-def _pruned(design: FloatArray, target: FloatArray, max_terms: int) -> list[list[int]]:
-    """Supports from one solve over every column, the columns that carry next to nothing
-    dropped and the rest solved again (as the power family's sparse refits).
-
-    Where greedy selection opens on the wrong column (1/(a*b*c) for 1/a + 1/b + 1/c, both
-    large where the inputs are small), the full solve over exact data puts the weight on the
-    truth and nearly none elsewhere.
-    """
-    if not 0 < design.shape[1] <= _FULL_SOLVE_COLUMNS or design.shape[1] >= len(target):
-        return []
-    block = np.hstack([design, np.ones((len(target), 1))])
-    solution = _lstsq(block, target)
-    if solution is None:
-        return []
-    magnitude = np.linalg.norm(block, axis=0)
-    scale = max(float(np.linalg.norm(target)), 1e-300)
-    out: list[list[int]] = []
-    for threshold in (1e-3, 1e-6, 1e-9):
-        weights = solution
-        keep = np.zeros(design.shape[1], dtype=bool)
-        for _ in range(3):
-            keep = np.abs(weights[:-1]) * magnitude[:-1] >= threshold * scale
-            if not keep.any() or keep.sum() > max_terms:
-                break
-            columns = np.flatnonzero(keep)
-            refit = _lstsq(np.hstack([design[:, columns], np.ones((len(target), 1))]), target)
-            if refit is None:
-                break
-            weights = np.zeros_like(solution)
-            weights[columns] = refit[:-1]
-            weights[-1] = refit[-1]
-        support = [int(k) for k in np.flatnonzero(keep)]
-        if support and len(support) <= max_terms and support not in out:
-            out.append(support)
-    return out
-
-
-def _best_supports(
-    design: FloatArray, target: FloatArray, supports: list[list[int]], count: int = _REFITS
-) -> list[list[int]]:
-    """The `count` supports (duplicates dropped) that fit the selection rows best: only those
-    are refitted on every training row and judged on validation."""
-    unique = list({tuple(sorted(s)): s for s in supports}.values())
-    if len(unique) <= count:
-        return unique
-    ones = np.ones((len(target), 1))
-    scored: list[tuple[float, list[int]]] = []
-    for support in unique:
-        block = np.hstack([design[:, support], ones])
-        solution = _lstsq(block, target)
-        if solution is not None:
-            scored.append((float(np.linalg.norm(target - block @ solution)), support))
-    scored.sort(key=lambda pair: (pair[0], len(pair[1])))
-    return [support for _, support in scored[:count]]
-
-
-def _lstsq(block: FloatArray, target: FloatArray) -> FloatArray | None:
-    column_scale = np.max(np.abs(block), axis=0)
-    column_scale = np.where(column_scale > 0, column_scale, 1.0)
-    with np.errstate(all="ignore"):
-        try:
-            solution, *_ = np.linalg.lstsq(block / column_scale, target, rcond=None)
-        except np.linalg.LinAlgError:
-            return None
-    solution = solution / column_scale
-    return solution if np.all(np.isfinite(solution)) else None
-
-
 def _error(formula: Formula, x: FloatArray, y: FloatArray) -> float:
     with np.errstate(all="ignore"):
         error = float(np.mean(np.abs(formula.evaluate(x) - y)))
@@ -329,7 +214,7 @@ class _Search:
 
     @property
     def done(self) -> bool:
-        return self.best_error <= _EXACT * self.scale or time.monotonic() > self.deadline
+        return self.best_error <= EXACT * self.scale or time.monotonic() > self.deadline
 
     def offer(self, formula: Formula | None) -> None:
         if formula is None:
@@ -351,17 +236,17 @@ class _Search:
         sub_x, sub_y = self.x[self.pick], self.y[self.pick]
         design, kept = _design(columns, sub_x)
         goal = target(sub_x, sub_y)
-        supports = _omp(design, goal, self.settings.max_terms)
+        supports = omp(design, goal, self.settings.max_terms)
         if len(supports) != 1:  # one support: an exact one, found greedily
-            supports += _pruned(design, goal, self.settings.max_terms)
-        for support in _best_supports(design, goal, supports):
+            supports += pruned_supports(design, goal, self.settings.max_terms)
+        for support in best_supports(design, goal, supports):
             if time.monotonic() > self.deadline:
                 return
             chosen = [columns[kept[k]] for k in support]
             with np.errstate(all="ignore"):
                 block = np.stack([c.values(self.x) for c in chosen], axis=1)
             full = target(self.x, self.y)
-            solution = _lstsq(np.hstack([block, np.ones((len(self.x), 1))]), full)
+            solution = lstsq(np.hstack([block, np.ones((len(self.x), 1))]), full)
             if solution is None:
                 continue
             terms = [c.term(float(w)) for c, w in zip(chosen, solution[:-1], strict=True)]
@@ -374,7 +259,7 @@ class _Search:
             return
         logs = np.log(np.abs(self.x[usable]))
         block = np.hstack([logs, np.ones((len(logs), 1))])
-        solution = _lstsq(block, np.log(np.abs(self.y[usable])))
+        solution = lstsq(block, np.log(np.abs(self.y[usable])))
         if solution is None:
             return
         exponents = tuple(float(np.round(e * 2) / 2) for e in solution[:-1])
@@ -456,10 +341,10 @@ class _Search:
         bottom_kept = [k for k in range(len(others)) if finite[k]]
         design = np.hstack([top, bottom_raw[:, bottom_kept]])
         goal = sub_y * power_product(sub_x, q0)
-        supports = _omp(design, goal, self.settings.max_terms + 1)
+        supports = omp(design, goal, self.settings.max_terms + 1)
         if len(supports) != 1:
-            supports += _pruned(design, goal, self.settings.max_terms + 1)
-        for support in _best_supports(design, goal, supports):
+            supports += pruned_supports(design, goal, self.settings.max_terms + 1)
+        for support in best_supports(design, goal, supports):
             chosen_top = [monomials[top_kept[k]] for k in support if k < len(top_kept)]
             chosen_bottom = [others[bottom_kept[k - len(top_kept)]] for k in support
                              if k >= len(top_kept)]
@@ -468,7 +353,7 @@ class _Search:
             columns = [c.values(self.x) for c in chosen_top]
             columns += [-self.y * c.values(self.x) for c in chosen_bottom]
             block = np.hstack([np.stack(columns, axis=1), np.ones((len(self.x), 1))])
-            solution = _lstsq(block, self.y * power_product(self.x, q0))
+            solution = lstsq(block, self.y * power_product(self.x, q0))
             if solution is None:
                 continue
             split = len(chosen_top)
