@@ -1,6 +1,7 @@
 # The sweep image: `sweep worker` by default, `sweep dashboard` (optuna-dashboard) and
-# `sweep serve` (the prediction service) with the same image. Configuration comes only from the environment at run time (SWEEP_STORAGE,
-# SWEEP_CAMPAIGN, SWEEP_ARTIFACTS): nothing secret is baked into the image.
+# `sweep serve` (the prediction service) with the same image. Configuration comes only from the
+# environment at run time (SWEEP_STORAGE, SWEEP_CAMPAIGN, SWEEP_ARTIFACTS): nothing secret is
+# baked into the image.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -18,18 +19,30 @@ RUN groupadd --system --gid 10001 sweep \
 
 # Only what the package build needs, so the layer cache survives edits to tests and docs.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY sweep/ sweep/
 COPY storage/ storage/
-# `.` is this checkout, not a registry package: DL3013 (pin pip versions) does not apply. The
-# serve extra (uvicorn, Starlette, orjson, tf2onnx, onnx, onnxruntime) is what `sweep serve`
-# needs to answer in milliseconds, and `sweep pull --format onnx`.
+# Every package at the version pinned in constraints.txt (the versions the tests ran against;
+# `.venv/bin/python compose/refresh_constraints.py` rewrites it), so two builds install the same
+# packages. `.` is this checkout, not a registry package: DL3013 (pin pip versions) does not
+# apply. The serve extra (uvicorn, Starlette, orjson, tf2onnx, onnx, onnxruntime) is what
+# `sweep serve` needs to answer in milliseconds, and `sweep pull --format onnx`.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[serve]"
+RUN pip install --no-cache-dir -c constraints.txt ".[serve]"
+
+# The entry point (`sweep ARGS`; a worker under a restart policy where exit 2 is final) and the
+# health check. Copied after the install: editing them does not reinstall the packages.
+COPY compose/entrypoint.py compose/healthcheck.py /usr/local/lib/sweep-image/
 
 USER 10001:10001
 WORKDIR /home/sweep
 EXPOSE 8080 8500
 
-ENTRYPOINT ["sweep"]
+# serve: ready once a model is loaded (GET /healthz lists one); dashboard: GET /api/studies
+# answers; worker: the worker process runs. Python's urllib, no curl. The first model load (the
+# .keras -> ONNX conversion, TensorFlow started once) takes 10-30 s: hence the start period.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+    CMD ["python", "/usr/local/lib/sweep-image/healthcheck.py"]
+
+ENTRYPOINT ["python", "/usr/local/lib/sweep-image/entrypoint.py"]
 CMD ["worker"]

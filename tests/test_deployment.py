@@ -3,7 +3,10 @@
 docker-compose.yml is validated against the Compose specification's JSON schema, read for the
 properties the deployment relies on (scaling, health-gated start, loopback-only ports, no
 secrets), and its service commands are parsed by the real `sweep` CLI. The last test runs those
-same commands as local processes against the local PostgreSQL.
+same commands as local processes, through the image's entry point, against the local PostgreSQL.
+The entry point's restart policy and the health check have their own tests
+(tests/test_entrypoint.py, tests/test_healthcheck.py), as do constraints.txt and
+deploy/kubernetes/ (tests/test_constraints.py, tests/test_kubernetes.py).
 """
 
 from __future__ import annotations
@@ -42,8 +45,15 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_EXAMPLE = ROOT / ".env.example"
 SERVICES = ("postgres", "worker", "dashboard", "serve")
 SWEEP_SERVICES = ("worker", "dashboard", "serve")
-# What the Dockerfile may copy into the image: the package build's inputs, nothing else.
-BUILD_INPUTS = {"pyproject.toml", "README.md", "sweep", "storage"}
+# What the Dockerfile may copy into the image: the package build's inputs, the pinned versions,
+# and the entry point and health check scripts; nothing else.
+BUILD_INPUTS = {
+    "pyproject.toml", "README.md", "sweep", "storage", "constraints.txt",
+    "compose/entrypoint.py", "compose/healthcheck.py",
+}
+ENTRYPOINT_SCRIPT = ROOT / "compose" / "entrypoint.py"
+IMAGE_SCRIPTS = "/usr/local/lib/sweep-image/"
+HEALTHCHECK_COMMAND = ["CMD", "python", IMAGE_SCRIPTS + "healthcheck.py"]
 
 # `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}`, `${VAR?error}`, `$VAR`, `$$`.
 _INTERPOLATION = re.compile(
@@ -235,7 +245,10 @@ def test_workers_scale_and_start_only_once_postgres_is_healthy() -> None:
     assert "container_name" not in worker, "a fixed container name prevents --scale worker=N"
     assert not worker.get("ports"), "a published host port prevents --scale worker=N"
     assert worker["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert worker["restart"] == "on-failure", "a finished worker (exit 0) must stay finished"
+    # Docker's policies cannot tell exit 2 (a configuration error: final) from a crash; the
+    # image's entry point restarts crashes itself (tests/test_entrypoint.py).
+    assert worker["restart"] == "no", "on-failure restarts a worker that exits 2 forever"
+    assert "entrypoint" not in worker, "the image's entry point runs the worker"
     assert worker.get("stop_signal", "SIGTERM") == "SIGTERM"
     # A worker fails its current trial on SIGTERM; compose must not SIGKILL it first.
     assert parse_duration(worker["stop_grace_period"]) >= 60
@@ -354,8 +367,11 @@ def test_dockerfile_builds_a_non_root_sweep_image() -> None:
     # The USER switch comes after the install (root) and before the entry point.
     assert keywords.index("ENTRYPOINT") > len(keywords) - 1 - keywords[::-1].index("USER")
     last = {keyword: arguments for keyword, arguments in instructions}
-    assert exec_form(last["ENTRYPOINT"]) == ["sweep"]
+    assert exec_form(last["ENTRYPOINT"]) == ["python", IMAGE_SCRIPTS + "entrypoint.py"]
     assert exec_form(last["CMD"]) == ["worker"]
+    copies = [a.split() for k, a in instructions if k == "COPY"]
+    assert any(words[-1] == IMAGE_SCRIPTS and "compose/entrypoint.py" in words
+               and "compose/healthcheck.py" in words for words in copies)
     env: dict[str, str] = {}
     for keyword, arguments in instructions:
         if keyword == "ENV":
@@ -368,8 +384,20 @@ def test_dockerfile_builds_a_non_root_sweep_image() -> None:
     # optuna-dashboard and matplotlib are core dependencies: a plain install serves both roles.
     # The serve extra: `sweep serve` answers with onnxruntime, never TensorFlow, in the image.
     assert any(a.split()[-1] == '".[serve]"' and "--no-cache-dir" in a for a in installs)
+    # Pinned: tests/test_constraints.py checks constraints.txt itself.
+    assert all("-c constraints.txt" in a for a in installs)
     exposed = {p for k, a in instructions if k == "EXPOSE" for p in a.split()}
     assert {"8080", "8500"} <= exposed
+
+
+def test_dockerfile_has_a_healthcheck_that_needs_no_curl() -> None:
+    (healthcheck,) = [a for k, a in dockerfile_instructions() if k == "HEALTHCHECK"]
+    options, _, command = healthcheck.partition(" CMD ")
+    assert ["CMD", *exec_form(command)] == HEALTHCHECK_COMMAND
+    durations = dict(option.lstrip("-").split("=") for option in options.split())
+    # serve's first load (TensorFlow started once to convert the first models) takes 10-30 s.
+    assert parse_duration(durations["start-period"]) >= 60
+    assert parse_duration(durations["timeout"]) >= 5
 
 
 def test_dockerfile_copies_only_the_package_sources() -> None:
@@ -429,8 +457,10 @@ def test_serve_command_parses_and_serves_the_published_port() -> None:
     assert args.operations == [], "every operation with a model, as they are promoted"
     container_ports = {p.rsplit(":", 1)[1] for p in published_ports(service("serve"))}
     assert str(args.port) in container_ports
-    healthcheck = " ".join(service("serve")["healthcheck"]["test"])
-    assert f"127.0.0.1:{args.port}/healthz" in healthcheck
+    # The image's check: ready once a model is loaded (tests/test_healthcheck.py).
+    assert service("serve")["healthcheck"]["test"] == HEALTHCHECK_COMMAND
+    assert parse_duration(service("serve")["healthcheck"]["start_period"]) >= 60
+    assert service("dashboard")["healthcheck"]["test"] == HEALTHCHECK_COMMAND
 
 
 def test_mounted_campaign_file_loads_and_validates() -> None:
@@ -472,10 +502,9 @@ def postgresql_url() -> Iterator[str]:
         drop_server_database("postgresql", url)
 
 
-def _sweep_executable() -> list[str]:
-    """The image's ENTRYPOINT, `sweep`, from this environment."""
-    script = Path(sys.executable).with_name("sweep")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "sweep"]
+def _entrypoint() -> list[str]:
+    """The image's ENTRYPOINT, compose/entrypoint.py, with this environment's `sweep`."""
+    return [sys.executable, str(ENTRYPOINT_SCRIPT)]
 
 
 def _free_port() -> int:
@@ -492,7 +521,8 @@ def _as_local_process(
     command = [str(paths.get(word, word)) for word in spec["command"]]
     env = {**os.environ, **environment_of(spec), "SWEEP_STORAGE": storage_url}
     env = {key: str(paths.get(value, value)) for key, value in env.items()}
-    return [*_sweep_executable(), *command], env
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return [*_entrypoint(), *command], env
 
 
 @pytest.mark.server
@@ -557,6 +587,13 @@ def test_service_commands_run_against_postgresql(postgresql_url: str, tmp_path: 
                              stderr=subprocess.PIPE, text=True)
     try:
         _poll_ok(f"http://127.0.0.1:{port}/healthz", serve)
+        # The image's health check finds it (the entry point exec'd `sweep serve`) and calls it
+        # ready: the workers promoted a model.
+        health = subprocess.run(
+            [sys.executable, str(ROOT / "compose" / "healthcheck.py"), "--pid", str(serve.pid)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert health.returncode == 0 and "serving add v" in health.stdout, health.stdout
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/models/add:predict",
             data=b'{"instances": [[2, 3]]}', method="POST",
