@@ -17,6 +17,7 @@ __all__ = [
     "EXIT_USAGE",
     "SweepParser",
     "add_common_arguments",
+    "add_log_format",
     "add_output_format",
     "add_storage_argument",
     "int_in",
@@ -117,4 +118,13 @@ def add_output_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format", choices=("text", "json"), default="text",
         help="text (default) or json on stdout",
+    )
+
+
+def add_log_format(parser: argparse.ArgumentParser) -> None:
+    """`--log-format text|json` for the commands that run trials (`run`, `worker`)."""
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text",
+        help="progress on stderr: text (default; live bars on a terminal, else one timestamped "
+        "line per trial, promotion and operation) or json (one JSON object per line)",
     )

@@ -25,7 +25,7 @@ from sweep.errors import FatalSweepError, SweepError, describe
 from sweep.nets import TrainedModel, Trainer
 from sweep.problem.data import Dataset
 from sweep.problem.operations import Operation
-from sweep.search._optuna.internals import still_running
+from sweep.search._optuna.internals import find_trial, still_running
 from sweep.search._signals import deferred_interrupts, interrupting_signal, raise_if_interrupted
 from sweep.search.budget import (
     AllTaken,
@@ -42,7 +42,14 @@ from sweep.search.budget import (
 from sweep.search.config import CampaignConfig
 from sweep.search.objective import Objective
 from sweep.search.promotion import PromotedModel, Promoter, PromotionHook
-from sweep.search.reporting import OperationStatus, Reporter, SilentReporter
+from sweep.search.reporting import (
+    BUDGET_MET,
+    EXACT,
+    TIME_UP,
+    OperationStatus,
+    Reporter,
+    SilentReporter,
+)
 from sweep.search.retry import DatabasePatience, FailureCount, database_error, is_database_error
 from sweep.search.samplers import operation_seed
 from sweep.search.storage import backend_of
@@ -172,6 +179,7 @@ class Scheduler:
             deadline = self._deadlines.get(operation.name)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
+                status.stopped = TIME_UP
                 break
             reservation = self._patience.call(
                 functools.partial(
@@ -182,8 +190,10 @@ class Scheduler:
             status.busy = isinstance(reservation, Busy)
             if isinstance(reservation, StoppedExact):
                 status.exact_trial = reservation.trial
+                status.stopped = EXACT
                 break
             if isinstance(reservation, BudgetMet):
+                status.stopped = BUDGET_MET
                 break
             if isinstance(reservation, AllTaken | Busy):
                 return status
@@ -203,9 +213,12 @@ class Scheduler:
                 seed=operation_seed(config.seed, operation.name),
                 on_model=on_model,
             )
+            started: list[int] = []  # the number of the trial this worker runs now
             try:
                 with _released_once_started(study, reservation.lock):
-                    study.optimize(_trial_runner(objective, reservation.lock), n_trials=1)
+                    study.optimize(
+                        _trial_runner(objective, reservation.lock, started.append), n_trials=1
+                    )
             except FatalSweepError:
                 raise
             except Exception as e:
@@ -230,6 +243,10 @@ class Scheduler:
             counts, status.best_value = self._patience.call(lambda: progress(study))
             status.finished = counts.counted
             status.last_state = counts.last_state
+            status.ran(
+                self._patience.call(functools.partial(find_trial, study, started[0]))
+                if started else None
+            )
             reporter.trial_finished(status)
         # The closing figure is the study's, read now (every worker's trials), not this
         # worker's last view: two workers print the same best for one study.
@@ -337,12 +354,15 @@ def _released_once_started(
     return backend.when_trial_starts(lock.release)
 
 
-def _trial_runner(objective: Objective, lock: SlotLock) -> Callable[[optuna.Trial], Any]:
+def _trial_runner(
+    objective: Objective, lock: SlotLock, started: Callable[[int], None]
+) -> Callable[[optuna.Trial], Any]:
     """The function Optuna runs: the trial exists once it is called, so the slot lock goes
-    (if the storage has not released it already)."""
+    (if the storage has not released it already); `started` is told its number."""
 
     def run_trial(trial: optuna.Trial) -> Any:
         lock.release()
+        started(trial.number)
         try:
             with deferred_interrupts():  # stops at the next epoch, from Python code
                 return objective(trial)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING
 
 from sweep import settings
@@ -81,7 +82,9 @@ class LocalWorkers:
     they exit without touching the database.
     """
 
-    def __init__(self, database: Database, campaign: str, workers: int) -> None:
+    def __init__(
+        self, database: Database, campaign: str, workers: int, worker_args: Sequence[str] = ()
+    ) -> None:
         env = {
             **os.environ,
             STORAGE_ENV_VAR: database.url.text,  # the workers' own boundary parses it
@@ -92,7 +95,7 @@ class LocalWorkers:
         env.pop(CORE_ENV_VAR, None)
         # Each worker's NumPy gets its share of the cores too, before it loads (see placement).
         env.update(native_thread_env(threads_per_worker(workers)))
-        command = [sys.executable, "-m", "sweep", "worker", "--quiet"]
+        command = [sys.executable, "-m", "sweep", "worker", "--quiet", *worker_args]
         cores = worker_cores(workers)
         self.processes: list[subprocess.Popen[bytes]] = []
         self._released = False

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from sweep.cli.arguments import add_common_arguments, add_output_format
 from sweep.cli.commands.base import Command
-from sweep.cli.text import say
 from sweep.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -54,7 +53,10 @@ class ModelsCommand(Command):
 def print_inputs(entries: Sequence[ModelEntry], operations: OperationsByEntry) -> None:
     """Under a table, one short line per operation: the inputs `sweep predict` takes (in their
     order) and whether answers are rounded. Kept out of the table, which stays readable in 80
-    columns however many inputs an operation has."""
+    columns however many inputs an operation has; wrapped at spaces to the console's width."""
+    from sweep.cli.text import print_wrapped
+
+    lines: list[str] = []
     seen: set[tuple[str, str]] = set()
     for entry in entries:
         key = (entry.campaign, entry.operation)
@@ -63,11 +65,12 @@ def print_inputs(entries: Sequence[ModelEntry], operations: OperationsByEntry) -
         seen.add(key)
         operation = operations.get(key)
         if operation is None:
-            say(f"{entry.operation}: inputs unknown (its campaign cannot be read)")
+            lines.append(f"{entry.operation}: inputs unknown (its campaign cannot be read)")
             continue
         rounding = (
             "answers rounded for whole-number inputs"
             if operation.integer_valued
             else "answers not rounded"
         )
-        say(f"{entry.operation}({', '.join(operation.inputs)}): {rounding}")
+        lines.append(f"{entry.operation}({', '.join(operation.inputs)}): {rounding}")
+    print_wrapped(lines)

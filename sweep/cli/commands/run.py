@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from sweep.cli.arguments import add_common_arguments, int_in, positive_float
+from sweep.cli.arguments import add_common_arguments, add_log_format, int_in, positive_float
 from sweep.cli.campaigns import build_config
 from sweep.cli.commands.base import Command
 from sweep.cli.runtime import background_trainer, leave_background_import, publisher
-from sweep.cli.text import say
 
 if TYPE_CHECKING:
     from storage import Database
@@ -74,6 +73,7 @@ class RunCommand(Command):
             help=f"local worker processes sharing this machine's cores (default 1, at most "
             f"{MAX_LOCAL_WORKERS})",
         )
+        add_log_format(parser)
 
     def take_action(self, args: argparse.Namespace, database: Database, campaign: str) -> int:
         config = build_config(args, campaign)
@@ -84,7 +84,13 @@ class RunCommand(Command):
 
         install_signal_handlers()
         # Started before Optuna loads here: their imports overlap the campaign's preparation.
-        workers = LocalWorkers(database, config.name, args.workers) if args.workers > 1 else None
+        # Its workers print their own trials in JSON too (in text they see the same stderr).
+        worker_args = ("--log-format", "json") if args.log_format == "json" else ()
+        workers = (
+            LocalWorkers(database, config.name, args.workers, worker_args)
+            if args.workers > 1
+            else None
+        )
         try:
             from sweep.search.campaign import Campaign
 
@@ -119,19 +125,27 @@ def _run_prepared(
         budget.append(f"{config.timeout:g} s")
     if config.stop_when_exact:
         budget.append("an exact model")
-    say(
+    from sweep.cli.display import make_reporter, print_best_table
+    from sweep.search.budget import exact_trial
+
+    def exact(operation: str) -> int | None:
+        return exact_trial(prepared.registry.best(config.name, operation))
+
+    reporter = make_reporter(
+        args.log_format, config.name, timeout=config.timeout,
+        exact=exact if config.stop_when_exact else None,
+        names=[op.name for op in prepared.operations],
+    )
+    reporter.note(
         f"campaign {config.name!r} on {storage_shown}: {ops}; budget per operation: "
         f"{' or '.join(budget)}; {args.workers} worker(s)",
-        err=True,
+        event="campaign",
     )
-    from sweep.cli.display import ProgressReporter, print_best_table
-
-    with ProgressReporter() as reporter:
+    with reporter:
         if workers is None:
             prepared.run(reporter)
         else:
             run_local_workers(prepared, workers, reporter)
-    from sweep.search.budget import exact_trial
 
     # Which operations stopped at an exact model (a column only when the run stops so).
     entries = prepared.best()

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from sweep.cli.arguments import add_common_arguments
+from sweep.cli.arguments import add_common_arguments, add_log_format
 from sweep.cli.campaigns import build_config
 from sweep.cli.commands.base import Command
 from sweep.cli.runtime import background_trainer, leave_background_import, publisher
-from sweep.cli.text import say
 
 if TYPE_CHECKING:
     from storage import Database
@@ -33,7 +32,12 @@ class WorkerCommand(Command):
             "--config",
             help="campaign TOML file, used to create the campaign if it does not exist",
         )
-        parser.add_argument("--quiet", action="store_true", help="print warnings only")
+        parser.add_argument(
+            "--quiet", action="store_true",
+            help="no operation lines (for `run --workers K`, whose parent prints them): "
+            "trials, promotions and warnings, or warnings alone under live bars",
+        )
+        add_log_format(parser)
 
     def take_action(self, args: argparse.Namespace, database: Database, campaign: str) -> int:
         from sweep.search.workers import (
@@ -55,12 +59,16 @@ class WorkerCommand(Command):
             args.expr = []
             fallback = build_config(args, campaign)
         trainer = background_trainer(workers_from_environment(), start=True)
-        from sweep.cli.display import ProgressReporter, QuietReporter
+        from sweep.cli.display import make_reporter
         from sweep.search.campaign import Campaign
         from sweep.search.workers import wait_for_the_parent
 
         name = fallback.name if fallback is not None else campaign
-        reporter = QuietReporter() if args.quiet else ProgressReporter(live=False)
+        # A worker logs lines, on a terminal too; a quiet one under its parent's live bars
+        # (stderr is a terminal) prints warnings only.
+        reporter = make_reporter(
+            args.log_format, name, live=None if args.quiet else False, quiet=args.quiet
+        )
         try:
             if not wait_for_the_parent():  # `run --workers K` could not prepare its campaign
                 trainer.abandon()
@@ -75,8 +83,8 @@ class WorkerCommand(Command):
             leave_background_import(trainer)
             raise
         if not args.quiet:
-            say(
+            reporter.note(
                 f"worker done: campaign {name!r}, {len(entries)} operation(s) with a model",
-                err=True,
+                event="worker_done",
             )
         return 0

@@ -77,14 +77,16 @@ def _entry(operation: str, trial: int) -> ModelEntry:
 
 
 def test_the_result_table_says_which_operations_stopped_exact(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # every column fits
     operations = resolve_operations(("add", "multiply", "square"), {})
     entries = [_entry("add", 4), _entry("multiply", 11)]
     print_best_table(entries, operations, stopped_exact={"add": 4})
     out = capsys.readouterr().out
     assert "stopped" in out and "exact at trial 4" in out
-    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("│ ")}
+    names = ("add", "multiply", "square")
+    lines = {line.split()[0]: line for line in out.splitlines() if line.startswith(names)}
     assert "exact at trial" not in lines["multiply"] and "—" in lines["multiply"]
     assert "no model yet" in lines["square"]
     # Without the mapping (another caller), no column.

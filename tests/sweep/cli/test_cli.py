@@ -123,10 +123,9 @@ def test_real_sweep_through_the_command_line(tmp_path: Path) -> None:
     studies = {s.study_name: s for s in optuna.get_all_study_summaries(url)}
     assert set(studies) == {"arith.add", "arith.square", "arith.cube"}
     stopped = {}
-    for line in result.stdout.splitlines():
-        if "exact at trial" in line:
-            cells = [cell.strip() for cell in line.split("│")]
-            stopped[cells[1]] = int(cells[-2].split()[-1])
+    for line in result.stderr.splitlines():  # "<time> add: 2 trials counted, ...; stopped: ..."
+        if "stopped: exact at trial" in line:
+            stopped[line.split()[1].rstrip(":")] = int(line.split()[-1])
     # Each stopped at its first exact model (the startup designs find all three), not at 3.
     assert set(stopped) == {"add", "square", "cube"}, result.stdout
     for summary in studies.values():

@@ -45,15 +45,15 @@ def test_the_closing_best_is_the_studys_not_this_workers_last_view(
 ) -> None:
     """Another worker's better trial ends after this worker's last look at the study (here:
     added right after this worker's own trial was reported); the closing line shows it."""
-    from sweep.cli.display import ProgressReporter
+    from sweep.cli.display import LogReporter
 
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
     (tmp_path / "campaign.toml").write_text(CAMPAIGN)
     added: list[float] = []
-    reported = ProgressReporter.trial_finished
+    reported = LogReporter.trial_finished
 
     def another_worker_finishes_a_better_trial(
-        self: ProgressReporter, status: OperationStatus
+        self: LogReporter, status: OperationStatus
     ) -> None:
         reported(self, status)
         if added:
@@ -68,7 +68,7 @@ def test_the_closing_best_is_the_studys_not_this_workers_last_view(
         )
         added.append(better)
 
-    monkeypatch.setattr(ProgressReporter, "trial_finished", another_worker_finishes_a_better_trial)
+    monkeypatch.setattr(LogReporter, "trial_finished", another_worker_finishes_a_better_trial)
     for name in [n for n in os.environ if n.startswith("SWEEP_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("SWEEP_ARTIFACTS", str(tmp_path / "artifacts"))
@@ -84,7 +84,9 @@ def test_the_closing_best_is_the_studys_not_this_workers_last_view(
     _, err = capsys.readouterr()
     assert code == 0, err
     assert added, err
-    closing = [line for line in err.splitlines() if line.startswith("add: ")]
+    # Off a terminal: "<ISO 8601 UTC time> add: ..."
+    closing = [line.split(" ", 1)[1] for line in err.splitlines() if " add: 2 trials" in line]
     assert closing == [
-        f"add: 2 trials counted, best validation error {format_value(added[0])}"
+        f"add: 2 trials counted, best validation error {format_value(added[0])}; "
+        "stopped: budget met"
     ], err

@@ -129,9 +129,11 @@ def test_the_public_api_hands_out_the_best_few_models_with_one_keyword(url: str)
     assert batch.version == 2 and batch.answers.tolist() == [4.0, 8.0]
     assert [e.operation for e in sweep.best_models(storage=url)] == ["add", "multiply"]
     assert [e.version for e in sweep.model_history("add", storage=url)] == [1, 2]
+    # Every function that touches a database takes it as storage=; reading a campaign file
+    # touches none.
     for name in sweep.__all__:
         value = getattr(sweep, name)
-        if inspect.isfunction(value):
+        if inspect.isfunction(value) and name != "campaign_from_toml":
             assert "storage" in inspect.signature(value).parameters, name
 
 
