@@ -220,6 +220,6 @@ def test_the_python_api_reads_a_campaign_file_as_the_command_line_does(tmp_path:
                                      'target = "P" }\n')
     config = sweep.campaign_from_toml(tmp_path / "c.toml")
     assert [op.name for op in config.resolved_operations()] == ["gas", "add", "measured"]
-    with pytest.raises(ConfigError, match="dataset .measured. .* has 1 row; at least 20"):
+    with pytest.raises(ConfigError, match=r"dataset .measured. .* has 1 row; at least 20"):
         (tmp_path / "gas.csv").write_text("n,P\n1,2\n")
         sweep.campaign_from_toml(tmp_path / "c.toml")
