@@ -33,6 +33,9 @@ FloatArray = npt.NDArray[np.float64]
 _SELECTION_ROWS = 2000
 # Candidate columns at most: a dense (rows x columns) float64 block of ~32 MB.
 _MAX_COLUMNS = 2000
+# Constant factors tried inside a function of a product (sin(2*th)) where only a function is
+# solved for: the product step takes a single function at a time.
+_ARGUMENT_SCALES = (1.0, -1.0, 2.0, 0.5, -2.0, -0.5)
 # y**p tried as a sum: the formula is that sum to the power 1/p (a nonzero sixth).
 _POWERS = (2.0, -1.0, 0.5, 3.0, 2 / 3, -2.0, -0.5)
 _SNAP = (1, 2, 4)
@@ -87,7 +90,9 @@ def _unit(arity: int, i: int, value: float = 1.0) -> tuple[float, ...]:
     return tuple(exponents)
 
 
-def _function_columns(arity: int) -> list[_Column]:
+def _function_columns(
+    arity: int, scales: Sequence[float] | None = None
+) -> list[_Column]:
     """f(s*a)*m: f a unary function, a an input or a product or ratio of two (over a few
     inputs, of three too), m 1 or an input."""
     zero = (0.0,) * arity
@@ -107,9 +112,12 @@ def _function_columns(arity: int) -> list[_Column]:
     multipliers = [zero, *(_unit(arity, i) for i in range(arity))]
     columns: list[_Column] = []
     for function in ("sin", "cos", "exp", "log", "tanh"):
-        scales = (1.0, -1.0) if function in ("exp", "tanh") else (1.0,)
+        if scales is not None:
+            factors = (1.0,) if function == "log" else tuple(scales)
+        else:
+            factors = (1.0, -1.0) if function in ("exp", "tanh") else (1.0,)
         for argument in arguments:
-            for scale in scales:
+            for scale in factors:
                 for multiplier in multipliers:
                     columns.append(_Column(multiplier, function, argument, scale))
 
@@ -252,24 +260,50 @@ class _Search:
             terms = [c.term(float(w)) for c, w in zip(chosen, solution[:-1], strict=True)]
             self.offer(build(terms, float(solution[-1])))
 
-    def product(self) -> None:
-        """log|y| = sum e_i log|x_i| + c: exponents snapped to halves, then c solved."""
-        usable = (self.y != 0) & np.all(self.x != 0, axis=1)
+    def product(self, function: _Column | None = None) -> None:
+        """log|y| = sum e_i log|x_i| (+ log|f(s*a)|) + c: exponents snapped to halves, then c
+        solved. With `function`, the product times that function of an input or a product
+        (``n*R*T*log(V2/V1)``, ``v**2*sin(2*th)/g``)."""
+        # A function's fit is tried on the selection rows first: most are not the truth.
+        x, y = (self.x, self.y) if function is None else (self.x[self.pick], self.y[self.pick])
+        usable = (y != 0) & np.all(x != 0, axis=1)
         if usable.sum() < self.arity + 2:
             return
-        logs = np.log(np.abs(self.x[usable]))
+        rows = x[usable]
+        target = np.log(np.abs(y[usable]))
+        if function is not None:
+            with np.errstate(all="ignore"):
+                target = target - np.log(np.abs(function.values(rows)))
+            if not np.all(np.isfinite(target)):
+                return
+        logs = np.log(np.abs(rows))
         block = np.hstack([logs, np.ones((len(logs), 1))])
-        solution = lstsq(block, np.log(np.abs(self.y[usable])))
+        solution = lstsq(block, target)
         if solution is None:
             return
+        if function is not None:
+            fit = block @ solution
+            if float(np.max(np.abs(fit - target))) > 1e-6:  # not this function: no offer
+                return
         exponents = tuple(float(np.round(e * 2) / 2) for e in solution[:-1])
-        if not any(exponents) or max(abs(e) for e in exponents) > 8:
+        if (function is None and not any(exponents)) or max(abs(e) for e in exponents) > 8:
             return
-        column = _Column(exponents).values(self.x)
+        shape = _Column(exponents) if function is None else replace(function, exponents=exponents)
+        with np.errstate(all="ignore"):
+            column = shape.values(self.x)
         denominator = float(column @ column)
-        if denominator > 0:
+        if np.isfinite(denominator) and denominator > 0:
             coefficient = float(column @ self.y) / denominator
-            self.offer(Formula(self.arity, (Term(coefficient, exponents),)))
+            self.offer(Formula(self.arity, (shape.term(coefficient),)))
+
+    def products_with_functions(self) -> None:
+        """A product of powers times one function of an input or a product, in log space."""
+        zero = (0.0,) * self.arity
+        for column in _function_columns(self.arity, scales=_ARGUMENT_SCALES):
+            if self.done:
+                return
+            if column.exponents == zero:  # the product's own exponents are solved for
+                self.product(column)
 
     def run(self) -> Formula | None:
         arity = self.arity
@@ -280,6 +314,8 @@ class _Search:
         for dictionary in (positive, monomials):
             steps.append(partial(self._sum, dictionary))
             steps.extend(partial(self._power, dictionary, p) for p in _POWERS)
+            if self.settings.functions and dictionary is positive:
+                steps.append(self.products_with_functions)
         steps.append(lambda: self._ratios(positive))
         steps.append(lambda: self._ratios(monomials))
         steps.append(lambda: self._log_target(monomials))

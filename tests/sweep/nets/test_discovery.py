@@ -57,6 +57,25 @@ def test_exact_in_range_and_beyond(
     assert _hit_rate(formula, x_band, truth(x_band)) >= 0.99, describe_formula(formula)
 
 
+@pytest.mark.parametrize(
+    ("name", "truth", "ranges"),
+    [
+        ("n*R*T*log(V2/V1)", lambda x: np.prod(x[:, :3], axis=1) * np.log(x[:, 3] / x[:, 4]),
+         [(1, 5), (8, 9), (250, 350), (1, 10), (1, 10)]),
+        ("v**2*sin(2*th)/g", lambda x: x[:, 0] ** 2 * np.sin(2 * x[:, 1]) / x[:, 2],
+         [(1, 20), (0.1, 0.7), (9, 10)]),
+    ],
+)
+def test_a_product_times_a_function_is_exact(
+    name: str, truth: Function, ranges: list[tuple[float, float]]
+) -> None:
+    x, x_val = _draw(ranges, 3000, 0, False), _draw(ranges, 1000, 1, False)
+    formula = discover(x, truth(x), x_val, truth(x_val), DiscoverySettings())
+    assert formula is not None and formula.terms == 1, formula
+    x_band = _draw(ranges, 1000, 2, True)
+    assert _hit_rate(formula, x_band, truth(x_band)) == 1.0, describe_formula(formula)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "truth", "ranges"),
