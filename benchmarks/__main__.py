@@ -25,6 +25,7 @@ from typing import TypeVar
 
 SECTIONS: tuple[str, ...] = (
     "quality", "speed", "overhead", "workers", "memory", "startup", "serving", "exact", "scale",
+    "formulas", "nalm",
 )
 FIT_STEPS_PER_EXECUTION = 32
 FULL_BUDGET = 300.0
@@ -69,6 +70,30 @@ def _parser() -> argparse.ArgumentParser:
         help="worker counts of the scale section (default 8,32,64 on a throwaway PostgreSQL "
         "cluster with max_connections = 100, 2 runs each, 150 trials per operation; with "
         "--quick, 2 workers once on --storage-postgres, 10 trials)",
+    )
+    parser.add_argument(
+        "--formula-trials", type=int, default=None, metavar="N",
+        help="counted trials per campaign in the formulas section (default 20; 2 with --quick)",
+    )
+    parser.add_argument(
+        "--formula-timeout", type=float, default=None, metavar="SECONDS",
+        help="seconds per campaign in the formulas section (default 60; 10 with --quick)",
+    )
+    parser.add_argument(
+        "--formulas", default=None, metavar="NAME,NAME,...",
+        help="formulas of the formulas section (default: all; gas,wave with --quick)",
+    )
+    parser.add_argument(
+        "--nalm-seeds", type=int, default=None, metavar="N",
+        help="seeds per range of the NALM section (default 25, the benchmark's; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--nalm-minutes", type=float, default=None, metavar="M",
+        help="NALM section: start no new seed once the last one's time would overrun M minutes",
+    )
+    parser.add_argument(
+        "--nalm-keep-failures", default=None, metavar="DIR",
+        help="NALM section: copy each campaign with a failure (database, file, log) into DIR",
     )
     parser.add_argument(
         "--sections", default=",".join(SECTIONS),
@@ -351,6 +376,58 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return run_scale(scale_admin, scale_sizes, scale_repeats, scale_trials)
 
             results.scale = section("scale", scale, list[ScaleRun](), server=args.quick)
+        if "formulas" in sections:
+            from benchmarks.formulas import (
+                QUICK_FORMULAS,
+                FormulaCase,
+                FormulasResult,
+                run_formulas,
+                sweep_command,
+            )
+
+            formula_trials = args.formula_trials or (2 if args.quick else 20)
+            formula_timeout = args.formula_timeout or (10.0 if args.quick else 60.0)
+            chosen = (
+                [f.strip() for f in args.formulas.split(",") if f.strip()] if args.formulas
+                else list(QUICK_FORMULAS) if args.quick else None
+            )
+            results.formulas = FormulasResult(
+                trials=formula_trials, timeout=formula_timeout,
+                sweep=" ".join(Path(part).name for part in sweep_command()),
+            )
+
+            def formula_case(case: FormulaCase) -> None:
+                assert results.formulas is not None
+                results.formulas.cases.append(case)
+                write(final=False)
+
+            section(
+                "formulas",
+                lambda: run_formulas(
+                    chosen, trials=formula_trials, timeout=formula_timeout,
+                    on_case=formula_case,
+                ),
+                None,
+            )
+        if "nalm" in sections:
+            from benchmarks.nalm import QUICK_RANGES, SEEDS, NalmResult, run_nalm
+
+            def nalm_campaign(result: NalmResult) -> None:
+                results.nalm = result
+                write(final=False)
+
+            keep = Path(args.nalm_keep_failures) if args.nalm_keep_failures else None
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+
+            def nalm() -> None:  # a failed run keeps the campaigns judged so far
+                results.nalm = run_nalm(
+                    args.nalm_seeds or (1 if args.quick else SEEDS),
+                    ranges=QUICK_RANGES if args.quick else None, minutes=args.nalm_minutes,
+                    keep_failures=keep, on_campaign=nalm_campaign,
+                )
+
+            section("nalm", nalm, None)
     except KeyboardInterrupt as e:
         results.failures.append(f"interrupted ({e or 'SIGINT'}); later sections did not run")
     finally:

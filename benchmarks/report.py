@@ -11,10 +11,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from benchmarks import exact, memory, overhead, quality, scale, serving, speed, startup, workers
+from benchmarks import (
+    exact,
+    formulas,
+    memory,
+    nalm,
+    overhead,
+    quality,
+    scale,
+    serving,
+    speed,
+    startup,
+    workers,
+)
 from benchmarks._common import OVERHEAD_TARGET
 from benchmarks.exact import ExactResult
+from benchmarks.formulas import FormulasResult
 from benchmarks.memory import MemoryRun
+from benchmarks.nalm import NalmResult
 from benchmarks.overhead import OverheadResult
 from benchmarks.prefill import SeedSweep
 from benchmarks.quality import OperationQuality
@@ -53,6 +67,8 @@ class Results:
     exact: ExactResult | None = None
     scale: list[ScaleRun] = field(default_factory=list)
     scale_settings: str = ""
+    formulas: FormulasResult | None = None
+    nalm: NalmResult | None = None
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -144,6 +160,8 @@ def _targets_section(results: Results) -> list[str]:
     lines += overhead.target_lines(results.overhead)
     lines += exact.target_lines(results.exact)
     lines += scale.target_lines(results.scale)
+    lines += formulas.target_lines(results.formulas)
+    lines += nalm.target_lines(results.nalm)
     return lines
 
 
@@ -176,6 +194,8 @@ def render(results: Results) -> str:
         serving.render_section(results.serving),
         exact.render_section(results.exact),
         scale.render_section(results.scale, results.scale_settings),
+        formulas.render_section(results.formulas),
+        nalm.render_section(results.nalm),
     ):
         if section:
             lines += [*section, ""]

@@ -10,7 +10,9 @@ from benchmarks.report import Results
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
 # One real quick run with every section (PostgreSQL up), recorded with
-# `python -m benchmarks --quick --save-results tests/benchmarks/recorded/quick.json`.
+# `python -m benchmarks --quick --save-results tests/benchmarks/recorded/quick.json`; the
+# formulas section (10), added later, from its own quick run (`--sections formulas`), its
+# results and section load copied in.
 QUICK_RUN = RECORDED / "quick.json"
 
 
