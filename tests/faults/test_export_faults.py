@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import uuid
 import zipfile
@@ -34,6 +35,9 @@ from _fault_helpers import (
 
 import sweep
 from storage import ModelRegistry
+
+# A warning line, after the timestamp that lines carry off a terminal.
+_WARNING = re.compile(r"^(?:\S+Z )?warning:")
 
 pytestmark = pytest.mark.slow
 
@@ -112,7 +116,7 @@ def test_an_unwritable_artifact_folder_warns_and_the_sweep_completes(tmp_path: P
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "Best model per operation" in result.stdout
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in result.stderr.splitlines() if _WARNING.match(line)]
     assert warnings, result.stderr
     for line in warnings:
         assert f"artifact folder {str(artifacts)!r} is not writable" in line, line
@@ -155,7 +159,7 @@ def test_a_full_disk_during_export_leaves_no_half_written_artifact(
     result = run_sweep(["run", "--config", str(config)], env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in result.stderr.splitlines() if _WARNING.match(line)]
     assert warnings, result.stderr
     assert all("No space left on device" in line for line in warnings), warnings
 
