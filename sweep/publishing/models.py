@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from storage import Database, ModelEntry
 from sweep.errors import ConfigError
+from sweep.problem.expressions import show
 from sweep.problem.operations import Operation
 from sweep.publishing.lookup import check_operation_name, fetch_model, resolve_operation
 from sweep.search.config import DEFAULT_CAMPAIGN
@@ -362,13 +363,14 @@ def arrange_named(
     given: dict[str, Any] = {}
     for name, value in items:
         if name not in op.inputs:
+            # A name from a request or a command line: quoted and cut, never echoed whole.
             raise ConfigError(
-                f"{op.name} has no input {name!r}; its inputs are {_listing(op)}"
+                f"{op.name} has no input {show(str(name), 40)}; its inputs are {_listing(op)}"
             )
         if name in given:
             raise ConfigError(
-                f"{what} {name!r} is given twice; give each of {op.name}'s inputs "
-                f"({_listing(op)}) once"
+                f"{what} {show(str(name), 40)} is given twice; give each of {op.name}'s "
+                f"inputs ({_listing(op)}) once"
             )
         given[name] = value
     missing = [name for name in op.inputs if name not in given]

@@ -44,7 +44,13 @@ from sweep.problem.operations import Operation
 from sweep.publishing.http_limits import MAX_BODY_BYTES, guarded_protocol
 from sweep.publishing.model_backends import BACKENDS, choose_backend
 from sweep.publishing.model_store import ModelStore, Served, model_metadata, model_status
-from sweep.publishing.models import answers_of, beyond_exact, check_pairs, rounded_rows
+from sweep.publishing.models import (
+    answers_of,
+    arrange_named,
+    beyond_exact,
+    check_pairs,
+    rounded_rows,
+)
 
 __all__ = [
     "BACKENDS",
@@ -200,19 +206,11 @@ def _number(value: Any, where: str) -> float:
 
 
 def _named(row: dict[str, Any], op: Operation, where: str) -> list[Any]:
-    """One instance given by name, in `op.inputs` order; every input exactly once."""
-    listing = ", ".join(op.inputs)
-    unknown = [name for name in row if name not in op.inputs]
-    if unknown:
-        raise RequestError(
-            400, f"{where}: {op.name} has no input {_shown(unknown[0])}; its inputs are {listing}"
-        )
-    missing = [name for name in op.inputs if name not in row]
-    if missing:
-        raise RequestError(
-            400, f"{where}: no value for {', '.join(missing)}; {op.name}'s inputs are {listing}"
-        )
-    return [row[name] for name in op.inputs]
+    """One instance given by name, in `op.inputs` order, as `sweep predict` takes one."""
+    try:
+        return arrange_named(op, row.items())
+    except ConfigError as e:
+        raise RequestError(400, f"{where}: {e}") from None
 
 
 def _columns(given: dict[str, Any], op: Operation) -> npt.NDArray[np.float64]:

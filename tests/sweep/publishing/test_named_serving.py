@@ -122,8 +122,9 @@ def test_the_service_takes_rows_named_instances_and_named_columns(server: Server
     [
         ({"instances": [{**ROW, "x": 1}]}, "instance 1: gas has no input 'x'; its inputs are n, R"),
         ({"instances": [{k: v for k, v in ROW.items() if k != "T"}]},
-         "instance 1: no value for T; gas's inputs are n, R, T, V"),
-        ({"inputs": {"n": [1.5], "R": [8.3], "T": [300]}}, '"inputs": no value for V'),
+         "instance 1: no value for gas's input T; its inputs are n, R, T, V"),
+        ({"inputs": {"n": [1.5], "R": [8.3], "T": [300]}},
+         "\"inputs\": no value for gas's input V"),
         ({"instances": [[1.5, 8.3, 300]]}, "gas takes 4 number(s) per instance"),
         ({"instances": [{**ROW, "V": 0}]}, "gas is not defined at n=1.5, R=8.3, T=300, V=0"),
     ],
