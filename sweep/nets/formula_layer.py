@@ -21,6 +21,7 @@ from keras import ops  # noqa: E402
 
 # isort: on
 from sweep.nets.formula import EXP_CLIP, Formula, Term  # noqa: E402
+from sweep.nets.powers import Powers, safe_divide  # noqa: E402
 
 __all__ = ["FormulaLayer"]
 
@@ -52,12 +53,12 @@ class FormulaLayer(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, self.compute_dtype)
-        columns = [x[:, i] for i in range(self.parsed.arity)]
+        powers = Powers([x[:, i] for i in range(self.parsed.arity)])
         formula = self.parsed
-        top = self._sum(formula.numerator, columns) + formula.constant
+        top = self._sum(formula.numerator, powers) + formula.constant
         if formula.denominator or formula.denominator_constant != 1.0:
-            bottom = self._sum(formula.denominator, columns) + formula.denominator_constant
-            value = _safe_divide(top, bottom)
+            bottom = self._sum(formula.denominator, powers) + formula.denominator_constant
+            value = safe_divide(top, bottom)
         else:
             value = top
         if formula.power != 1.0:
@@ -78,51 +79,15 @@ class FormulaLayer(keras.layers.Layer):
             value = ops.exp(ops.minimum(value, EXP_CLIP))
         return ops.expand_dims(value, axis=1)
 
-    def _sum(self, terms: Sequence[Term], columns: list[Any]) -> Any:
-        total = ops.zeros_like(columns[0])
+    def _sum(self, terms: Sequence[Term], powers: Powers) -> Any:
+        total = ops.zeros_like(powers.columns[0])
         for term in terms:
-            value = _product(columns, term.exponents)
+            value = powers.product(term.exponents)
             if term.function != "none":
-                inner = _product(columns, term.argument) * term.scale
+                inner = powers.product(term.argument) * term.scale
                 value = value * _apply(term.function, inner)
             total = total + value * term.coefficient
         return total
-
-
-def _safe_divide(top: Any, bottom: Any) -> Any:
-    zero = ops.equal(bottom, 0)
-    safe = ops.where(zero, ops.ones_like(bottom), bottom)
-    return ops.where(zero, ops.zeros_like(top), top / safe)
-
-
-def _whole_power(column: Any, power: int) -> Any:
-    value = column
-    for _ in range(power - 1):
-        value = value * column
-    return value
-
-
-def _product(columns: list[Any], exponents: Sequence[float]) -> Any:
-    """prod x_i ** e_i with the `Monomials` layer's rules (signs kept, halves on |x|)."""
-    numerator = denominator = None
-    for column, exponent in zip(columns, exponents, strict=True):
-        if exponent == 0:
-            continue
-        magnitude = abs(exponent)
-        whole = int(magnitude)
-        factor = _whole_power(column, whole) if whole else None
-        if magnitude != whole:
-            root = ops.sqrt(ops.abs(column))
-            factor = root if factor is None else factor * root
-        if exponent > 0:
-            numerator = factor if numerator is None else numerator * factor
-        else:
-            denominator = factor if denominator is None else denominator * factor
-    if numerator is None:
-        numerator = ops.ones_like(columns[0])
-    if denominator is None:
-        return numerator
-    return _safe_divide(numerator, denominator)
 
 
 def _apply(function: str, value: Any) -> Any:

@@ -21,6 +21,7 @@ from keras import ops  # noqa: E402
 
 # isort: on
 from sweep.nets.normalization import TRANSFORMS, ZERO_FLOOR, NormalizationParams  # noqa: E402
+from sweep.nets.powers import Powers  # noqa: E402
 from sweep.nets.spec import MAX_DEGREE  # noqa: E402
 
 # A loaded file names its own exponents: bounds keep a hostile one from building a huge graph.
@@ -179,43 +180,8 @@ class Monomials(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, self.compute_dtype)
-        columns = [x[:, i] * (1.0 / s) for i, s in enumerate(self.scale)]
-        cache: dict[tuple[int, float], Any] = {}
-
-        def power(i: int, magnitude: float) -> Any:
-            """x_i ** magnitude for magnitude > 0 (whole or half), memoised per column."""
-            key = (i, magnitude)
-            if key not in cache:
-                whole = int(magnitude)
-                if magnitude != whole:
-                    root = ops.sqrt(ops.abs(columns[i]))
-                    cache[key] = root if whole == 0 else power(i, float(whole)) * root
-                elif whole == 1:
-                    cache[key] = columns[i]
-                else:
-                    cache[key] = power(i, float(whole - 1)) * columns[i]
-            return cache[key]
-
-        features = []
-        for row in self.exponents:
-            numerator = denominator = None
-            for i, exponent in enumerate(row):
-                if exponent == 0:
-                    continue
-                factor = power(i, abs(exponent))
-                if exponent > 0:
-                    numerator = factor if numerator is None else numerator * factor
-                else:
-                    denominator = factor if denominator is None else denominator * factor
-            if numerator is None:
-                numerator = ops.ones_like(columns[0])
-            if denominator is None:
-                features.append(numerator)
-                continue
-            zero = ops.equal(denominator, 0)
-            safe = ops.where(zero, ops.ones_like(denominator), denominator)
-            features.append(ops.where(zero, ops.zeros_like(numerator), numerator / safe))
-        return ops.stack(features, axis=1)
+        powers = Powers([x[:, i] * (1.0 / s) for i, s in enumerate(self.scale)])
+        return ops.stack([powers.product(row) for row in self.exponents], axis=1)
 
 
 # The formula family's layer, registered with the others: importing this module registers
