@@ -91,10 +91,10 @@ def _unit(arity: int, i: int, value: float = 1.0) -> tuple[float, ...]:
 
 
 def _function_columns(
-    arity: int, scales: Sequence[float] | None = None
+    arity: int, scales: Sequence[float] | None = None, multiplied: bool = True
 ) -> list[_Column]:
     """f(s*a)*m: f a unary function, a an input or a product or ratio of two (over a few
-    inputs, of three too), m 1 or an input."""
+    inputs, of three too), m 1 or (with `multiplied`) an input."""
     zero = (0.0,) * arity
     arguments = [_unit(arity, i) for i in range(arity)]
     for i, j in itertools.combinations(range(arity), 2):
@@ -109,7 +109,7 @@ def _function_columns(
     if arity <= 4:
         for triple in itertools.combinations(range(arity), 3):
             arguments.append(tuple(1.0 if k in triple else 0.0 for k in range(arity)))
-    multipliers = [zero, *(_unit(arity, i) for i in range(arity))]
+    multipliers = [zero, *(_unit(arity, i) for i in range(arity))] if multiplied else [zero]
     columns: list[_Column] = []
     for function in ("sin", "cos", "exp", "log", "tanh"):
         if scales is not None:
@@ -298,12 +298,11 @@ class _Search:
 
     def products_with_functions(self) -> None:
         """A product of powers times one function of an input or a product, in log space."""
-        zero = (0.0,) * self.arity
-        for column in _function_columns(self.arity, scales=_ARGUMENT_SCALES):
+        # No multipliers: the product's own exponents are what the solve finds.
+        for column in _function_columns(self.arity, _ARGUMENT_SCALES, multiplied=False):
             if self.done:
                 return
-            if column.exponents == zero:  # the product's own exponents are solved for
-                self.product(column)
+            self.product(column)
 
     def run(self) -> Formula | None:
         arity = self.arity

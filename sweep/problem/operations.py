@@ -25,6 +25,7 @@ from sweep.problem.inputs import InputRange
 __all__ = [
     "BUILTIN_OPERATIONS",
     "Operation",
+    "check_new_name",
     "expression_inputs",
     "is_operation_name",
     "make_operation",
@@ -87,8 +88,9 @@ def is_operation_name(name: object) -> bool:
     return isinstance(name, str) and _NAME_PATTERN.fullmatch(name) is not None  # built-ins too
 
 
-def _check_name(name: object) -> str:
-    """Refuse names that could not be used on the command line or would hide a built-in."""
+def check_new_name(name: object) -> str:
+    """The name of an operation a user defines (an expression or a table): refused when it
+    could not be used on the command line or would hide a built-in."""
     if not isinstance(name, str):
         raise ConfigError(f"operation name must be text, got {name!r}")
     if name in _BUILTINS:
@@ -174,7 +176,7 @@ class Operation:
         if self.table:
             if self.expression is not None:
                 raise ConfigError(f"operation {self.name!r} cannot have a table and a formula")
-            _check_name(self.name)
+            check_new_name(self.name)
             expected = tuple(self.inputs)
         elif self.expression is None:
             builtin = _BUILTINS.get(self.name)
@@ -185,7 +187,7 @@ class Operation:
                 )
             expected = _builtin_inputs(builtin.arity)
         else:
-            parsed = _parse_for(_check_name(self.name), self.expression)
+            parsed = _parse_for(check_new_name(self.name), self.expression)
             object.__setattr__(self, "_parsed", parsed)
             expected = expression_inputs(parsed)
         inputs = tuple(self.inputs) or expected
@@ -367,7 +369,7 @@ def make_operation(name: str, expression: str) -> Operation:
         ConfigError: the name is malformed, a built-in or reserved.
         ExpressionError: the expression is refused by ``parse_expression`` or uses no input.
     """
-    parsed = _parse_for(_check_name(name), expression)
+    parsed = _parse_for(check_new_name(name), expression)
     inputs = expression_inputs(parsed)
     return Operation(
         name=name,
@@ -389,7 +391,7 @@ def make_table_operation(
             `MAX_INPUTS`) inputs.
     """
     return Operation(
-        name=_check_name(name),
+        name=check_new_name(name),
         arity=len(inputs),
         integer_valued=integer_valued,
         expression=None,
@@ -421,7 +423,7 @@ def parse_expr_flag(text: str) -> tuple[str, str]:
             f"--expr {_show(text)} has no expression after '='; write NAME=EXPRESSION, "
             f"e.g. {_EXPR_FLAG_EXAMPLE}"
         )
-    return _check_name(name), expression
+    return check_new_name(name), expression
 
 
 def resolve_operations(

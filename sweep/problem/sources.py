@@ -17,7 +17,7 @@ from typing import Any
 
 from sweep.errors import ConfigError
 from sweep.problem.expressions import show
-from sweep.problem.operations import Operation, make_table_operation
+from sweep.problem.operations import Operation, check_new_name, make_table_operation
 from sweep.problem.sampling import decide_table_integer_valued
 from sweep.problem.tables import Table, decode_table, encode_table, read_table, table_sha256
 
@@ -164,7 +164,7 @@ def parse_datasets(raw: object, base_dir: Path | None) -> dict[str, DatasetSourc
 
 def _check_operation_name(name: str, where: str) -> None:
     try:
-        make_table_operation(name, ("x",), "y", False)
+        check_new_name(name)
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
 
