@@ -377,12 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             results.scale = section("scale", scale, list[ScaleRun](), server=args.quick)
         if "formulas" in sections:
+            from benchmarks._common import sweep_command
             from benchmarks.formulas import (
                 QUICK_FORMULAS,
                 FormulaCase,
                 FormulasResult,
                 run_formulas,
-                sweep_command,
             )
 
             formula_trials = args.formula_trials or (2 if args.quick else 20)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 
 import sqlalchemy
 from sqlalchemy.engine import make_url
@@ -157,3 +160,39 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def sweep_command() -> list[str]:
+    """The `sweep` console script beside this interpreter, else `python -m sweep`."""
+    script = Path(sys.executable).with_name("sweep")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sweep"]
+
+
+def run_logged(command: list[str], folder: Path, log_name: str, limit: float) -> tuple[int, float]:
+    """A `sweep` command as a user runs it, in `folder` with its own artifacts and no inherited
+    storage or campaign, its output in `log_name`, in its own process group (killed whole at
+    `limit` seconds or on an interrupt). Returns the exit code and the wall seconds.
+
+    Raises:
+        subprocess.TimeoutExpired: it ran past `limit`.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_STORAGE", "SWEEP_CAMPAIGN")}
+    env["SWEEP_ARTIFACTS"] = str(folder / "artifacts")
+    started = time.monotonic()
+    with open(folder / log_name, "wb") as output:
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = process.wait(timeout=limit)
+        except BaseException:  # the limit, or the benchmark interrupted: leave no sweep behind
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+    return code, time.monotonic() - started
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a log, cut to 300 characters (a failed run's reason)."""
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1][:300] if lines else ""

@@ -20,12 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks._common import load_average, log, median
+from benchmarks._common import last_line, load_average, log, median, run_logged, sweep_command
 from benchmarks.tables import fraction, significant, table
 
 __all__ = [
@@ -251,40 +247,6 @@ def write_csv(formula: Formula, path: Path, rows: int = ROWS) -> None:
 # --- the runs ---------------------------------------------------------------------------------
 
 
-def sweep_command() -> list[str]:
-    """The `sweep` console script beside this interpreter, else `python -m sweep`."""
-    script = Path(sys.executable).with_name("sweep")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sweep"]
-
-
-def _environment(folder: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_STORAGE", "SWEEP_CAMPAIGN")}
-    env["SWEEP_ARTIFACTS"] = str(folder / "artifacts")
-    return env
-
-
-def _last_line(path: Path) -> str:
-    lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
-    lines = [line for line in lines if line]
-    return lines[-1][:300] if lines else ""
-
-
-def _run(command: list[str], folder: Path, log_name: str, limit: float) -> tuple[int, float]:
-    """One command in its own process group, output to a file; (exit code, wall seconds)."""
-    started = time.monotonic()
-    with open(folder / log_name, "wb") as output:
-        process = subprocess.Popen(command, cwd=folder, env=_environment(folder),
-                                   stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        try:
-            code = process.wait(timeout=limit)
-        except BaseException:  # the limit, or the benchmark interrupted: leave no sweep behind
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise
-    return code, time.monotonic() - started
-
-
 def _trial_counts(url: str, study_name: str) -> tuple[int, int]:
     import optuna
 
@@ -307,16 +269,16 @@ def _measure(source: str, name: str, arguments: list[str], folder: Path, trials:
                "--trials", str(trials), "--timeout", f"{timeout:g}"]
     run = SourceRun(source)
     try:
-        run.exit_code, run.wall_seconds = _run(command, folder, f"{source}.log",
-                                               3 * timeout + 600)
+        run.exit_code, run.wall_seconds = run_logged(command, folder, f"{source}.log",
+                                                     3 * timeout + 600)
     except subprocess.TimeoutExpired:
         run.exit_code, run.error = -9, "killed: no end within 3x the timeout + 10 min"
         return run
     if run.exit_code != 0:
-        run.error = _last_line(folder / f"{source}.log")
+        run.error = last_line(folder / f"{source}.log")
         return run
-    code, _ = _run([*sweep_command(), "best", "--storage", url, "--format", "json"], folder,
-                   f"{source}.best.json", 300)
+    code, _ = run_logged([*sweep_command(), "best", "--storage", url, "--format", "json"],
+                         folder, f"{source}.best.json", 300)
     best = json.loads((folder / f"{source}.best.json").read_text()) if code == 0 else []
     entry = next((e for e in best if e.get("operation") == name), None)
     if entry is None:

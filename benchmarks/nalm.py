@@ -11,11 +11,8 @@ each); then each operation's best model is loaded from the registry in Keras saf
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import load_average, log, machine_info, median
+from benchmarks._common import (
+    last_line,
+    load_average,
+    log,
+    machine_info,
+    median,
+    run_logged,
+    sweep_command,
+)
 from benchmarks.exact import wilson_interval
 from benchmarks.nalm_task import (
     EPSILON,
@@ -115,29 +120,11 @@ class NalmResult:
 # --- the runs -------------------------------------------------------------------------------
 
 
-def _sweep_command() -> list[str]:
-    script = Path(sys.executable).with_name("sweep")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sweep"]
-
-
 def _sweep_run(folder: Path, url: str, seed: int) -> tuple[int, float, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_STORAGE", "SWEEP_CAMPAIGN")}
-    env["SWEEP_ARTIFACTS"] = str(folder / "artifacts")
-    command = [*_sweep_command(), "run", "--config", "campaign.toml", "--storage", url,
+    command = [*sweep_command(), "run", "--config", "campaign.toml", "--storage", url,
                "--seed", str(seed)]
-    started = time.monotonic()
-    with open(folder / "run.log", "wb") as output:
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=output,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = process.wait(timeout=CAMPAIGN_LIMIT)
-        except BaseException:  # the limit, or the benchmark interrupted: leave no sweep behind
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            raise
-    lines = [s.strip() for s in (folder / "run.log").read_text(errors="replace").splitlines()]
-    last = next((s for s in reversed(lines) if s), "")[:300]
-    return code, time.monotonic() - started, last if code else ""
+    code, seconds = run_logged(command, folder, "run.log", CAMPAIGN_LIMIT)
+    return code, seconds, last_line(folder / "run.log") if code else ""
 
 
 def _trials(url: str, study_name: str) -> tuple[int, int, float]:
@@ -241,7 +228,7 @@ def run_nalm(
         raise ValueError(f"unknown range(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     chosen = [r for r in RANGES if ranges is None or r.name in ranges]
     result = NalmResult(seeds=seeds, epsilon=epsilon, ranges=[r.name for r in chosen],
-                        sweep=" ".join(Path(p).name for p in _sweep_command()))
+                        sweep=" ".join(Path(p).name for p in sweep_command()))
     about = machine_info(None)
     result.machine = ", ".join(f"{k} {about[k]}" for k in ("CPU", "cores (nproc)", "memory",
                                                             "TensorFlow", "Keras", "Optuna"))
