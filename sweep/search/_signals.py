@@ -20,7 +20,12 @@ _deferring = 0
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM behaves like Ctrl-C: Optuna marks the trial in flight FAIL, then we exit."""
+    """SIGTERM behaves like Ctrl-C: Optuna marks the trial in flight FAIL, then we exit.
+
+    A command starts with no signal on record (one called in-process after another stopped).
+    """
+    global _received
+    _received = None
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
 

@@ -215,7 +215,10 @@ class Scheduler:
             )
             started: list[int] = []  # the number of the trial this worker runs now
             try:
-                with _released_once_started(study, reservation.lock):
+                # Deferred from here: a signal while Optuna creates the trial (before it
+                # calls the objective, outside its own handler) would leave it RUNNING; the
+                # runner's first checkpoint turns it into a FAIL instead.
+                with deferred_interrupts(), _released_once_started(study, reservation.lock):
                     study.optimize(
                         _trial_runner(objective, reservation.lock, started.append), n_trials=1
                     )
@@ -364,6 +367,7 @@ def _trial_runner(
         lock.release()
         started(trial.number)
         try:
+            raise_if_interrupted()  # a signal that came while the trial was being created
             with deferred_interrupts():  # stops at the next epoch, from Python code
                 return objective(trial)
         except optuna.TrialPruned:
