@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 SECTIONS: tuple[str, ...] = (
     "quality", "speed", "overhead", "workers", "memory", "startup", "serving", "exact", "scale",
-    "formulas", "nalm",
+    "formulas", "nalm", "formula-methods",
 )
 FIT_STEPS_PER_EXECUTION = 32
 FULL_BUDGET = 300.0
@@ -82,6 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--formulas", default=None, metavar="NAME,NAME,...",
         help="formulas of the formulas section (default: all; gas,wave with --quick)",
+    )
+    parser.add_argument(
+        "--methods-timeout", type=float, default=None, metavar="SECONDS",
+        help="formula-methods section: seconds per method and formula, beside --formula-trials "
+        "(default 30; 5 with --quick); --formulas chooses its formulas too",
+    )
+    parser.add_argument(
+        "--methods-seeds", type=int, default=None, metavar="N",
+        help="formula-methods section: seeds each winner is retrained on (default 10; 1 with "
+        "--quick)",
     )
     parser.add_argument(
         "--nalm-seeds", type=int, default=None, metavar="N",
@@ -428,6 +438,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
 
             section("nalm", nalm, None)
+        if "formula-methods" in sections:
+            from benchmarks import formula_methods as methods
+
+            def methods_case(case: methods.MethodsCase) -> None:
+                if results.formula_methods is not None:
+                    results.formula_methods.cases.append(case)
+                write(final=False)
+
+            options: dict[str, Any] = dict(
+                trials=args.formula_trials or (2 if args.quick else 20),
+                timeout=args.methods_timeout or (5.0 if args.quick else 30.0),
+                keras_tuner_epochs=2 if args.quick else 30,
+                seeds=args.methods_seeds or (1 if args.quick else methods.SEEDS),
+            )
+            results.formula_methods = methods.MethodsResult(**options)  # filled as it goes
+            results.formula_methods = section("formula-methods", lambda: methods.run_methods(
+                [f.strip() for f in args.formulas.split(",") if f.strip()] if args.formulas
+                else list(methods.QUICK_FORMULAS) if args.quick else None,
+                on_case=methods_case, **options,
+            ), results.formula_methods)
     except KeyboardInterrupt as e:
         results.failures.append(f"interrupted ({e or 'SIGINT'}); later sections did not run")
     finally:

@@ -133,9 +133,11 @@ class _Deadline(keras.callbacks.Callback):
 
 
 def run_keras_tuner(
-    dataset: Dataset, budget: float, *, epochs: int, steps_per_execution: int, workdir: Path
+    dataset: Dataset, budget: float, *, epochs: int, steps_per_execution: int, workdir: Path,
+    max_trials: int | None = None,
 ) -> MethodResult:
-    """KerasTuner's RandomSearch over a space like ours, on raw data, stopped by the clock.
+    """KerasTuner's RandomSearch over a space like ours, on raw data, stopped by the clock
+    (and after `max_trials` trials, when given, for a budget of trials or seconds).
 
     Same layers/width/activation/learning-rate/batch ranges as our default space but no
     normalisation, loss MSE, objective val_loss. It gets our `steps_per_execution` so the
@@ -181,7 +183,7 @@ def run_keras_tuner(
     tuner = TimedRandomSearch(
         RawMLP(),
         objective="val_loss",
-        max_trials=10**6,
+        max_trials=max_trials or 10**6,
         seed=0,
         max_consecutive_failed_trials=10**6,
         directory=str(workdir),

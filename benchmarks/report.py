@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from benchmarks import (
     exact,
+    formula_methods,
     formulas,
     memory,
     nalm,
@@ -26,6 +27,7 @@ from benchmarks import (
 )
 from benchmarks._common import OVERHEAD_TARGET
 from benchmarks.exact import ExactResult
+from benchmarks.formula_methods import MethodsResult
 from benchmarks.formulas import FormulasResult
 from benchmarks.memory import MemoryRun
 from benchmarks.nalm import NalmResult
@@ -69,6 +71,7 @@ class Results:
     scale_settings: str = ""
     formulas: FormulasResult | None = None
     nalm: NalmResult | None = None
+    formula_methods: MethodsResult | None = None
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -162,6 +165,7 @@ def _targets_section(results: Results) -> list[str]:
     lines += scale.target_lines(results.scale)
     lines += formulas.target_lines(results.formulas)
     lines += nalm.target_lines(results.nalm)
+    lines += formula_methods.target_lines(results.formula_methods)
     return lines
 
 
@@ -196,6 +200,7 @@ def render(results: Results) -> str:
         scale.render_section(results.scale, results.scale_settings),
         formulas.render_section(results.formulas),
         nalm.render_section(results.nalm),
+        formula_methods.render_section(results.formula_methods),
     ):
         if section:
             lines += [*section, ""]

@@ -12,7 +12,8 @@ RECORDED = Path(__file__).resolve().parent / "recorded"
 # One real quick run with every section (PostgreSQL up), recorded with
 # `python -m benchmarks --quick --save-results tests/benchmarks/recorded/quick.json`; the
 # formulas section (10), added later, from its own quick run (`--sections formulas`), its
-# results and section load copied in.
+# results and section load copied in; so is the formula-methods section (12), from
+# `--sections formula-methods --quick`.
 QUICK_RUN = RECORDED / "quick.json"
 
 
