@@ -50,12 +50,13 @@ def binary() -> str | None:
 
 @contextmanager
 def pgbouncer_in_front_of(
-    server_url: str, *, pool_size: int, max_client_conn: int = 100
+    server_url: str, *, pool_size: int, max_client_conn: int = 100, ignore_options: bool = True
 ) -> Iterator[str]:
     """Start PgBouncer for `server_url`'s database; yields the same URL through PgBouncer.
 
     `pool_size` is PgBouncer's `default_pool_size`: the server connections it opens for the
-    database, however many clients it serves (at most `max_client_conn`).
+    database, however many clients it serves (at most `max_client_conn`). Without
+    `ignore_options` it refuses a client's startup ``options``, as PgBouncer does by default.
     """
     found = binary()
     if found is None:
@@ -63,13 +64,19 @@ def pgbouncer_in_front_of(
     # Its own folder in /tmp: PgBouncer runs as postgres, who cannot enter pytest's tmp_path.
     folder = Path(tempfile.mkdtemp(prefix="sweep-pgbouncer-"))
     try:
-        yield from _run(found, server_url, folder, pool_size, max_client_conn)
+        ignored = "extra_float_digits,options" if ignore_options else "extra_float_digits"
+        yield from _run(found, server_url, folder, pool_size, max_client_conn, ignored)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run(
-    found: str, server_url: str, folder: Path, pool_size: int, max_client_conn: int
+    found: str,
+    server_url: str,
+    folder: Path,
+    pool_size: int,
+    max_client_conn: int,
+    ignored: str,
 ) -> Iterator[str]:
     url = make_url(server_url)
     port = free_port()
@@ -88,7 +95,7 @@ pool_mode = transaction
 default_pool_size = {pool_size}
 max_client_conn = {max_client_conn}
 server_reset_query =
-ignore_startup_parameters = extra_float_digits,options
+ignore_startup_parameters = {ignored}
 logfile = {folder / "pgbouncer.log"}
 pidfile = {folder / "pgbouncer.pid"}
 """

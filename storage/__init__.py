@@ -6,6 +6,7 @@ Optuna's tables live in the same database; ours are prefixed ``sweep_``.
 
 from __future__ import annotations
 
+from storage.bounds import NetworkBounds
 from storage.campaigns import CampaignMerge, CampaignRows
 from storage.database import Database
 from storage.datasets import MAX_DATASET_BYTES, DatasetRows
@@ -56,6 +57,7 @@ __all__ = [
     "ModelEntry",
     "ModelNotFound",
     "ModelRegistry",
+    "NetworkBounds",
     "PromotionGuard",
     "PromotionRefused",
     "StorageError",

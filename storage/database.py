@@ -14,6 +14,7 @@ from types import TracebackType
 
 from sqlalchemy.engine import Engine
 
+from storage.bounds import DEFAULT_PATIENCE_SECONDS
 from storage.campaigns import CampaignRows
 from storage.datasets import DatasetRows
 from storage.engine import (
@@ -41,9 +42,17 @@ class Database:
     context manager, or call `close`, to release its connections.
     """
 
-    def __init__(self, url: StorageURL | str, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        url: StorageURL | str,
+        *,
+        read_only: bool = False,
+        patience: float = DEFAULT_PATIENCE_SECONDS,
+    ) -> None:
         """Args:
         url: The parsed URL (a string is parsed here: for callers outside the sweep).
+        patience: Seconds a worker rides out a lost database; every wait on a server is
+            bounded by it (`storage.bounds`).
         read_only: For readers (best, models, predict, pull, serve, report): a SQLite file
             that does not exist is not created, and a database without the sweep's tables
             is refused (`ForeignDatabase`) instead of receiving them.
@@ -53,6 +62,7 @@ class Database:
         """
         self.url = as_storage_url(url)
         self.read_only = read_only
+        self.patience = patience
         self._engine: Engine | None = None
         self._owns_engine = True
         self._registry: ModelRegistry | None = None
@@ -61,11 +71,17 @@ class Database:
 
     @classmethod
     def resolve(
-        cls, cli_value: str | None, configured: str | None = None, *, read_only: bool = False
+        cls,
+        cli_value: str | None,
+        configured: str | None = None,
+        *,
+        read_only: bool = False,
+        patience: float = DEFAULT_PATIENCE_SECONDS,
     ) -> Database:
         """The database a command names: ``--storage``, else the configured URL
         (``$SWEEP_STORAGE``), else the SQLite default (`storage.resolve_storage_url`)."""
-        return cls(resolve_storage_url(cli_value, configured), read_only=read_only)
+        url = resolve_storage_url(cli_value, configured)
+        return cls(url, read_only=read_only, patience=patience)
 
     @property
     def masked(self) -> str:
@@ -93,7 +109,7 @@ class Database:
                 raise StorageUnavailable(
                     f"no database at {str(path)!r}; run `sweep run` first or pass --storage"
                 )
-            self._engine = create_engine(self.url)
+            self._engine = create_engine(self.url, self.patience)
             self._owns_engine = True
         return self._engine
 
@@ -148,7 +164,7 @@ class Database:
 
     def check_reachable(self) -> None:
         """Connect once and run ``SELECT 1``; creates nothing (`storage.check_reachable`)."""
-        check_reachable(self.url)
+        check_reachable(self.url, self.patience)
 
     def enable_sqlite_wal(self) -> None:
         """Switch a SQLite file to WAL (`storage.enable_sqlite_wal`); nothing on a server."""

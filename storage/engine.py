@@ -1,4 +1,5 @@
-"""Per-dialect engine options: SQLite in WAL mode with a busy timeout, bounded server pools.
+"""Per-dialect engine options: SQLite in WAL mode with a busy timeout, bounded server pools,
+and every wait on a server bounded by the patience (`storage.bounds`).
 
 The same options are valid as Optuna's ``RDBStorage(url, engine_kwargs=engine_options(url))``,
 so Optuna's engine and ours treat the database alike.
@@ -14,10 +15,11 @@ from typing import Any
 
 import sqlalchemy
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 
+from storage.bounds import DEFAULT_PATIENCE_SECONDS, NetworkBounds, refuses_startup_options
 from storage.errors import StorageInternalError, StorageUnavailable
 from storage.urls import StorageURL, as_storage_url, redact_password
 
@@ -48,33 +50,72 @@ _SERVER_POOL: dict[str, Any] = {
     "pool_recycle": 300,
     "pool_timeout": 30,
 }
-_CONNECT_TIMEOUT_SECONDS = 10
+# Servers (host, port, database, user) that refused libpq's startup ``options``: PgBouncer.
+# Learnt by the first connection (or `check_reachable`); later engines leave them out.
+_REFUSE_OPTIONS: set[tuple[object, ...]] = set()
 # Execution option read by our SQLite "begin" hook: take the write lock when the transaction
 # starts instead of at the first write, so read-compare-write sequences cannot interleave.
 SQLITE_BEGIN_IMMEDIATE = "sweep_sqlite_begin_immediate"
 
 
-def engine_options(url: StorageURL | str) -> dict[str, Any]:
+def engine_options(
+    url: StorageURL | str, patience: float = DEFAULT_PATIENCE_SECONDS
+) -> dict[str, Any]:
     """Keyword arguments for `sqlalchemy.create_engine` (and Optuna's ``engine_kwargs``).
 
+    On a server every wait is bounded by `patience` (`storage.bounds.NetworkBounds`): TCP
+    keepalive and a user timeout on the client, statement, lock and idle timeouts and the
+    server's own keepalive on the session; keys the URL's query sets are left to it.
     Returns a new dict on every call: Optuna adds keys to the dict it is given.
 
     Raises:
         InvalidStorageURL: The URL is not a supported storage URL.
     """
-    dialect = as_storage_url(url).dialect
+    parsed = as_storage_url(url)
+    dialect = parsed.dialect
     if dialect == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
-    connect_args: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT_SECONDS}
+    bounds = NetworkBounds(patience)
+    query = parsed.parsed.query
+    connect_args: dict[str, Any]
     if dialect == "postgresql":
+        connect_args = bounds.postgresql_connect_args(query)
+        if _server_key(parsed.parsed) in _REFUSE_OPTIONS and "options" not in query:
+            connect_args.pop("options", None)
         # No server-side prepared statements: behind PgBouncer in transaction pooling mode
         # consecutive transactions may run on different server connections, where a statement
         # psycopg prepared on another one does not exist.
         connect_args["prepare_threshold"] = None
+    else:
+        connect_args = bounds.mysql_connect_args(query)
     return {**_SERVER_POOL, "connect_args": connect_args}
 
 
-def create_engine(url: StorageURL | str) -> Engine:
+def _server_key(url: URL) -> tuple[object, ...]:
+    return (url.host, url.port, url.database, url.username)
+
+
+def _connect_without_refused_options(
+    dialect: Any, _record: ConnectionPoolEntry, cargs: list[Any], cparams: dict[str, Any]
+) -> Any:
+    """SQLAlchemy's ``do_connect`` hook on PostgreSQL: a server that refuses the startup
+    ``options`` (PgBouncer) is connected to without them, and remembered."""
+    if "options" not in cparams:
+        return None
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except dialect.loaded_dbapi.OperationalError as e:
+        if not refuses_startup_options(e):
+            raise
+    key = (cparams.get("host"), cparams.get("port"), cparams.get("dbname"), cparams.get("user"))
+    _REFUSE_OPTIONS.add(key)
+    del cparams["options"]
+    return None
+
+
+def create_engine(
+    url: StorageURL | str, patience: float = DEFAULT_PATIENCE_SECONDS
+) -> Engine:
     """Create an engine for a storage URL with the options of `engine_options`.
 
     On SQLite every new connection gets WAL mode (readers never block the writer), a busy
@@ -86,7 +127,7 @@ def create_engine(url: StorageURL | str) -> Engine:
         InvalidStorageURL: The URL is not a supported storage URL.
     """
     parsed = as_storage_url(url)
-    options = engine_options(parsed)
+    options = engine_options(parsed, patience)
     path = parsed.sqlite_path
     if path is not None and read_only_sqlite(path):
         # A database on a read-only mount (or a file we may not write): WAL needs its -shm
@@ -102,6 +143,8 @@ def create_engine(url: StorageURL | str) -> Engine:
         on_connect = _sqlite_on_connect_read_only if read_only else _sqlite_on_connect
         event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
+    elif engine.dialect.name == "postgresql":
+        event.listen(engine, "do_connect", _connect_without_refused_options)
     return engine
 
 
@@ -189,8 +232,11 @@ def enable_sqlite_wal(url: StorageURL | str) -> None:
         ) from e
 
 
-def check_reachable(url: StorageURL | str) -> None:
+def check_reachable(url: StorageURL | str, patience: float = DEFAULT_PATIENCE_SECONDS) -> None:
     """Connect once and run ``SELECT 1``; creates nothing (no server database, no SQLite file).
+
+    With the bounds of `engine_options`; a PgBouncer that refuses the startup ``options`` is
+    learnt here, before Optuna's engine (which takes only `engine_options`) connects.
 
     Raises:
         InvalidStorageURL: The URL is not a supported storage URL.
@@ -202,8 +248,12 @@ def check_reachable(url: StorageURL | str) -> None:
         _check_sqlite(parsed)
         return
     engine = sqlalchemy.create_engine(
-        parsed.parsed, poolclass=NullPool, connect_args=engine_options(parsed)["connect_args"]
+        parsed.parsed,
+        poolclass=NullPool,
+        connect_args=engine_options(parsed, patience)["connect_args"],
     )
+    if parsed.dialect == "postgresql":
+        event.listen(engine, "do_connect", _connect_without_refused_options)
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))

@@ -3,9 +3,13 @@
 PostgreSQL uses a transaction-scoped advisory lock (``pg_try_advisory_xact_lock``) held by an
 open transaction, so it relies on no session state and works behind PgBouncer in transaction
 pooling mode (a session lock would stay on a server connection PgBouncer hands to another
-client). MySQL/MariaDB use a named lock (``GET_LOCK``). Both are released by the server if the
-holder's connection dies, so a killed worker never leaves a lock behind. SQLite, a single-host
-database, uses ``flock`` on a file next to the database.
+client). MySQL/MariaDB use a named lock (``GET_LOCK``). Both are released by the server when the
+holder's session ends, so a killed worker never leaves a lock behind; and a holder that
+vanishes (its host gone, its network silent) or freezes is noticed within a minute, not the
+two hours of the kernel's default keepalive: the session's server-side keepalive, its idle
+transaction timeout (PostgreSQL) or its idle timeout (MariaDB) end it (`storage.bounds`;
+behind PgBouncer its own timeouts do, docs/deployment.md). SQLite, a single-host database,
+uses ``flock`` on a file next to the database.
 
 The lock is held on its own connection, so the holder may write through other connections
 (Optuna's storage, the registry; the same engine) while holding it.
@@ -167,8 +171,8 @@ class NamedLock:
                             f"within {self.timeout:g} s"
                         )
                 # The lock lives as long as this transaction, open until `release`; the
-                # statements run under it must not inherit the short timeout.
-                connection.execute(text("SET LOCAL lock_timeout = 0"))
+                # statements run under it get the session's bound, not the short round.
+                connection.execute(text("SET LOCAL lock_timeout = DEFAULT"))
         except BaseException:
             connection.invalidate()
             connection.close()
@@ -279,7 +283,9 @@ def transaction_lock(connection: Connection, name: str, timeout: float = 120.0) 
         return
     milliseconds = max(1, int(timeout * 1000))
     with translated(engine, f"taking lock {name!r}"):
+        # The session's statement timeout (the patience) must not cut this wait short.
         connection.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
+        connection.execute(text(f"SET LOCAL statement_timeout = {milliseconds + 1000}"))
         try:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _pg_key(name)})
         except DBAPIError as e:
@@ -288,5 +294,6 @@ def transaction_lock(connection: Connection, name: str, timeout: float = 120.0) 
             raise StorageUnavailable(
                 f"could not take lock {name!r} on {masked(engine)} within {timeout:g} s"
             ) from None
-        connection.execute(text("SET LOCAL lock_timeout = 0"))
+        connection.execute(text("SET LOCAL lock_timeout = DEFAULT"))
+        connection.execute(text("SET LOCAL statement_timeout = DEFAULT"))
     yield

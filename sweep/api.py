@@ -56,7 +56,10 @@ def database(storage: Storage = None, *, read_only: bool = False) -> Database:
     """
     if isinstance(storage, Database):
         return storage
-    return Database.resolve(storage, settings.current().storage, read_only=read_only)
+    current = settings.current()
+    return Database.resolve(
+        storage, current.storage, read_only=read_only, patience=current.database_patience
+    )
 
 
 @contextmanager

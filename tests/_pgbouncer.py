@@ -21,11 +21,16 @@ SERVER_POOL_SIZE = 2  # server connections per database, fewer than the clients 
 
 
 @contextmanager
-def pgbouncer_in_front_of(server_url: str) -> Iterator[str]:
-    """Start PgBouncer for `server_url`'s database; yields the same URL through PgBouncer."""
+def pgbouncer_in_front_of(server_url: str, *, ignore_options: bool = True) -> Iterator[str]:
+    """Start PgBouncer for `server_url`'s database; yields the same URL through PgBouncer
+    (which refuses startup ``options`` unless `ignore_options`)."""
     with ExitStack() as stack:
         try:
-            url = stack.enter_context(_in_front_of(server_url, pool_size=SERVER_POOL_SIZE))
+            url = stack.enter_context(
+                _in_front_of(
+                    server_url, pool_size=SERVER_POOL_SIZE, ignore_options=ignore_options
+                )
+            )
         except PgBouncerMissing as e:
             if "CI" in os.environ:
                 pytest.fail(f"{e} (CI is set, so the PgBouncer test must run)", pytrace=False)

@@ -95,7 +95,10 @@ def _main(argv: Sequence[str] | None) -> int:
         # The boundary: the URL is parsed here, once, into the process's database handle.
         command = command_named(args.command)
         with Database.resolve(
-            args.storage, environment.storage, read_only=not command.writes
+            args.storage,
+            environment.storage,
+            read_only=not command.writes,
+            patience=environment.database_patience,
         ) as database:
             return command.take_action(args, database, campaign)
     except (SweepError, StorageError) as e:

@@ -74,7 +74,7 @@ def _open_optuna_storage(database: Database) -> SweepStorage:
             return _open_sweep_storage(database)
         with database.lock("optuna-schema"):  # a file lock: no connection held
             return _open_sweep_storage(database)
-    engine = create_engine(database.url)
+    engine = create_engine(database.url, database.patience)
     try:
         ready = _optuna_tables_ready(engine, database)
     finally:
@@ -139,7 +139,7 @@ def _open_sweep_storage(database: Database) -> SweepStorage:
     try:
         return SweepStorage(
             database.url.text,
-            engine_kwargs=engine_options(database.url),
+            engine_kwargs=engine_options(database.url, database.patience),
             heartbeat_interval=current.heartbeat_interval,
             grace_period=current.grace_period,
             heartbeat_stale_trial_callback=(
@@ -192,7 +192,7 @@ def open_existing_storage(
     quiet_optuna()
     try:
         return optuna.storages.RDBStorage(
-            database.url.text, engine_kwargs=engine_options(database.url)
+            database.url.text, engine_kwargs=engine_options(database.url, database.patience)
         )
     except (SweepError, StorageError):
         raise

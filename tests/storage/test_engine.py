@@ -34,12 +34,14 @@ def test_engine_options_per_dialect() -> None:
         # A worker's one engine: one connection kept, at most two at once.
         assert (options["pool_size"], options["max_overflow"]) == (1, 1)
         assert options["pool_recycle"] == 300
-    assert engine_options("mariadb://u@h/db")["connect_args"] == {"connect_timeout": 10}
+    # Every wait bounded by the patience (tests/storage/test_bounds.py has the figures).
+    mariadb = engine_options("mariadb://u@h/db")["connect_args"]
+    assert (mariadb["connect_timeout"], mariadb["read_timeout"]) == (10, 120)
+    postgresql = engine_options("postgresql://u@h/db")["connect_args"]
+    assert postgresql["connect_timeout"] == 10
+    assert (postgresql["keepalives"], postgresql["tcp_user_timeout"]) == (1, 30_000)
     # No server-side prepared statements (PgBouncer in transaction pooling mode).
-    assert engine_options("postgresql://u@h/db")["connect_args"] == {
-        "connect_timeout": 10,
-        "prepare_threshold": None,
-    }
+    assert postgresql["prepare_threshold"] is None
     # A fresh dict each time: Optuna adds keys to the one it is given.
     first = engine_options("postgresql://u@h/db")
     first["connect_args"]["extra"] = 1

@@ -74,3 +74,23 @@ def test_waiting_past_the_timeout_says_which_lock(engines: tuple[Engine, Engine]
         pytest.raises(StorageUnavailable, match="could not take lock 'add:slots'"),
     ):
         NamedLock(theirs, "add:slots", timeout=0.3).acquire()
+
+
+@pytest.mark.slow  # waits for the server's idle timeout (5 s at this patience)
+@pytest.mark.server
+def test_a_frozen_holders_lock_is_freed_by_the_server(server_url: str) -> None:
+    """A holder that stops (SIGSTOP, a hung host) still answers TCP keepalives: the server's
+    idle timeout ends its session, and its lock with it (it used to wait for the holder)."""
+    patience = 10.0
+    holders, waiters = create_engine(server_url, patience), create_engine(server_url, patience)
+    try:
+        holder = NamedLock(holders, "add:slots")
+        holder.acquire()  # and never a statement after: frozen
+        started = time.monotonic()
+        with NamedLock(waiters, "add:slots", timeout=60):
+            waited = time.monotonic() - started
+        assert waited < 30, waited  # the idle timeout is 5 s; generous for a loaded machine
+        holder.release()  # its session is gone: releasing says nothing and raises nothing
+    finally:
+        holders.dispose()
+        waiters.dispose()
