@@ -26,9 +26,10 @@ COPY storage/ storage/
 # `.venv/bin/python compose/refresh_constraints.py` rewrites it), so two builds install the same
 # packages. `.` is this checkout, not a registry package: DL3013 (pin pip versions) does not
 # apply. The serve extra (uvicorn, Starlette, orjson, tf2onnx, onnx, onnxruntime) is what
-# `sweep serve` needs to answer in milliseconds, and `sweep pull --format onnx`.
+# `sweep serve` needs to answer in milliseconds, and `sweep pull --format onnx`; the s3 extra
+# (boto3) keeps artifacts in a bucket every host reaches (`SWEEP_ARTIFACTS=s3://BUCKET/PREFIX`).
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir -c constraints.txt ".[serve]"
+RUN pip install --no-cache-dir -c constraints.txt ".[serve,s3]"
 
 # The entry point (`sweep ARGS`; a worker under a restart policy where exit 2 is final) and the
 # health check. Copied after the install: editing them does not reinstall the packages.

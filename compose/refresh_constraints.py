@@ -3,14 +3,14 @@
     .venv/bin/python compose/refresh_constraints.py           # rewrite constraints.txt
     .venv/bin/python compose/refresh_constraints.py --check   # exit 1 if it is out of date
 
-The image installs `.[serve]` with `pip install -c constraints.txt`, so two builds get the same
+The image installs `.[serve,s3]` with `pip install -c constraints.txt`, so two builds get the same
 packages: the ones this venv has, which are the ones the tests ran against. The file is what
 `pip freeze` shows for this venv, narrowed to what the image installs: the project's
-dependencies and its `serve` extra (read from pyproject.toml) and everything they require in
+dependencies and its `serve` and `s3` extras (read from pyproject.toml) and everything they require in
 turn (read from the installed packages' metadata, markers evaluated for this interpreter: the
 venv and the image are both CPython 3.11 on Linux). The test tools, the project itself and
 anything else in the venv are left out. A package the image needs but this venv lacks is an
-error: `pip install -e ".[serve]"` first.
+error: `pip install -e ".[serve,s3]"` first.
 
 After changing a dependency in pyproject.toml: install it here, run the tests, then run this.
 """
@@ -31,11 +31,11 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = ROOT / "pyproject.toml"
 CONSTRAINTS = ROOT / "constraints.txt"
-IMAGE_EXTRAS = ("serve",)  # the Dockerfile's `pip install ".[serve]"`
+IMAGE_EXTRAS = ("serve", "s3")  # the Dockerfile's `pip install ".[serve,s3]"`
 
 HEADER = """\
 # The image's packages at the versions the tests ran against; the Dockerfile installs with
-# `pip install -c constraints.txt ".[serve]"`. Generated from the venv, do not edit by hand:
+# `pip install -c constraints.txt ".[serve,s3]"`. Generated from the venv, do not edit by hand:
 #     .venv/bin/python compose/refresh_constraints.py
 # (`--check` tells whether it is up to date; docs/deployment.md, "The image").
 """
@@ -85,7 +85,7 @@ def closure(roots: list[Requirement]) -> dict[str, metadata.Distribution]:
             except metadata.PackageNotFoundError:
                 raise SystemExit(
                     f"{requirement.name} (needed by the image) is not installed in "
-                    f"{sys.prefix}; run: pip install -e '.[serve]'"
+                    f"{sys.prefix}; run: pip install -e '.[serve,s3]'"
                 ) from None
         distribution = found[name]
         version = distribution.version

@@ -11,19 +11,26 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from sweep.errors import ConfigError
 
-__all__ = ["VARIABLES", "Settings", "current", "refresh"]
+__all__ = [
+    "VARIABLES", "ArtifactPlace", "S3Location", "Settings", "current", "parse_artifact_place",
+    "refresh",
+]
 
 # name -> (Settings field, one-line description for README and --help).
 VARIABLES: dict[str, tuple[str, str]] = {
     "SWEEP_STORAGE": ("storage", "database URL when --storage is not given"),
     "SWEEP_CAMPAIGN": ("campaign", "campaign name when --campaign is not given"),
-    "SWEEP_ARTIFACTS": ("artifacts", "artifact folder shared by the sweep and the dashboard"),
+    "SWEEP_ARTIFACTS": (
+        "artifacts", "where the sweep and the dashboard keep artifacts: a shared folder, or "
+        "s3://BUCKET/PREFIX"
+    ),
     "SWEEP_DATABASE_PATIENCE": (
         "database_patience", "seconds a worker rides out a lost database (default 120)"
     ),
@@ -43,6 +50,65 @@ VARIABLES: dict[str, tuple[str, str]] = {
 
 DEFAULT_ARTIFACT_DIR = "sweep-artifacts"
 _MAX_SECONDS = 7 * 24 * 3600.0
+_MAX_PLACE_CHARS = 1024
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """``s3://BUCKET/PREFIX``: artifacts kept in an S3-compatible bucket, under a key prefix."""
+
+    bucket: str
+    prefix: str = ""
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+# Where artifacts are kept: a folder (shared by volume) or a bucket (shared by the network).
+ArtifactPlace = Path | S3Location
+
+# S3's own rule for bucket names (lower case, 3-63 characters, no leading or trailing dot or
+# hyphen); a prefix is any printable text without "//" that S3 keys allow.
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_ALLOWED_PLACES = "give a folder or s3://BUCKET/PREFIX"
+
+
+def parse_artifact_place(text: str, what: str) -> ArtifactPlace:
+    """A folder, or ``s3://BUCKET/PREFIX``; `what` names the source in the error.
+
+    Raises:
+        ConfigError: an unknown scheme, an ``s3://`` with no valid bucket, a prefix S3 cannot
+            take, or a value over 1,024 characters.
+    """
+    if len(text) > _MAX_PLACE_CHARS or not text.isprintable():
+        raise ConfigError(
+            f"{what}={_show(text)} is not allowed; {_ALLOWED_PLACES} (printable, at most "
+            f"{_MAX_PLACE_CHARS} characters)"
+        )
+    scheme = _SCHEME.match(text)
+    if scheme is None:
+        return Path(text)
+    if scheme.group(1).lower() != "s3":
+        raise ConfigError(
+            f"{what}={_show(text)}: scheme {scheme.group(1)!r} is not supported; "
+            f"{_ALLOWED_PLACES}"
+        )
+    bucket, _, prefix = text[scheme.end():].partition("/")
+    if not bucket:
+        raise ConfigError(f"{what}={_show(text)} names no bucket; {_ALLOWED_PLACES}")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise ConfigError(
+            f"{what}={_show(text)}: {bucket[:63]!r} is not an S3 bucket name (3-63 lower-case "
+            "letters, digits, '.' or '-', starting and ending with a letter or digit)"
+        )
+    prefix = prefix.strip("/")
+    if "//" in prefix or any(part in (".", "..") for part in prefix.split("/")):
+        raise ConfigError(
+            f"{what}={_show(text)}: the prefix {_show(prefix)} has an empty, '.' or '..' "
+            "part; give s3://BUCKET/a/b"
+        )
+    return S3Location(bucket, prefix)
 
 
 @dataclass(frozen=True)
@@ -51,7 +117,7 @@ class Settings:
 
     storage: str | None = None
     campaign: str | None = None
-    artifacts: Path = Path(DEFAULT_ARTIFACT_DIR)
+    artifacts: ArtifactPlace = Path(DEFAULT_ARTIFACT_DIR)
     database_patience: float = 120.0
     heartbeat_interval: int = 10
     grace_period: int = 30
@@ -81,7 +147,7 @@ class Settings:
         if (campaign := env.get("SWEEP_CAMPAIGN")) is not None and campaign.strip():
             values["campaign"] = campaign  # verbatim: the name check refuses "abc\n"
         if (artifacts := raw("SWEEP_ARTIFACTS")) is not None:
-            values["artifacts"] = Path(artifacts)
+            values["artifacts"] = parse_artifact_place(artifacts, "SWEEP_ARTIFACTS")
         if (text := raw("SWEEP_DATABASE_PATIENCE")) is not None:
             values["database_patience"] = _seconds("SWEEP_DATABASE_PATIENCE", text)
         for name, key in (

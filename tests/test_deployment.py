@@ -382,8 +382,9 @@ def test_dockerfile_builds_a_non_root_sweep_image() -> None:
     assert env["PYTHONUNBUFFERED"] == "1"
     installs = [a for k, a in instructions if k == "RUN" and "pip install" in a]
     # optuna-dashboard and matplotlib are core dependencies: a plain install serves both roles.
-    # The serve extra: `sweep serve` answers with onnxruntime, never TensorFlow, in the image.
-    assert any(a.split()[-1] == '".[serve]"' and "--no-cache-dir" in a for a in installs)
+    # The serve extra: `sweep serve` answers with onnxruntime, never TensorFlow, in the image;
+    # the s3 extra: artifacts in a bucket.
+    assert any(a.split()[-1] == '".[serve,s3]"' and "--no-cache-dir" in a for a in installs)
     # Pinned: tests/test_constraints.py checks constraints.txt itself.
     assert all("-c constraints.txt" in a for a in installs)
     exposed = {p for k, a in instructions if k == "EXPOSE" for p in a.split()}

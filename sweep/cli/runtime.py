@@ -33,11 +33,22 @@ def training_runtime(workers: int) -> KerasTrainer:
 
 
 def publisher() -> Callable[[PromotedModel], None]:
-    """The promotion hook: a study note and artifacts for each newly promoted model."""
-    from sweep.publishing.notes import default_artifact_dir, publisher
+    """The promotion hook: a study note and artifacts for each newly promoted model.
 
-    # Shared with the dashboard (`sweep dashboard --artifacts`, the compose volume).
-    return publisher(default_artifact_dir())
+    Raises:
+        ConfigError: ``SWEEP_ARTIFACTS`` names a bucket that cannot be used (checked here,
+            before any trial runs; a folder is checked at each promotion, a warning).
+    """
+    from sweep.errors import ConfigError
+    from sweep.publishing.artifacts import open_s3_store
+    from sweep.publishing.notes import default_artifact_dir, publisher
+    from sweep.settings import S3Location
+
+    # Shared with the dashboard (`sweep dashboard --artifacts`, the compose volume, a bucket).
+    place = default_artifact_dir()
+    if isinstance(place, S3Location):
+        open_s3_store(place, ConfigError)
+    return publisher(place)
 
 
 def background_trainer(workers: int, *, start: bool) -> BackgroundTrainer:

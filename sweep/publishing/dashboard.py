@@ -1,6 +1,7 @@
 """optuna-dashboard itself, served on the sweep's own storage (`sweep dashboard`).
 
-The studies' notes and artifacts it shows are written by `sweep.publishing.notes`.
+The studies' notes and artifacts it shows are written by `sweep.publishing.notes`, into a
+folder or a bucket (`sweep.publishing.artifacts`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import os
 import socket
 import socketserver
 import warnings
-from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -19,7 +19,9 @@ import optuna
 
 from storage import Database
 from sweep.errors import DashboardError
+from sweep.publishing.artifacts import artifact_place, open_artifact_store
 from sweep.search import open_existing_storage
+from sweep.settings import ArtifactPlace
 
 __all__ = ["DashboardServer", "is_loopback", "open_dashboard", "serve_dashboard"]
 
@@ -112,7 +114,7 @@ def open_dashboard(
     database: Database,
     host: str = "127.0.0.1",
     port: int = 8080,
-    artifact_dir: str | os.PathLike[str] | None = None,
+    artifact_dir: str | os.PathLike[str] | ArtifactPlace | None = None,
     *,
     read_only: bool = False,
 ) -> DashboardServer:
@@ -125,7 +127,8 @@ def open_dashboard(
 
     Raises:
         DashboardError: The port is taken or not allowed, the host is unknown, the SQLite file
-            or the artifact folder does not exist, or optuna-dashboard is not installed.
+            or the artifact folder does not exist, the artifact bucket cannot be used
+            (`sweep.publishing.artifacts.open_s3_store`), or optuna-dashboard is not installed.
         storage.StorageError: The database cannot be reached.
     """
     try:
@@ -137,10 +140,8 @@ def open_dashboard(
         ) from None
     store = None
     if artifact_dir is not None:
-        folder = Path(artifact_dir)
-        if not folder.is_dir():
-            raise DashboardError(f"artifact folder {str(folder)!r} does not exist")
-        store = optuna.artifacts.FileSystemArtifactStore(folder)
+        # A bucket is probed here: a wrong one is one line before the URL is printed.
+        store = open_artifact_store(artifact_place(artifact_dir), DashboardError, create=False)
     storage = open_existing_storage(database, DashboardError)
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
     if read_only:
@@ -166,7 +167,7 @@ def serve_dashboard(
     database: Database,
     host: str = "127.0.0.1",
     port: int = 8080,
-    artifact_dir: str | os.PathLike[str] | None = None,
+    artifact_dir: str | os.PathLike[str] | ArtifactPlace | None = None,
 ) -> None:
     """Run optuna-dashboard on the sweep's storage until Ctrl-C (which returns normally).
 

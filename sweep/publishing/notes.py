@@ -10,10 +10,8 @@ them as well as `sweep dashboard` does.
 from __future__ import annotations
 
 import contextlib
-import mimetypes
 import os
 import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,9 +28,16 @@ from sweep.nets import ExportableModel, Predictor
 from sweep.problem.data import Dataset
 from sweep.problem.metrics import evaluate
 from sweep.problem.sampling import Bounds
+from sweep.publishing.artifacts import (
+    ArtifactStore,
+    artifact_place,
+    attach_artifact,
+    open_artifact_store,
+)
 from sweep.publishing.format import format_value as _fmt
 from sweep.publishing.summary import BestRow
-from sweep.search import PromotedModel, find_trial, record_artifact, storage_of
+from sweep.search import PromotedModel, find_trial, storage_of
+from sweep.settings import ArtifactPlace
 
 __all__ = [
     "band_caption",
@@ -49,9 +54,9 @@ __all__ = [
 ]
 
 
-def default_artifact_dir() -> Path:
-    """``$SWEEP_ARTIFACTS``, else ``./sweep-artifacts``: the folder the sweep and the
-    dashboard share (the same volume in docker-compose)."""
+def default_artifact_dir() -> ArtifactPlace:
+    """``$SWEEP_ARTIFACTS``, else ``./sweep-artifacts``: the folder (the same volume in
+    docker-compose) or the bucket (``s3://BUCKET/PREFIX``) the sweep and the dashboard share."""
     return settings.current().artifacts
 
 
@@ -231,28 +236,13 @@ def _frozen_trial(study: optuna.Study, trial_number: int) -> FrozenTrial:
     return trial
 
 
-def _writable_folder(folder: Path) -> Path:
-    """Create the artifact folder if needed and prove it takes a file.
-
-    Checked first, so an unwritable folder costs one clear warning and no half-done work.
-    """
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sweep-probe-"):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise PublishError(f"artifact folder {str(folder)!r} is not writable: {reason}") from None
-    return folder
-
-
 def publish_best(
     study: optuna.Study,
     trial_number: int,
     entry: ModelEntry,
     model: ExportableModel,
     dataset: Dataset,
-    artifact_dir: str | os.PathLike[str] | None,
+    artifact_dir: str | os.PathLike[str] | ArtifactPlace | None,
 ) -> None:
     """Refresh the study note for a newly promoted model; attach the model and a plot as artifacts.
 
@@ -266,7 +256,8 @@ def publish_best(
         entry: The registry entry `promote` returned.
         model: The promoted model (the plot shows its predictions on the extrapolation band).
         dataset: The operation's dataset.
-        artifact_dir: The artifact folder shared with the dashboard; None writes the note only.
+        artifact_dir: The artifact folder or bucket shared with the dashboard; None writes the
+            note only.
 
     Raises:
         PublishError: The note or the artifacts could not be written (one line; the caller
@@ -274,13 +265,14 @@ def publish_best(
     """
     artifacts: dict[str, str] = {}
     target: FrozenTrial | optuna.Study | None = None
-    folder_error: PublishError | None = None
-    folder: Path | None = None
-    if artifact_dir is not None:
+    place_error: SweepError | None = None
+    store: ArtifactStore | None = None
+    place = None if artifact_dir is None else artifact_place(artifact_dir)
+    if place is not None:
         try:
-            folder = _writable_folder(Path(artifact_dir))
-        except PublishError as e:
-            folder_error = e  # The note is still worth writing; report the folder after it.
+            store = open_artifact_store(place, PublishError, create=True)
+        except SweepError as e:
+            place_error = e  # The note is still worth writing; report the place after it.
         else:
             trial = _frozen_trial(study, trial_number)
             target = study if trial.state.is_finished() else trial
@@ -293,11 +285,10 @@ def publish_best(
         raise
     except Exception as e:  # Storage errors of every kind: publishing is best effort.
         raise PublishError(f"cannot save the note of {study.study_name!r}: {first_line(e)}") from e
-    if folder_error is not None:
-        raise folder_error
-    if folder is None or target is None:
+    if place_error is not None:
+        raise place_error
+    if store is None or target is None:
         return
-    store = optuna.artifacts.FileSystemArtifactStore(folder)
     with tempfile.TemporaryDirectory(prefix="sweep-artifacts-") as scratch:
         model_path = Path(scratch) / f"{study.study_name}-v{entry.version}.keras"
         plot_path = Path(scratch) / f"{study.study_name}-v{entry.version}-extrapolation.png"
@@ -309,46 +300,16 @@ def publish_best(
         attached: dict[str, str] = {}
         try:
             for path in (model_path, plot_path):
-                _attach_artifact(store, path, target, storage_of(study))
+                attach_artifact(store, path, target, storage_of(study))
                 attached[path.name] = artifacts[path.name]
         except Exception as e:
             if attached != artifacts:  # The note must not promise what is not there.
                 with contextlib.suppress(Exception):
                     _save_note(study, study_note(entry, dataset, attached))
             raise PublishError(
-                f"cannot attach artifacts to {study.study_name!r} in {str(folder)!r}: "
+                f"cannot attach artifacts to {study.study_name!r} in {str(place)!r}: "
                 f"{first_line(e)}"
             ) from e
-
-
-def _attach_artifact(
-    store: optuna.artifacts.FileSystemArtifactStore,
-    path: Path,
-    target: FrozenTrial | optuna.Study,
-    storage: optuna.storages.BaseStorage,
-) -> None:
-    """`optuna.artifacts.upload_artifact` in the safe order: the whole file, then its record.
-
-    Optuna records an artifact before it writes the file, so a disk that fills up mid-write
-    leaves the dashboard listing half a file. Here a failed write is removed and never recorded.
-    """
-    artifact_id = str(uuid.uuid4())
-    try:
-        with path.open("rb") as handle:
-            store.write(artifact_id, handle)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            store.remove(artifact_id)
-        raise
-    mimetype, encoding = mimetypes.guess_type(path.name)
-    record_artifact(
-        target,
-        storage,
-        artifact_id=artifact_id,
-        filename=path.name,
-        mimetype=mimetype or "application/octet-stream",
-        encoding=encoding,
-    )
 
 
 def _save_note(study: optuna.Study, body: str) -> None:
@@ -405,7 +366,9 @@ def band_caption(bounds: Sequence[Bounds], table: bool = False) -> str:
     return f"the extrapolation band of its {len(bounds)} inputs"
 
 
-def publisher(artifact_dir: str | os.PathLike[str] | None) -> Callable[[PromotedModel], None]:
+def publisher(
+    artifact_dir: str | os.PathLike[str] | ArtifactPlace | None,
+) -> Callable[[PromotedModel], None]:
     """The campaign's promotion hook: `publish_best` into `artifact_dir`."""
 
     def publish(promoted: PromotedModel) -> None:

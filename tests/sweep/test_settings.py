@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sweep.errors import ConfigError
-from sweep.settings import VARIABLES, Settings
+from sweep.settings import VARIABLES, S3Location, Settings, parse_artifact_place
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -130,3 +130,49 @@ def test_a_contradiction_is_one_line_and_exit_2_before_anything_is_opened(
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("sweep: error: SWEEP_GRACE_PERIOD='5' is less than twice")
     assert not (tmp_path / "sweeps.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("out/artifacts", Path("out/artifacts")),
+        ("/shared/sweep", Path("/shared/sweep")),
+        ("s3://sweep-artifacts", S3Location("sweep-artifacts", "")),
+        ("s3://sweep-artifacts/", S3Location("sweep-artifacts", "")),
+        ("s3://team.bucket/night/run-1/", S3Location("team.bucket", "night/run-1")),
+        ("S3://b-1/x", S3Location("b-1", "x")),
+    ],
+)
+def test_artifacts_are_a_folder_or_a_bucket(text: str, place: object) -> None:
+    assert Settings.from_environment({"SWEEP_ARTIFACTS": text}).artifacts == place
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("s3://", "names no bucket"),
+        ("s3:///prefix", "names no bucket"),
+        ("gs://bucket/x", "scheme 'gs' is not supported; give a folder or s3://BUCKET/PREFIX"),
+        ("http://minio:9000/b", "scheme 'http' is not supported"),
+        ("s3://Upper_Case", "is not an S3 bucket name"),
+        ("s3://ab", "is not an S3 bucket name"),
+        ("s3://a..b", "is not an S3 bucket name"),
+        ("s3://bucket/a//b", "has an empty, '.' or '..' part"),
+        ("s3://bucket/../up", "has an empty, '.' or '..' part"),
+        ("s3://bucket/" + "x" * 2000, "at most 1024 characters"),
+        ("folder\x00name", "printable"),
+    ],
+)
+def test_a_bad_artifact_place_is_one_line(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_environment({"SWEEP_ARTIFACTS": text})
+    shown = str(caught.value)
+    assert message in shown and "SWEEP_ARTIFACTS=" in shown
+    assert "\n" not in shown and len(shown) < 300
+
+
+def test_the_flag_is_named_in_its_own_error() -> None:
+    with pytest.raises(ConfigError, match=r"^--artifacts='s3://' names no bucket"):
+        parse_artifact_place("s3://", "--artifacts")
+    assert str(S3Location("b", "p/q")) == "s3://b/p/q"
+    assert str(S3Location("b")) == "s3://b"

@@ -47,9 +47,9 @@ class DashboardCommand(Command):
             help="with --allow-remote: keep optuna-dashboard's writes (deleting studies, ...)",
         )
         parser.add_argument(
-            "--artifacts", metavar="DIR",
-            help="artifact folder (default: $SWEEP_ARTIFACTS, else ./sweep-artifacts if it "
-            "exists)",
+            "--artifacts", metavar="DIR|s3://BUCKET/PREFIX",
+            help="artifact folder or bucket (default: $SWEEP_ARTIFACTS, else ./sweep-artifacts "
+            "if it exists)",
         )
         # Shows every study; `sweep.cli.main` still reads the attribute.
         parser.set_defaults(campaign=None)
@@ -60,6 +60,7 @@ class DashboardCommand(Command):
 
         from sweep.publishing.dashboard import is_loopback, open_dashboard
         from sweep.publishing.notes import default_artifact_dir
+        from sweep.settings import ArtifactPlace, parse_artifact_place
 
         local = is_loopback(args.host)
         if not local and not args.allow_remote:
@@ -76,8 +77,11 @@ class DashboardCommand(Command):
         if args.writable and args.read_only:
             raise ConfigError("--read-only and --writable contradict each other; pick one")
         read_only = args.read_only or (not local and not args.writable)
-        artifacts: Path | None = Path(args.artifacts) if args.artifacts else default_artifact_dir()
-        if not args.artifacts and not (artifacts and artifacts.is_dir()):
+        artifacts: ArtifactPlace | None = (
+            parse_artifact_place(args.artifacts, "--artifacts")
+            if args.artifacts else default_artifact_dir()
+        )
+        if not args.artifacts and isinstance(artifacts, Path) and not artifacts.is_dir():
             artifacts = None  # The default folder is optional; an explicit one must exist.
         server = open_dashboard(
             database, host=args.host, port=args.port, artifact_dir=artifacts, read_only=read_only
