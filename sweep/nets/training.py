@@ -4,9 +4,7 @@ Two models share one set of layers: the *training* model maps raw inputs to the 
 target (so the loss sees values of order 1, the fix the original question needed), and the
 *exported* model appends the target's inverse, mapping raw inputs to raw results.
 
-The output layer is linear, so it can also be solved: the arithmetic is NumPy's
-(`sweep.nets.least_squares`); here the features are read out of the model, the solutions
-written into the layer and judged by the exported model on validation data.
+The output layer is linear, so it can also be solved (`sweep.nets.output_solve`).
 """
 
 from __future__ import annotations
@@ -33,8 +31,12 @@ import tensorflow as tf
 # isort: on
 from sweep.errors import TrialFailure
 from sweep.nets import EpochCallback
-from sweep.nets.least_squares import snap_candidates, solve_output
 from sweep.nets.normalization import NormalizationParams, fit_normalization, normalize
+from sweep.nets.output_solve import (
+    output_features,
+    refit_output_layer,
+    snap_output_layer,
+)
 from sweep.nets.saving import load_model_bytes, serialize_model
 from sweep.nets.spec import ModelSpec
 
@@ -321,7 +323,7 @@ def train(
         # In the log_abs domain a zero target sits at the floor, not on the linear law that
         # every other row obeys: leave those rows out of the closing fit.
         keep = y_train != 0 if target_params.transform == "log_abs" else None
-        refitted = _refit_output_layer(built, x, y, x_val, y_val, keep)
+        refitted = refit_output_layer(built, x, y, x_val, y_val, keep)
     return TrainingResult(
         model=built.exported,
         epochs_run=epochs_run,
@@ -354,11 +356,13 @@ def _train_power(
     x = np.asarray(x_train, dtype=spec.precision)
     y = normalize(target_params, y_train).astype(spec.precision)
     keep = y_train != 0 if target_params.transform == "log_abs" else None
-    solved = _refit_output_layer(built, x, y, x_val, y_val, keep, always=True)
+    training_rows = output_features(built, x, y, keep)  # read once, for the solve and the snap
+    solved = refit_output_layer(built, x, y, x_val, y_val, keep, always=True,
+                                features=training_rows)
     if not solved:
         raise TrialFailure("the least-squares solve of the output layer was not finite")
     if spec.snap_output:
-        snap_output_layer(built, spec.exponents(arity), x, y, x_val, y_val, keep)
+        snap_output_layer(built, spec.exponents(arity), x_val, y_val, training_rows)
     if on_epoch is not None:
         on_epoch(0, predict(built.exported, x_val))
     return TrainingResult(
@@ -368,97 +372,3 @@ def _train_power(
         refitted=True,
         stopped_reason=None,
     )
-
-
-def snap_output_layer(
-    built: BuiltModel,
-    exponents: Sequence[Sequence[float]],
-    x: np.ndarray,
-    y: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    keep: np.ndarray | None = None,
-) -> str | None:
-    """Try sparser and rounded versions of the solved output; keep what validates best.
-
-    The candidates come from `least_squares.snap_candidates`; each is judged by the model
-    itself, so the error is the one the exported model will make. The lowest validation error
-    wins, ties going to the sparsest and roundest, and none is kept unless it is no worse than
-    the plain solve: real coefficients (which no grid fits) keep the solve. Returns what was
-    kept, or None.
-    """
-    params = built.target_params
-    if params.transform != "identity":
-        return None
-    layer = next(la for la in built.features.layers if isinstance(la, Monomials))
-    kernel, bias = built.output_layer.get_weights()
-    plain = np.concatenate([kernel[:, 0], bias]).astype(np.float64)
-    features, target = _output_features(built, x, y, keep)
-    candidates = snap_candidates(
-        plain, features, target, monomial_scale=layer.scale, exponents=exponents,
-        target_scale=params.scale[0], target_offset=params.offset[0],
-    )
-    best_error = _validation_mae(built.exported, x_val, y_val)
-    best: tuple[str, list[np.ndarray]] | None = None
-    for name, solution in candidates:
-        built.output_layer.set_weights(_output_weights(built, solution))
-        error = _validation_mae(built.exported, x_val, y_val)
-        if error < best_error or (error == best_error and best is None):
-            best_error, best = error, (name, _output_weights(built, solution))
-    built.output_layer.set_weights(best[1] if best is not None else [kernel, bias])
-    return None if best is None else best[0]
-
-
-def _refit_output_layer(
-    built: BuiltModel,
-    x: np.ndarray,
-    y: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
-    keep: np.ndarray | None = None,
-    *,
-    always: bool = False,
-) -> bool:
-    """Solve the last linear layer by float64 least squares; keep it only if validation improves.
-
-    Adam stops near, not at, the optimum; for the last layer the optimum is a linear problem, so
-    a closing solve (`least_squares.solve_output`) removes the optimiser's noise floor (exact
-    for a linear model on add). `always` keeps the solve whatever the validation says (nothing
-    was trained before it).
-    """
-    features, target = _output_features(built, x, y, keep)
-    solution = solve_output(features, target)
-    if solution is None:
-        return False
-    before = built.output_layer.get_weights()
-    error_before = _validation_mae(built.exported, x_val, y_val)
-    built.output_layer.set_weights(_output_weights(built, solution))
-    if always or _validation_mae(built.exported, x_val, y_val) <= error_before:
-        return True
-    built.output_layer.set_weights(before)
-    return False
-
-
-def _output_features(
-    built: BuiltModel, x: np.ndarray, y: np.ndarray, keep: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The output layer's inputs on the training rows, and its targets, in float64."""
-    features = np.asarray(
-        keras.ops.convert_to_numpy(built.features(x, training=False)), dtype=np.float64
-    )
-    target = y.astype(np.float64)
-    if keep is not None:
-        features, target = features[keep], target[keep]
-    return features, target
-
-
-def _output_weights(built: BuiltModel, solution: np.ndarray) -> list[np.ndarray]:
-    """A solution (kernel column, then bias) as the output layer's weights, in its dtype."""
-    dtype = built.output_layer.dtype
-    return [solution[:-1].reshape(-1, 1).astype(dtype), solution[-1:].astype(dtype)]
-
-
-def _validation_mae(model: keras.Model, x_val: np.ndarray, y_val: np.ndarray) -> float:
-    with np.errstate(invalid="ignore", over="ignore"):
-        error = float(np.mean(np.abs(predict(model, x_val) - y_val)))
-    return error if math.isfinite(error) else math.inf
