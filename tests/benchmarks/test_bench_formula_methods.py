@@ -26,6 +26,7 @@ from benchmarks.formula_methods import (
     MethodsCase,
     MethodsResult,
     campaign_for,
+    formula_design,
     render_section,
     run_methods,
     stored_spec,
@@ -50,8 +51,9 @@ def test_the_recorded_section_has_every_method_per_formula_with_numbers() -> Non
         for row in (r for r in found if len(r) == HEADER):
             assert all(is_number(row[k]) for k in (4, 5, 7, 8, 10)), row
             assert row[6] in ("yes", "no"), row
-        [seeds] = [row for row in found if len(row) == 5]
-        assert seeds[2].endswith(f"/{recorded.seeds}"), seeds
+        seeds = [row for row in found if len(row) == 5]
+        assert [row[1] for row in seeds][1:] == ["formula family's design"], seeds
+        assert all(row[2].endswith(f"/{recorded.seeds}") for row in seeds), seeds
     assert "- KerasTuner: " in section and "**NAU-paper protocol.**" in section
 
 
@@ -74,6 +76,11 @@ def test_each_method_gets_the_same_campaign_but_what_it_names(formula: Formula) 
     assert {"formula", "mlp"} <= set(ours.space.family.choices or ())
 
 
+def test_the_formula_design_is_the_formula_familys_startup_design() -> None:
+    spec = formula_design()
+    assert (spec.family, spec.degree, spec.max_terms, spec.functions) == ("formula", 3, 6, True)
+
+
 def test_a_stored_model_spec_comes_back_as_the_trainer_takes_it() -> None:
     spec = ModelSpec(
         hidden_layers=(4, 3), activation="tanh", input_normalization="log",
@@ -91,11 +98,13 @@ def test_the_target_line_counts_exact_methods_and_seeds() -> None:
     loose = MethodRun(KERAS_TUNER, hit_rate=0.5, extrapolation_hit_rate=0.0)
     assert exact.exact and not loose.exact
     assert not MethodRun(MLP_ONLY).exact  # NaN is never exact
-    cases = [MethodsCase("a", "x*y", 2, runs=[exact, loose], seeds=10, successes=10),
-             MethodsCase("b", "x+y", 2, runs=[loose], seeds=10, successes=9)]
+    cases = [MethodsCase("a", "x*y", 2, runs=[exact, loose], seeds=10, successes=10,
+                         design_successes=9),
+             MethodsCase("b", "x+y", 2, runs=[loose], seeds=10, successes=9,
+                         design_successes=10)]
     [line] = target_lines(MethodsResult(cases=cases))
     assert "our sweep 1 of 1 exact" in line and f"{KERAS_TUNER} 0" in line
-    assert "for 1 of 2 formulas" in line
+    assert "the winner for 1 of 2 formulas, the formula family's design for 1" in line
     assert math.isnan(MethodRun(SWEEP).hit_rate)
 
 
@@ -107,4 +116,4 @@ def test_one_formula_through_every_method_for_real() -> None:
     assert all(not r.error for r in case.runs), case.runs
     ours = case.run(SWEEP)
     assert ours is not None and ours.exact and ours.architecture == "4-1 linear", ours
-    assert case.seeds == 1 and case.successes == 1, case
+    assert case.seeds == 1 and case.successes == 1 and case.design_successes == 1, case
