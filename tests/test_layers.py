@@ -96,7 +96,8 @@ _LIGHT = """
 import json, os, sys
 before = dict(os.environ)
 import sweep
-heavy = [m for m in ("tensorflow", "keras", "optuna", "sqlalchemy", "rich") if m in sys.modules]
+heavy = [m for m in ("tensorflow", "keras", "optuna", "sqlalchemy", "rich", "boto3", "mlflow")
+         if m in sys.modules]
 print(json.dumps({"heavy": heavy, "environ_changed": dict(os.environ) != before}))
 """
 

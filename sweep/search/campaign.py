@@ -6,7 +6,7 @@ builds its datasets, registers it (refusing a conflicting identity) and creates 
 studies; the loop that fills their budgets is the `Scheduler` (`sweep.search.scheduler`), as
 KerasTuner's Oracle decides and its Tuner runs. The campaign knows nothing of Keras: it trains
 through the `sweep.nets.Trainer` it is given, and tells the caller about each promoted model
-through `on_promoted` (the CLI publishes it to the dashboard).
+through `on_promoted` (the CLI publishes it to the dashboard; `[tracking]` adds MLflow).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from sweep.search.reporting import OperationStatus, Reporter
 from sweep.search.samplers import make_sampler
 from sweep.search.scheduler import Scheduler
 from sweep.search.storage import SweepStorage, optuna_storage
+from sweep.search.tracking import with_tracking
 
 __all__ = ["Campaign", "PromotedModel", "PromotionHook", "run_campaign"]
 
@@ -95,6 +96,8 @@ class Campaign:
         )
         try:
             self._open(update_settings)
+            # After `_open`: a joining worker follows the stored campaign's `[tracking]`.
+            self.on_promoted = with_tracking(self.config.mlflow, self.config.name, on_promoted)
         except BaseException:
             self.close()
             raise

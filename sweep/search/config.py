@@ -22,6 +22,7 @@ from sweep.problem.operations import Operation, resolve_operations
 from sweep.problem.sampling import decide_integer_valued
 from sweep.problem.sources import DatasetSource, parse_datasets
 from sweep.search.space import SearchSpace
+from sweep.search.tracking import check_mlflow_uri, parse_tracking
 
 if TYPE_CHECKING:
     from storage import CampaignRows
@@ -82,6 +83,9 @@ class CampaignConfig:
     # A study stops once its best model is exact (hit rate 1.0 on validation, test and the
     # extrapolation band), whatever budget is left; false fills the budget. A run setting.
     stop_when_exact: bool = True
+    # `[tracking] mlflow`: the MLflow tracking server's URL (`sweep.search.tracking`). A run
+    # setting: the newest `sweep run` decides it for the workers that join.
+    mlflow: str | None = None
 
     def validate(self) -> None:
         validate_campaign_name(self.name)
@@ -120,6 +124,8 @@ class CampaignConfig:
             raise ConfigError(
                 f"max_trial_seconds must be a positive number, got {self.max_trial_seconds!r}"
             )
+        if self.mlflow is not None:
+            check_mlflow_uri(self.mlflow)
         self.data.validate()
         self.space.validate()
         operations = self.resolved_operations()
@@ -214,6 +220,7 @@ class CampaignConfig:
             "max_trial_seconds": self.max_trial_seconds,
             "startup_designs": self.startup_designs,
             "stop_when_exact": self.stop_when_exact,
+            "tracking": {} if self.mlflow is None else {"mlflow": self.mlflow},
         }
 
     @classmethod
@@ -265,6 +272,8 @@ class CampaignConfig:
             startup_designs=raw.get("startup_designs", True),
             # Stored before the setting existed: the default, as for a new campaign.
             stop_when_exact=raw.get("stop_when_exact", True),
+            # Stored before tracking existed: none.
+            mlflow=parse_tracking(raw.get("tracking", {})),
         )
         config.validate()
         return config
@@ -318,7 +327,9 @@ _CAMPAIGN_KEYS = {
     "name", "operations", "seed", "trials", "timeout", "sampler", "pruner", "objective",
     "second_objective", "max_trial_seconds", "startup_designs", "stop_when_exact",
 }
-_TOP_LEVEL_KEYS = {"campaign", "expressions", "inputs", "datasets", "data", "space", "overrides"}
+_TOP_LEVEL_KEYS = {
+    "campaign", "expressions", "inputs", "datasets", "data", "space", "overrides", "tracking",
+}
 
 
 # A campaign file is a few dozen lines; a megabyte is a mistake (or an attack), not a config.
@@ -397,6 +408,8 @@ def config_from_toml(
             raise ConfigError(f"overrides.{op_name} must be a table of space keys")
         overrides[op_name] = SearchSpace.from_dict(table, space)
     updates["overrides"] = overrides
+    if "tracking" in raw:
+        updates["mlflow"] = parse_tracking(_table(raw, "tracking"))
     try:
         config = replace(config, **updates)
     except TypeError as e:  # pragma: no cover - keys were checked above

@@ -165,7 +165,7 @@ from sweep.cli.main import build_parser
 for argv in (["run"], ["worker"], ["best"], ["pull", "add"], ["predict", "add", "1", "2"],
              ["models"], ["serve"], ["dashboard"], ["report"]):
     build_parser().parse_args(argv)
-heavy = ("optuna", "rich", "tensorflow", "keras", "numpy", "sqlalchemy")
+heavy = ("optuna", "rich", "tensorflow", "keras", "numpy", "sqlalchemy", "boto3", "mlflow")
 print(json.dumps([name for name in heavy if name in sys.modules]))
 """
 
