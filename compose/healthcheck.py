@@ -6,9 +6,10 @@
 It finds the `sweep` process among this container's processes and checks according to its
 command (Python's urllib: the image has no curl):
 
-- `sweep serve`: GET /healthz on its --port (8500). Ready means a model is loaded: 200 and at
-  least one model in the answer's "models" (`/healthz` alone is 200 as soon as the first
-  registry poll is done, with or without a model). --live: 200 is enough.
+- `sweep serve`: on its --port (8500), GET /v2/health/ready: 200 once a requested operation
+  has a model loaded (the versions served are then read from /healthz for the message; /healthz
+  alone is 200 as soon as the first registry poll is done, with or without a model). --live:
+  GET /v2/health/live.
 - `sweep dashboard`: GET /api/studies on its --port (8080), which reads the database; --live:
   GET /api/meta, which does not.
 - `sweep worker`: the worker process is running (a worker has no port; between two starts by
@@ -109,21 +110,20 @@ def check(process: SweepProcess, *, live: bool) -> tuple[bool, str]:
         except (OSError, ValueError) as e:
             return False, f"{url}: {e}"
         return status == 200, f"{url}: {status}"
-    url = base_url(process) + "/healthz"
+    base = base_url(process)
+    url = base + ("/v2/health/live" if live else "/v2/health/ready")
     try:
-        status, body = _get(url)
+        status, _ = _get(url)
     except (OSError, ValueError) as e:
         return False, f"{url}: {e}"
-    if status != 200:
-        return False, f"{url}: {status} (still loading)"
-    if live:
-        return True, f"{url}: 200"
+    if live or status != 200:
+        why = "" if status == 200 else " (no model loaded yet)"
+        return status == 200, f"{url}: {status}{why}"
     try:
+        _, body = _get(base + "/healthz")
         models = json.loads(body).get("models") or {}
-    except (ValueError, AttributeError):
-        return False, f"{url}: 200 but not the service's JSON"
-    if not models:
-        return False, f"{url}: 200 but no model loaded yet"
+    except (OSError, ValueError, AttributeError):
+        models = {}
     return True, f"{url}: serving " + ", ".join(f"{k} v{v}" for k, v in sorted(models.items()))
 
 

@@ -197,16 +197,16 @@ def test_dashboard_liveness_does_not_depend_on_the_database() -> None:
     assert args.artifacts in mounts
 
 
-def test_serve_is_ready_only_with_a_model_and_alive_on_healthz() -> None:
+def test_serve_is_ready_only_with_a_model_and_alive_while_it_answers() -> None:
     spec = container("Deployment", "sweep-serve")
-    assert spec["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert spec["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert spec["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     startup = spec["startupProbe"]
     # The first load takes 10-30 s (the compose health check allows 120 s).
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
-    # Ready = a model is loaded: the image's health check (tests/test_healthcheck.py).
-    command = spec["readinessProbe"]["exec"]["command"]
-    assert command == ["python", IMAGE_SCRIPTS + "healthcheck.py"]
+    # Ready = a requested operation has a model loaded (tests/sweep/publishing/
+    # test_serve_kserve.py), as the image's health check judges it (tests/test_healthcheck.py).
+    assert spec["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert _image_copies(IMAGE_SCRIPTS, "healthcheck.py")
 
 

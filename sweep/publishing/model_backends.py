@@ -36,6 +36,7 @@ __all__ = [
     "ModelToConvert",
     "OnnxConverter",
     "Predictor",
+    "ServedOnnx",
     "choose_backend",
     "load_tensorflow",
 ]
@@ -60,6 +61,15 @@ def choose_backend(requested: str) -> str:
     if requested == "auto":
         return "tensorflow" if missing else "onnxruntime"
     return requested
+
+
+class ServedOnnx(OnnxPredictor):
+    """An onnxruntime session that keeps its model's bytes, so that a worker process can open
+    its own session on the same model (`serve_workers`)."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.onnx = data
 
 
 @dataclass(frozen=True)
@@ -133,7 +143,7 @@ class OnnxConverter:
                     out.append(str(result["error"]))
                     continue
                 try:
-                    out.append(OnnxPredictor((base / f"{index}.onnx").read_bytes()))
+                    out.append(ServedOnnx((base / f"{index}.onnx").read_bytes()))
                 except SweepError as e:
                     out.append(first_line(e))
             return out

@@ -110,6 +110,9 @@ class ModelStore:
         # backup) is noticed at the next poll and read afresh.
         self._file: tuple[int, int] | None = None
         self._damaged: dict[str, str] = {}
+        # Counted for the metrics (`serve_metrics`): versions swapped in, versions refused.
+        self.loads: dict[str, int] = {}
+        self.failed_loads: dict[str, int] = {}
         campaigns = database.campaigns
         stored = campaigns.load(campaign)
         if stored:
@@ -249,6 +252,7 @@ class ModelStore:
         """Record that `entry` cannot be served (not retried until a new version comes)."""
         name = entry.operation
         label = f"{name} version {entry.version}"
+        self.failed_loads[name] = self.failed_loads.get(name, 0) + 1
         self._status[name] = ModelStatus(
             state="AVAILABLE" if name in self._served else "",
             error=f"{label} cannot be served: {reason}",
@@ -292,6 +296,7 @@ class ModelStore:
             with self._lock:
                 self._served = {**self._served, name: served}
             self._status[name] = ModelStatus(state="AVAILABLE")
+            self.loads[name] = self.loads.get(name, 0) + 1
             log.info("serving %s (%s, loaded in %.1f s)", label, self.backend, seconds)
 
     def _data_spec(self) -> DataSpec:

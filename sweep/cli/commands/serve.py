@@ -7,7 +7,7 @@ import sys
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from sweep.cli.arguments import add_common_arguments, port, positive_float
+from sweep.cli.arguments import add_common_arguments, int_in, port, positive_float
 from sweep.cli.commands.base import Command
 from sweep.cli.runtime import training_runtime
 from sweep.cli.text import say
@@ -26,7 +26,7 @@ class ServeCommand(Command):
     """
 
     name = "serve"
-    help = "answer over HTTP (TF Serving's REST API) with the best models"
+    help = "answer over HTTP (TF Serving's REST API, KServe v2) with the best models"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_common_arguments(parser)
@@ -45,6 +45,15 @@ class ServeCommand(Command):
         parser.add_argument(
             "--poll", type=positive_float, default=2.0, metavar="SECONDS",
             help="how often to look for a newly promoted model (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--threads", type=int_in(0, 64), default=2, metavar="N",
+            help="threads that predict off the event loop, so a large request does not hold up "
+            "small ones (default: %(default)s; 0: on the event loop)",
+        )
+        parser.add_argument(
+            "--access-log", action="store_true",
+            help="log one line per request (client, method, path, status, ms; never a body)",
         )
 
     def take_action(self, args: argparse.Namespace, database: Database, campaign: str) -> int:
@@ -97,6 +106,7 @@ class ServeCommand(Command):
         import contextlib
 
         with contextlib.suppress(KeyboardInterrupt):
-            serve(store, host=args.host, port=args.port, on_listening=listening)
+            serve(store, host=args.host, port=args.port, on_listening=listening,
+                  threads=args.threads, access_log=args.access_log)
         say("sweep serve: stopped", err=True)
         return 0
