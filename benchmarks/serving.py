@@ -31,6 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._common import free_port, log, median
+from benchmarks.serving_load import (
+    LoadedLatency,
+    loaded_target_line,
+    render_loaded,
+    run_under_load,
+)
 from benchmarks.tables import table
 
 __all__ = [
@@ -74,6 +80,7 @@ class ServingResult:
     predict_runs: int = 0
     serve: list[ServeLatency] = field(default_factory=list)
     in_process: list[InProcessResult] = field(default_factory=list)
+    loaded: list[LoadedLatency] = field(default_factory=list)
 
     def latency(self, client: str, clients: int, pairs: int) -> ServeLatency | None:
         return next(
@@ -284,6 +291,8 @@ def run_serving(workdir: Path, *, quick: bool) -> ServingResult:
             server.kill()
             server.wait()
 
+    result.loaded = run_under_load(_sweep(), url, OPERATION, folder, quick=quick, env=env)
+
     from storage import Database
     from sweep.nets.exporting import export_onnx, export_savedmodel
     from sweep.publishing.models import load_best_model
@@ -376,6 +385,7 @@ def render_section(serving: ServingResult | None) -> list[str]:
             ("predictor", "clients", "pairs / request", "requests", "p50", "p99", "pairs / s"),
             rows,
         ),
+        *render_loaded(serving.loaded),
     ]
     return lines
 
@@ -402,4 +412,4 @@ def target_lines(serving: ServingResult | None) -> list[str]:
             f"- **`sweep serve`, {what}, p50 under {target:g} ms: {state}** ({others};"
             " section 7)."
         )
-    return lines
+    return lines + loaded_target_line(serving.loaded)

@@ -1,5 +1,5 @@
 """Section 7 for real in quick mode: `sweep serve` under each client setting, `sweep predict`,
-the in-process predictors."""
+the in-process predictors, small requests during a 200,000-instance one (both settings)."""
 
 from __future__ import annotations
 
@@ -26,4 +26,8 @@ def test_the_service_and_the_in_process_predictors(tmp_path: Path) -> None:
     section = "\n".join(render_section(result))
     served = rows(section, "`sweep serve` (python client)")
     assert len(served) == 4 and all(is_number(row[4].split()[0]) for row in served), served
-    assert len(target_lines(result)) == 2
+    assert [r.threads for r in result.loaded] == [0, 2]
+    assert all(r.idle_p99_ms > 0 and r.loaded_p99_ms > 0 for r in result.loaded)
+    loaded = rows(section, "worker threads + a process for large bodies")
+    assert len(loaded) == 1 and loaded[0][7].endswith("x"), loaded
+    assert len(target_lines(result)) == 3

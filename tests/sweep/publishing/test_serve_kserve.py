@@ -12,13 +12,12 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
+import tritonclient.http as tritonclient_http
 from _hand_models import exact_add, exact_multiply, promote
 from _serving import Server, start_server, wait_for_version
+from tritonclient.utils import InferenceServerException
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-tritonclient_http = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert running.stop() == 0, running.logged()
 
 
-def _client(server: Server) -> object:
+def _client(server: Server) -> tritonclient_http.InferenceServerClient:
     return tritonclient_http.InferenceServerClient(server.base.removeprefix("http://"))
 
 

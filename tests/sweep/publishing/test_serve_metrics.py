@@ -12,10 +12,9 @@ import pytest
 import sqlalchemy
 from _hand_models import exact_add, exact_multiply, promote
 from _serving import Server, start_server, wait_for_version
+from prometheus_client import parser
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-parser = pytest.importorskip("prometheus_client.parser")
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
