@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 SECTIONS: tuple[str, ...] = (
     "quality", "speed", "overhead", "workers", "memory", "startup", "serving", "exact", "scale",
-    "formulas", "nalm", "formula-methods",
+    "formulas", "nalm", "formula-methods", "throughput",
 )
 FIT_STEPS_PER_EXECUTION = 32
 FULL_BUDGET = 300.0
@@ -34,6 +34,7 @@ _T = TypeVar("_T")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from benchmarks import throughput
     from benchmarks._common import DEFAULT_POSTGRES_ADMIN_URL
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         "--nalm-keep-failures", default=None, metavar="DIR",
         help="NALM section: copy each campaign with a failure (database, file, log) into DIR",
     )
+    throughput.add_arguments(parser)
     parser.add_argument(
         "--sections", default=",".join(SECTIONS),
         help="comma-separated subset of %(default)s",
@@ -458,6 +460,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else list(methods.QUICK_FORMULAS) if args.quick else None,
                 on_case=methods_case, **options,
             ), results.formula_methods)
+        if "throughput" in sections:
+            from benchmarks import throughput
+
+            speeds = results.throughput = throughput.from_arguments(args)  # filled as it goes
+            section("throughput", lambda: throughput.run_throughput(
+                speeds, lambda _: write(final=False)), None)
     except KeyboardInterrupt as e:
         results.failures.append(f"interrupted ({e or 'SIGINT'}); later sections did not run")
     finally:

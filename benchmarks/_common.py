@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -168,15 +168,19 @@ def sweep_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "sweep"]
 
 
-def run_logged(command: list[str], folder: Path, log_name: str, limit: float) -> tuple[int, float]:
+def run_logged(command: list[str], folder: Path, log_name: str, limit: float,
+               environment: Mapping[str, str] | None = None) -> tuple[int, float]:
     """A `sweep` command as a user runs it, in `folder` with its own artifacts and no inherited
     storage or campaign, its output in `log_name`, in its own process group (killed whole at
     `limit` seconds or on an interrupt). Returns the exit code and the wall seconds.
+    `environment` replaces ours (SWEEP_ARTIFACTS is still set to the folder's).
 
     Raises:
         subprocess.TimeoutExpired: it ran past `limit`.
     """
     env = {k: v for k, v in os.environ.items() if k not in ("SWEEP_STORAGE", "SWEEP_CAMPAIGN")}
+    if environment is not None:
+        env = dict(environment)
     env["SWEEP_ARTIFACTS"] = str(folder / "artifacts")
     started = time.monotonic()
     with open(folder / log_name, "wb") as output:

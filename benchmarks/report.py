@@ -23,6 +23,7 @@ from benchmarks import (
     serving,
     speed,
     startup,
+    throughput,
     workers,
 )
 from benchmarks._common import OVERHEAD_TARGET
@@ -40,6 +41,7 @@ from benchmarks.serving import ServingResult
 from benchmarks.speed import SpeedResult
 from benchmarks.startup import StartupResult
 from benchmarks.tables import percent, table
+from benchmarks.throughput import ThroughputResult
 from benchmarks.workers import WorkerRun
 
 __all__ = ["Results", "render"]
@@ -72,6 +74,7 @@ class Results:
     formulas: FormulasResult | None = None
     nalm: NalmResult | None = None
     formula_methods: MethodsResult | None = None
+    throughput: ThroughputResult | None = None
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -166,6 +169,7 @@ def _targets_section(results: Results) -> list[str]:
     lines += formulas.target_lines(results.formulas)
     lines += nalm.target_lines(results.nalm)
     lines += formula_methods.target_lines(results.formula_methods)
+    lines += throughput.target_lines(results.throughput)
     return lines
 
 
@@ -201,6 +205,7 @@ def render(results: Results) -> str:
         formulas.render_section(results.formulas),
         nalm.render_section(results.nalm),
         formula_methods.render_section(results.formula_methods),
+        throughput.render_section(results.throughput),
     ):
         if section:
             lines += [*section, ""]
