@@ -28,6 +28,7 @@ def test_the_service_and_the_in_process_predictors(tmp_path: Path) -> None:
     assert len(served) == 4 and all(is_number(row[4].split()[0]) for row in served), served
     assert [r.threads for r in result.loaded] == [0, 2]
     assert all(r.idle_p99_ms > 0 and r.loaded_p99_ms > 0 for r in result.loaded)
-    loaded = rows(section, "worker threads + a process for large bodies")
+    loaded = rows(section, "worker threads + a process for large bodies (`--threads 2`, the "
+                  "default)")
     assert len(loaded) == 1 and loaded[0][7].endswith("x"), loaded
     assert len(target_lines(result)) == 3

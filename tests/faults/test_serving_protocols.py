@@ -49,7 +49,7 @@ def _refused_cleanly(call: Any) -> None:
         assert 400 <= e.status < 500 and "\n" not in e.message and len(e.message) < 1000
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=_json)
 def test_any_json_document_is_answered_or_refused_in_one_line(document: Any) -> None:
     body = json.dumps(document).encode()
@@ -58,7 +58,7 @@ def test_any_json_document_is_answered_or_refused_in_one_line(document: Any) -> 
     _refused_cleanly(lambda: parse_request(body, ADD))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(tensors=st.lists(_tensor, min_size=1, max_size=3),
        outputs=st.none() | st.lists(_json, max_size=2))
 def test_tensor_shaped_requests_are_answered_or_refused_in_one_line(
@@ -70,7 +70,7 @@ def test_tensor_shaped_requests_are_answered_or_refused_in_one_line(
     _refused_cleanly(lambda: parse_infer(json.dumps(document).encode(), ADD))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(datatype=st.sampled_from(["FP64", "FP32", "FP16", "INT16", "INT64", "UINT32", "UINT64"]),
        rows=st.integers(0, 4), size=st.integers(-1, 80), tail=st.binary(max_size=80),
        declared=st.integers(0, 400))
