@@ -6,8 +6,9 @@
 The image installs `.[serve,s3]` with `pip install -c constraints.txt`, so two builds get the same
 packages: the ones this venv has, which are the ones the tests ran against. The file is what
 `pip freeze` shows for this venv, narrowed to what the image installs: the project's
-dependencies and its `serve` and `s3` extras (read from pyproject.toml) and everything they require in
-turn (read from the installed packages' metadata, markers evaluated for this interpreter: the
+dependencies and its `serve` and `s3` extras (read from pyproject.toml) and everything they
+require in turn (read from the installed packages' metadata, markers evaluated for this
+interpreter: the
 venv and the image are both CPython 3.11 on Linux). The test tools, the project itself and
 anything else in the venv are left out. A package the image needs but this venv lacks is an
 error: `pip install -e ".[serve,s3]"` first.
