@@ -15,13 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 import sqlalchemy
+from _cluster import Cluster, postgresql_bin
 from _lab import Lab
-from _network import Host
+from _network import Host, Network, missing_tools
 from optuna.trial import TrialState
 
 from storage import Database
@@ -34,6 +36,41 @@ TRIALS = 3
 OPERATIONS = ("add", "multiply")
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
 _REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+# The fixtures live here, not in a conftest.py: a second conftest module would shadow
+# tests/conftest.py for every `from conftest import ...` in the whole suite.
+@pytest.fixture(scope="module")
+def _lab_module() -> Iterator[tuple[Network, Cluster]]:
+    reason = missing_tools() or (None if postgresql_bin() else "no PostgreSQL binaries")
+    if reason is not None:
+        if "CI" in os.environ:
+            pytest.fail(f"{reason} (CI is set, so the multi-host suite must run)", pytrace=False)
+        pytest.skip(reason)
+    network = Network.create()
+    try:
+        cluster = Cluster.create(network.address)
+        try:
+            yield network, cluster
+        finally:
+            cluster.remove()
+    finally:
+        network.remove()
+
+
+@pytest.fixture
+def lab(_lab_module: tuple[Network, Cluster]) -> Iterator[Lab]:
+    network, cluster = _lab_module
+    cluster.recreate_database()
+    made = Lab(network, cluster)
+    try:
+        yield made
+    finally:
+        for process in made.processes:  # never leave a process behind, whatever failed
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        network.remove_hosts()
 
 
 def _campaign(folder: Path) -> Path:
