@@ -183,3 +183,10 @@ def test_no_module_imports_another_modules_private_names() -> None:
                         if alias.name.startswith("_") and alias.name != "__version__":
                             offenders.append(f"{path.relative_to(ROOT)}: {alias.name}")
     assert offenders == []
+
+
+def test_the_tests_have_one_conftest() -> None:
+    """Test folders are not packages, so every conftest.py is imported as `conftest`: a second
+    one shadows tests/conftest.py for the whole suite's `from conftest import ...`."""
+    found = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("conftest.py"))
+    assert found == ["tests/conftest.py"]
