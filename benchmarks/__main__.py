@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 SECTIONS: tuple[str, ...] = (
     "quality", "speed", "overhead", "workers", "memory", "startup", "serving", "exact", "scale",
-    "formulas", "nalm", "formula-methods", "throughput",
+    "formulas", "nalm", "formula-methods", "throughput", "packing",
 )
 FIT_STEPS_PER_EXECUTION = 32
 FULL_BUDGET = 300.0
@@ -34,7 +34,7 @@ _T = TypeVar("_T")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from benchmarks import throughput
+    from benchmarks import packing, throughput
     from benchmarks._common import DEFAULT_POSTGRES_ADMIN_URL
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         help="NALM section: copy each campaign with a failure (database, file, log) into DIR",
     )
     throughput.add_arguments(parser)
+    packing.add_arguments(parser)
     parser.add_argument(
         "--sections", default=",".join(SECTIONS),
         help="comma-separated subset of %(default)s",
@@ -466,6 +467,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             speeds = results.throughput = throughput.from_arguments(args)  # filled as it goes
             section("throughput", lambda: throughput.run_throughput(
                 speeds, lambda _: write(final=False)), None)
+        if "packing" in sections:
+            from benchmarks import packing
+
+            packing.run_section(args, section, results, lambda: write(final=False))
     except KeyboardInterrupt as e:
         results.failures.append(f"interrupted ({e or 'SIGINT'}); later sections did not run")
     finally:

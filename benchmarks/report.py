@@ -18,6 +18,7 @@ from benchmarks import (
     memory,
     nalm,
     overhead,
+    packing_report,
     quality,
     scale,
     serving,
@@ -33,6 +34,7 @@ from benchmarks.formulas import FormulasResult
 from benchmarks.memory import MemoryRun
 from benchmarks.nalm import NalmResult
 from benchmarks.overhead import OverheadResult
+from benchmarks.packing import PackingResult
 from benchmarks.prefill import SeedSweep
 from benchmarks.quality import OperationQuality
 from benchmarks.records import dumps, loads
@@ -75,6 +77,7 @@ class Results:
     nalm: NalmResult | None = None
     formula_methods: MethodsResult | None = None
     throughput: ThroughputResult | None = None
+    packing: PackingResult | None = None
     section_loads: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -170,6 +173,7 @@ def _targets_section(results: Results) -> list[str]:
     lines += nalm.target_lines(results.nalm)
     lines += formula_methods.target_lines(results.formula_methods)
     lines += throughput.target_lines(results.throughput)
+    lines += packing_report.target_lines(results.packing)
     return lines
 
 
@@ -206,6 +210,7 @@ def render(results: Results) -> str:
         nalm.render_section(results.nalm),
         formula_methods.render_section(results.formula_methods),
         throughput.render_section(results.throughput),
+        packing_report.render_section(results.packing),
     ):
         if section:
             lines += [*section, ""]

@@ -13,8 +13,8 @@ RECORDED = Path(__file__).resolve().parent / "recorded"
 # `python -m benchmarks --quick --save-results tests/benchmarks/recorded/quick.json`; the
 # formulas section (10), added later, from its own quick run (`--sections formulas`), its
 # results and section load copied in; so is the formula-methods section (12), from
-# `--sections formula-methods --quick`, and the throughput section (13), from
-# `--sections throughput --quick`.
+# `--sections formula-methods --quick`, the throughput section (13), from
+# `--sections throughput --quick`, and the packing section (14), from `--sections packing --quick`.
 QUICK_RUN = RECORDED / "quick.json"
 
 
