@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import pytest
 import yaml
 from _servers import drop_server_database, make_server_database, require_server
+from _serving import free_port
 from sqlalchemy.engine import make_url
 
 from storage import normalize_storage_url
@@ -508,12 +508,6 @@ def _entrypoint() -> list[str]:
     return [sys.executable, str(ENTRYPOINT_SCRIPT)]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _as_local_process(
     name: str, storage_url: str, paths: Mapping[str, Path]
 ) -> tuple[list[str], dict[str, str]]:
@@ -564,7 +558,7 @@ def test_service_commands_run_against_postgresql(postgresql_url: str, tmp_path: 
     assert len(counted) == 3
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
 
-    port = _free_port()
+    port = free_port()
     command, env = _as_local_process("dashboard", postgresql_url, paths)
     # Same command, but listening on this machine's loopback and a free port, not 0.0.0.0:8080.
     command = [{"0.0.0.0": "127.0.0.1", "8080": str(port)}.get(w, w) for w in command]
@@ -581,7 +575,7 @@ def test_service_commands_run_against_postgresql(postgresql_url: str, tmp_path: 
         dashboard.communicate()
 
     # `serve` answers with the model the workers promoted, in TF Serving's REST shape.
-    port = _free_port()
+    port = free_port()
     command, env = _as_local_process("serve", postgresql_url, paths)
     command = [{"0.0.0.0": "127.0.0.1", "8500": str(port)}.get(w, w) for w in command]
     serve = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,

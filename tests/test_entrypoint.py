@@ -24,6 +24,7 @@ from types import ModuleType
 
 import pytest
 from _servers import drop_server_database, make_server_database, require_server
+from _serving import free_port
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +141,7 @@ def test_exit_2_while_the_database_is_down_is_waited_out_then_final(
     fake_sweep: Path, tmp_path: Path
 ) -> None:
     """Exit 2 with the database unreachable is an outage: wait for it, give up after the wait."""
-    closed = _free_port()  # nothing listens there
+    closed = free_port()  # nothing listens there
     result = run_fake(
         fake_sweep, tmp_path, "worker", "--storage",
         f"postgresql+psycopg://sweep@127.0.0.1:{closed}/sweep",
@@ -224,7 +225,7 @@ def test_database_answers_only_distinguishes_an_outage(tmp_path: Path) -> None:
     entrypoint = load_entrypoint()
     assert entrypoint.database_answers(f"sqlite:///{tmp_path / 'x.db'}")
     assert not entrypoint.database_answers(
-        f"postgresql+psycopg://sweep@127.0.0.1:{_free_port()}/sweep"
+        f"postgresql+psycopg://sweep@127.0.0.1:{free_port()}/sweep"
     )
     # A malformed URL is a configuration error, not an outage: nothing to wait for.
     assert entrypoint.database_answers("nosuchdb://x")
@@ -364,7 +365,7 @@ def test_a_database_that_comes_up_late_is_waited_for(
     """The worker's first start finds no database (exit 2); the entry point waits, the database
     comes up (a proxy starts forwarding to the real PostgreSQL) and the sweep runs to its end."""
     real = make_url(postgresql_url)
-    port = _free_port()
+    port = free_port()
     late = real.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
     config = tmp_path / "sweep.toml"
     config.write_text(SMALL_CAMPAIGN.format(trials=2), encoding="utf-8")
@@ -427,12 +428,6 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
         for end in (source, sink):
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_for(condition, seconds: float):  # type: ignore[no-untyped-def]

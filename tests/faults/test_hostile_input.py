@@ -13,7 +13,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from _fault_helpers import assert_one_line_error, run_main, run_sweep, start_sweep, sweep_env
+from _serving import free_port
 
 from storage import ModelCandidate, ModelRegistry
 
@@ -82,12 +82,6 @@ def test_no_part_of_a_password_with_an_at_sign_is_ever_shown(
 # --- 7. the dashboard beyond loopback -------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_the_dashboard_needs_a_flag_beyond_loopback_and_is_read_only_there(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -101,7 +95,7 @@ def test_the_dashboard_needs_a_flag_beyond_loopback_and_is_read_only_there(
     refused = run_main(["dashboard", "--host", "0.0.0.0", "--port", "0"], env, tmp_path, capsys)
     assert refused.returncode == 2
     assert_one_line_error(refused.stderr, "--allow-remote")
-    port = _free_port()  # a real process: it serves until a signal stops it
+    port = free_port()  # a real process: it serves until a signal stops it
     server = start_sweep(
         ["dashboard", "--host", "0.0.0.0", "--allow-remote", "--port", str(port)], env, tmp_path
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _serving import free_port
 
 from sweep.errors import ConfigError, DashboardError
 from sweep.publishing.artifacts import open_s3_store
@@ -37,18 +37,11 @@ layers = { low = 0, high = 1 }
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class S3Server:
     """moto's S3-compatible server in its own process on a free port of 127.0.0.1."""
 
     def __init__(self, folder: Path) -> None:
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self._log = (folder / "moto.log").open("w")
         self._process = subprocess.Popen(
@@ -156,7 +149,7 @@ def test_no_credentials_is_one_line(aws: dict[str, str], monkeypatch: pytest.Mon
 def test_an_unreachable_endpoint_is_one_line(
     aws: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    closed = _free_port()  # nothing listens there: refused at once, retried a bounded number
+    closed = free_port()  # nothing listens there: refused at once, retried a bounded number
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
     message = _refusal(S3Location("unreachable-bucket"))
     assert f"cannot reach the S3 endpoint http://127.0.0.1:{closed}" in message

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _serving import free_port
 
 from sweep.errors import ConfigError
 from sweep.search.config import CampaignConfig, config_from_toml
@@ -79,18 +79,11 @@ def test_tracking_must_be_a_table() -> None:
 # --- real sweeps, a real server ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server` on SQLite, its artifacts in a folder, on a free port; yields its URL."""
     folder = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
+    port = free_port()
     log = (folder / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server",
@@ -186,7 +179,7 @@ def test_a_sweep_logs_each_promotion_and_only_those(
 
 @pytest.mark.slow
 def test_a_server_that_is_gone_costs_a_warning_not_the_sweep(tmp_path: Path) -> None:
-    gone = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    gone = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     (tmp_path / "campaign.toml").write_text(SMALL + f'[tracking]\nmlflow = "{gone}"\n')
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
     done = _sweep("run", "--ops", "add", "--trials", "3", "--config", "campaign.toml",
