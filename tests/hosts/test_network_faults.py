@@ -128,8 +128,14 @@ def _worker(lab: Lab, host: Host, folder: Path) -> subprocess.Popen[str]:
 
 
 def _studies(url: str) -> dict[str, optuna.Study]:
+    """The studies, read over connections closed after use: the polls below call this five
+    times a second, and a pooled engine per call held the small cluster's 40 connections."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    return {op: optuna.load_study(study_name=f"hosts.{op}", storage=url) for op in OPERATIONS}
+    storage = optuna.storages.RDBStorage(
+        url, engine_kwargs={"poolclass": sqlalchemy.pool.NullPool}
+    )
+    return {op: optuna.load_study(study_name=f"hosts.{op}", storage=storage)
+            for op in OPERATIONS}
 
 
 def _training_trial(url: str, process: subprocess.Popen[str], timeout: float = 120) -> None:
@@ -139,7 +145,8 @@ def _training_trial(url: str, process: subprocess.Popen[str], timeout: float = 1
         assert process.poll() is None, process.communicate()[1]
         try:
             trials = _studies(url)["multiply"].get_trials(deepcopy=False)
-        except (KeyError, sqlalchemy.exc.OperationalError):
+        except (KeyError, sqlalchemy.exc.OperationalError,
+                optuna.exceptions.StorageInternalError):
             trials = []
         if any(t.state == TrialState.RUNNING
                and str(t.user_attrs.get("worker", "")).endswith(f":{process.pid}")
