@@ -30,6 +30,7 @@ TRAINING_CELLS = 10  # cells per row of the packed-training table
 SWEEP_CELLS = 16
 
 
+@pytest.mark.slow  # real training, twice per model: seconds, not the inner loop's milliseconds
 @pytest.mark.parametrize("operation", ["add", "multiply"])
 def test_each_packed_model_trains_as_the_sweep_trains_it_alone(operation: str) -> None:
     from benchmarks.packed_training import PackedMLP, keras_weights
