@@ -100,6 +100,7 @@ def test_the_first_running_sweep_process_is_found(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow  # a real server process
 def test_serve_is_ready_only_once_a_model_is_loaded(tmp_path: Path) -> None:
     from _hand_models import exact_add, promote
 
@@ -143,6 +144,7 @@ def test_serve_that_does_not_answer_is_unhealthy(tmp_path: Path) -> None:
         process.wait()
 
 
+@pytest.mark.slow  # a real server process
 def test_dashboard_is_healthy_when_its_api_answers(tmp_path: Path) -> None:
     from storage import ModelRegistry
 
