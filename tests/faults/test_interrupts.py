@@ -13,13 +13,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import optuna
 import pytest
 from _fault_helpers import (
     CAMPAIGN,
     assert_budget_exact,
     assert_registry_whole,
     campaign_file,
+    run_main,
     run_sweep,
     start_sweep,
     states,
@@ -198,3 +201,28 @@ def test_a_killed_sweep_is_cleaned_up_by_the_next_run(tmp_path: Path) -> None:
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == victim.number]
     assert [t.state for t in retries] == [TrialState.COMPLETE]
     assert retries[0].params == trials[victim.number].params  # the killed trial, run again
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_optuna_creates_the_trial_ends_it_failed_not_running(
+    signum: int, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`Study.ask` has stored the new trial RUNNING, and Optuna has not yet entered the block
+    that fails a trial on KeyboardInterrupt: the signal arrives exactly then (in process)."""
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    ask = optuna.Study.ask
+
+    def ask_then_signal(self: optuna.Study, *args: Any, **kwargs: Any) -> optuna.Trial:
+        trial = ask(self, *args, **kwargs)
+        signal.raise_signal(signum)
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ask_then_signal)
+    config = campaign_file(tmp_path)
+    done = run_main(["run", "--config", str(config)], sweep_env(url, tmp_path), tmp_path, capsys)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert states(url)["add"] == [TrialState.FAIL], done.stderr
+    reason = studies(url)["add"].trials[0].user_attrs["fail_reason"]
+    assert reason == f"interrupted by {signal.Signals(signum).name}"
