@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy
 from sqlalchemy.engine import make_url
@@ -200,3 +201,16 @@ def last_line(path: Path) -> str:
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
     lines = [line for line in lines if line]
     return lines[-1][:300] if lines else ""
+
+
+def stored_spec(params: Mapping[str, Any]) -> Any:
+    """A registry entry's params (`sweep best`'s: the model spec's fields, and more) as the
+    `ModelSpec` the trainer takes, to retrain a winner on other seeds."""
+    import dataclasses
+
+    from sweep.nets import ModelSpec
+
+    known = {f.name for f in dataclasses.fields(ModelSpec)}
+    values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
+                              for k, v in params.items() if k in known}
+    return ModelSpec(**values)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import load_average, log
+from benchmarks._common import load_average, log, stored_spec
 
 __all__ = ["CASES", "ExactCase", "ExactResult", "run_exact", "wilson_interval"]
 
@@ -273,14 +273,10 @@ def _sweep(
 
 def _seeds(case: ExactCase, params: dict[str, Any], operation: Any) -> tuple[int, int]:
     """The NAU protocol: retrain the configuration on SEEDS fresh seeds; count successes."""
-    from sweep.nets import ModelSpec
     from sweep.nets.training import KerasTrainer
     from sweep.problem.data import DataSpec, make_dataset
 
-    known = set(ModelSpec.__dataclass_fields__)
-    spec_fields = {k: v for k, v in params.items() if k in known}
-    spec_fields["hidden_layers"] = tuple(spec_fields.get("hidden_layers", ()))
-    spec = ModelSpec(**spec_fields)
+    spec = stored_spec(params)
     trainer = KerasTrainer()
     successes = 0
     for seed in range(SEEDS):

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import load_average, log, median
+from benchmarks._common import load_average, log, median, stored_spec
 from benchmarks.exact import wilson_interval
 from benchmarks.formulas import FORMULAS, Formula, campaign_toml
 from benchmarks.tables import significant, table
@@ -48,7 +48,6 @@ __all__ = [
     "formula_design",
     "render_section",
     "run_methods",
-    "stored_spec",
     "target_lines",
 ]
 
@@ -181,16 +180,6 @@ def _keras_tuner(dataset: Any, folder: Path, trials: int, timeout: float, epochs
         trials=result.runs, wall_seconds=result.wall_seconds,
         architecture=result.note.removeprefix("best: "),
     )
-
-
-def stored_spec(params: dict[str, Any]) -> Any:
-    """The stored model spec (`sweep best`'s params) as the trainer takes it."""
-    from sweep.nets import ModelSpec
-
-    known = {f.name: f for f in dataclasses.fields(ModelSpec)}
-    values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
-                              for k, v in params.items() if k in known}
-    return ModelSpec(**values)
 
 
 def formula_design() -> Any:

@@ -15,6 +15,7 @@ import math
 import pytest
 from _bench_markdown import is_number, recorded_quick_run, rows
 
+from benchmarks._common import stored_spec
 from benchmarks.formula_methods import (
     KERAS_TUNER,
     METHODS,
@@ -29,7 +30,6 @@ from benchmarks.formula_methods import (
     formula_design,
     render_section,
     run_methods,
-    stored_spec,
     target_lines,
 )
 from benchmarks.formulas import FORMULAS, Formula
