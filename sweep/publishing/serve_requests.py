@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sweep.errors import ConfigError, first_line
-from sweep.nets.portable import SIGNATURE_NAME
+from sweep.nets.portable import INPUT_NAME, SIGNATURE_NAME
 from sweep.problem.operations import Operation
 from sweep.publishing.models import (
     answers_of,
@@ -70,9 +70,12 @@ def parse_instances(body: bytes, op: Operation) -> npt.NDArray[np.float64]:
     TF Serving's row format, ``{"instances": [[n, R, T, V], ...]}`` (values in the operation's
     input order; ``[a, ...]`` for a one-input operation) or ``{"instances": [{"n": .., ...},
     ...]}`` (by name), and its columnar format, ``{"inputs": {"n": [..], ...}}`` (or ``{"inputs":
-    [[..], ...]}``). By name, every input exactly once. Only JSON numbers are numbers (not
-    ``true``, not ``"3"``); NaN and infinities are not JSON and are refused by the parser;
-    magnitudes beyond 2**53 and points outside the operation's domain by `check_pairs`.
+    [[..], ...]}``). By name, every input exactly once. The signature's own input name works as
+    TF Serving takes it, ``{"instances": [{"operands": [n, R, T, V]}, ...]}`` and ``{"inputs":
+    {"operands": [[n, R, T, V], ...]}}``, unless an input of the operation is named so. Only
+    JSON numbers are numbers (not ``true``, not ``"3"``); NaN and infinities are not JSON and
+    are refused by the parser; magnitudes beyond 2**53 and points outside the operation's domain
+    by `check_pairs`.
     """
     return parse_request(body, op).x
 
@@ -114,6 +117,9 @@ def parse_request(body: bytes, op: Operation) -> ParsedRequest:
         raise RequestError(400, '"answers" must be true or false')
     columnar = "inputs" in document
     given = document["inputs"] if columnar else document["instances"]
+    signature = columnar and isinstance(given, dict) and _signature_input(given, op)
+    if signature:
+        given = given[INPUT_NAME]  # TF Serving's named columnar form of the one tensor
     if columnar and isinstance(given, dict):
         x = _columns(given, op)
         named = True
@@ -123,8 +129,10 @@ def parse_request(body: bytes, op: Operation) -> ParsedRequest:
             raise RequestError(400, f'"{field}" must be a non-empty list: {rows}')
         check_count(len(given))
         checked: list[list[float]] = []
-        named = False
+        named = signature
         for index, row in enumerate(given):
+            if type(row) is dict and _signature_input(row, op):
+                row, named = row[INPUT_NAME], True  # TF Serving's named instance of the tensor
             if type(row) is dict:
                 named = True
                 values = _named(row, op, f"instance {index + 1}")
@@ -195,6 +203,12 @@ def exact_number(value: Any, where: str) -> float:
     if kind is not int and kind is not float:  # bool subclasses int: compare exactly
         raise RequestError(400, f"{where}: {shortened(value)} is not a number")
     return float(value)
+
+
+def _signature_input(given: dict[str, Any], op: Operation) -> bool:
+    """``{"operands": ...}``: the exported signature's one input by its name (as TF Serving
+    reads a named instance or column), not an input of the operation named so."""
+    return len(given) == 1 and INPUT_NAME in given and INPUT_NAME not in op.inputs
 
 
 def _named(row: dict[str, Any], op: Operation, where: str) -> list[Any]:

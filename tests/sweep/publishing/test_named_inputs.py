@@ -212,6 +212,49 @@ def test_serving_takes_rows_named_instances_and_named_columns() -> None:
     assert parse_instances(b'{"instances": [{"a": 4}]}', unary).tolist() == [[4]]
 
 
+def test_serving_takes_the_signatures_input_by_its_name_as_tf_serving_does() -> None:
+    """The metadata names one input, ``operands`` (n, arity): a TF Serving client that builds
+    its request from it sends ``{"instances": [{"operands": row}]}`` or ``{"inputs":
+    {"operands": rows}}``, and gets the same answers as from rows or names."""
+    rows: list[list[float]] = [[1.5, 8.3, 300, 2], [1, 8, 250, 1]]
+    expected = np.asarray(rows, dtype=np.float64)
+    accepted: list[tuple[object, bool]] = [
+        ({"instances": [{"operands": row} for row in rows]}, False),
+        (
+            {"instances": [{"operands": rows[0]}, dict(zip(GAS.inputs, rows[1], strict=True))]},
+            False,
+        ),
+        ({"inputs": {"operands": rows}, "signature_name": "serving_default"}, True),
+    ]
+    for body, columnar in accepted:
+        asked = parse_request(json.dumps(body).encode(), GAS)
+        assert np.array_equal(asked.x, expected) and asked.columnar == columnar, body
+    unary = make_operation("cube", "a*a*a")
+    assert parse_instances(
+        b'{"instances": [{"operands": 4}, {"operands": [5]}]}', unary
+    ).tolist() == [[4], [5]]
+    # An input really named so keeps its meaning.
+    named = make_operation("twice", "operands*2")
+    assert parse_instances(b'{"instances": [{"operands": 4}]}', named).tolist() == [[4]]
+    refused: list[tuple[object, str]] = [
+        ({"instances": [{"operands": [1, 8, 250]}]}, "instance 1: gas takes 4 number(s)"),
+        ({"instances": [{"operands": [1, 8, 250, "1"]}]}, 'instance 1: "1" is not a number'),
+        ({"instances": [{"operands": [1, 8, 250, 1], "n": 1}]}, "gas has no input 'operands'"),
+        ({"inputs": {"operands": [[1, 8, 250, 0]]}}, "gas is not defined at"),
+        (
+            b'{"instances": [{"operands": [1, 8, 250, 1], "operands": [1, 8, 250, 2]}]}',
+            "'operands' is given twice",
+        ),
+        (
+            b'{"inputs": {"operands": [[1, 8, 250, 1]], "operands": [[1, 8, 250, 2]]}}',
+            "'operands' is given twice",
+        ),
+    ]
+    for body, fragment in refused:
+        message = _refused(body)
+        assert fragment in message and "\n" not in message, (body, message)
+
+
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
@@ -460,3 +503,17 @@ def test_the_api_takes_rows_values_by_name_and_named_columns(url: str) -> None:
     square = sweep.predict("add", 2, 3, campaign="ints", storage=url)
     assert square.answer == 5.0 and square.rounded
     assert BUILTIN_OPERATIONS["add"].inputs == ("a", "b")
+
+
+def test_a_loaded_model_takes_real_inputs_in_float64_when_called(url: str) -> None:
+    """What README's "Using a model" says: calling the model (or `predict_on_batch`) keeps
+    float64 inputs; Keras' `model.predict` converts them to floatx (float32) first, so 8.3
+    arrives as 8.30000019. If Keras stops doing that, the README's warning can go."""
+    model = sweep.load_best_model("gas", storage=url)
+    x = np.array([[1.5, 8.3, 300.0, 2.0]])
+    called = np.asarray(model(x), dtype=np.float64).reshape(-1)
+    assert called[0] == pytest.approx(1867.5, rel=1e-13)
+    assert np.array_equal(np.asarray(model.predict_on_batch(x)).reshape(-1), called)
+    converted = model.predict(x, verbose=0).reshape(-1)
+    float32_in = 1.5 * float(np.float32(8.3)) * 300 / 2
+    assert converted[0] == pytest.approx(float32_in, rel=1e-12) and converted[0] != called[0]

@@ -115,6 +115,16 @@ def test_the_service_takes_rows_named_instances_and_named_columns(server: Server
     assert columns.status_code == 200
     assert columns.json()["outputs"] == body["predictions"]  # TF Serving's columnar answer
     assert columns.headers["X-Model-Version"] == str(body["model_version"])
+    # The signature's one input by its name, as a client reading the metadata sends it.
+    tensor = _predict(
+        server, {"instances": [{"operands": list(ROW.values())}, {"operands": [1, 8, 250, 1]}]}
+    )
+    assert tensor.status_code == 200 and tensor.json()["predictions"] == body["predictions"]
+    tensor_columns = _predict(
+        server, {"inputs": {"operands": [list(ROW.values()), [1, 8, 250, 1]]}}
+    )
+    assert tensor_columns.status_code == 200
+    assert tensor_columns.json()["outputs"] == body["predictions"]
 
 
 @pytest.mark.parametrize(
