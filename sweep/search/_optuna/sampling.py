@@ -1,30 +1,55 @@
-"""Optuna's TPE and pruners, reading the study once per trial (private API: `_get_trials`,
-TPE's grouped search space).
+"""Optuna's TPE and pruners, reading the study once per trial, at a cost that does not grow
+with the study (private API: `_get_trials`, TPE's grouped search space and split, the
+percentile pruner's helpers).
 
 With the constant liar on (Optuna 5's default), TPE rereads the study, running trials
 included, for every group of parameters; the grouped search space re-adds every finished trial
 on every sample; a pruning check per epoch reloads the study's trials. Optuna already caches
 one read of the study per trial (made when the trial's search space was inferred); here that
-one read serves them all. tests/sweep/search/test_samplers.py checks the proposals are the
-very ones Optuna's own classes make.
+one read serves them all. Past a window, TPE models the best trials and the most recent
+others, and the median pruner keeps each step's values as trials finish, so a trial costs
+about the same at 1,000 or 10,000 trials as at 250 (BENCHMARKS.md, section 3).
+tests/sweep/search/test_optuna_sampling.py checks the proposals and decisions are the very
+ones Optuna's own classes make, on the whole study below the window and on the window past it.
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
-from collections.abc import Container
+import math
+from collections.abc import Container, Iterable
 from typing import Any, cast
 
+import numpy as np
 import optuna
+from optuna.pruners._percentile import (
+    _get_best_intermediate_result_over_steps,
+    _is_first_in_interval_step,
+)
+from optuna.samplers._tpe.sampler import default_gamma, default_gamma_multiobjective
 from optuna.search_space.group_decomposed import (
     _GroupDecomposedSearchSpace,
     _SearchSpaceGroup,
 )
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["IncrementalGroups", "OneReadTPESampler", "SnapshotPruner", "cached_trials"]
+__all__ = [
+    "IncrementalGroups",
+    "OneReadTPESampler",
+    "SnapshotPruner",
+    "StepValues",
+    "TrialWindow",
+    "cached_trials",
+]
 
 COUNTED_STATES: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
+
+# TPE's default split puts min(ceil(n / 10), 25) finished trials below: the 25 best in a window
+# keep it exact. The 75 most recent others make the window the size TPE costs at 100 trials.
+WINDOW_BEST = 25
+WINDOW_RECENT = 75
 
 
 def cached_trials(
@@ -35,7 +60,8 @@ def cached_trials(
 
 
 class OneReadTPESampler(optuna.samplers.TPESampler):
-    """Optuna's TPE (constant liar on, its default), without a reread of the study per group.
+    """Optuna's TPE (constant liar on, its default), without a reread of the study per group,
+    modelling a bounded window of the study (`TrialWindow`).
 
     With the constant liar, TPE rereads the study, running trials included, for every group
     of parameters: 4 reads of ~8 ms each per trial on PostgreSQL here. The read Optuna caches
@@ -43,8 +69,14 @@ class OneReadTPESampler(optuna.samplers.TPESampler):
     trials included) serves every group instead.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self, *, window: tuple[int, int] = (WINDOW_BEST, WINDOW_RECENT), **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self._window = TrialWindow(*window)
+        # Optuna's default split size, counting the trials the window leaves out (set here:
+        # the `gamma` argument is deprecated).
+        self._gamma = self._window.gamma
         if kwargs.get("group"):
             self._group_decomposed_search_space = IncrementalGroups(include_pruned=True)
 
@@ -56,8 +88,95 @@ class OneReadTPESampler(optuna.samplers.TPESampler):
     ) -> dict[str, Any]:
         if not search_space:
             return {}
-        read = SnapshotStudy(study, cached_trials(study))
+        read = SnapshotStudy(study, self._window(study, cached_trials(study)))
         return super().sample_relative(cast(optuna.Study, read), trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: optuna.distributions.BaseDistribution,
+    ) -> Any:
+        # A parameter no finished trial has yet: the same window (and split size) as above.
+        read = SnapshotStudy(study, self._window(study, cached_trials(study)))
+        return super().sample_independent(
+            cast(optuna.Study, read), trial, param_name, param_distribution
+        )
+
+
+class TrialWindow:
+    """The trials TPE models once a single-objective study outgrows ``best + recent`` finished
+    trials: the ``best`` best in TPE's own ranking, the ``recent`` most recent other finished
+    ones, and every unfinished one (the constant liar's running trials).
+
+    TPE weighs every trial on every sample, so its cost grows with the study (15, 40 and 326
+    ms per trial at 100, 1,000 and 10,000 trials here). Its split puts at most 25 trials below
+    (`gamma`, counting the trials left out, sizes the split as on the whole study), so with
+    ``best`` at least 25 the trials below are exactly the ones TPE picks from the whole study;
+    only the density of the trials above comes from the most recent ones, where TPE's own
+    weights already favour recent trials. Below the window TPE sees the whole study.
+    Finished trials never change, so each is ranked once.
+    """
+
+    def __init__(self, best: int, recent: int) -> None:
+        self.best = best
+        self.recent = recent
+        self.left_out = 0
+        self._multi_objective = False
+        self._study_id: int | None = None
+        self._ranked: set[int] = set()
+        self._leaders: list[tuple[tuple[float, ...], int]] = []
+
+    def gamma(self, n: int) -> int:
+        """Optuna's default number of trials below, for the whole study."""
+        if self._multi_objective:
+            return default_gamma_multiobjective(n)
+        return default_gamma(n + self.left_out)
+
+    def __call__(self, study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+        self.left_out = 0
+        self._multi_objective = len(study.directions) > 1
+        counted = [t for t in trials if t.state in COUNTED_STATES]
+        if self._multi_objective or len(counted) <= self.best + self.recent:
+            return trials
+        if study._study_id != self._study_id:
+            self._study_id = study._study_id
+            self._ranked, self._leaders = set(), []
+        self._rank(counted, study.direction == StudyDirection.MAXIMIZE)
+        keep = {number for _, number in self._leaders}
+        recent = 0
+        for trial in reversed(counted):
+            if recent == self.recent:
+                break
+            if trial.number not in keep:
+                keep.add(trial.number)
+                recent += 1
+        self.left_out = len(counted) - len(keep)
+        return [t for t in trials if t.state not in COUNTED_STATES or t.number in keep]
+
+    def _rank(self, counted: Iterable[FrozenTrial], maximize: bool) -> None:
+        leaders = self._leaders
+        for trial in counted:
+            if trial.number in self._ranked:
+                continue
+            self._ranked.add(trial.number)
+            entry = (_tpe_rank(trial, maximize), trial.number)
+            if len(leaders) < self.best or entry < leaders[-1]:
+                bisect.insort(leaders, entry)
+                del leaders[self.best :]
+
+
+def _tpe_rank(trial: FrozenTrial, maximize: bool) -> tuple[float, ...]:
+    """TPE's order for the trials below: completed by value, then pruned by their last
+    report, the furthest step first (Optuna's `_split_trials`; ties go to the older trial)."""
+    sign = -1.0 if maximize else 1.0
+    if trial.state == TrialState.COMPLETE:
+        return (0.0, sign * cast(float, trial.value))
+    if not trial.intermediate_values:
+        return (1.0, 1.0, 0.0)
+    step, value = max(trial.intermediate_values.items())
+    return (1.0, -float(step), math.inf if math.isnan(value) else sign * value)
 
 
 class IncrementalGroups(_GroupDecomposedSearchSpace):
@@ -116,18 +235,93 @@ class SnapshotPruner(optuna.pruners.BasePruner):
 
     A pruning check per epoch would otherwise reload the study's unfinished trials every
     epoch (~13 queries); the trials that finish elsewhere during one trial change a median
-    little. With one worker the snapshot is exactly what a fresh read would return.
+    little. With one worker the snapshot is exactly what a fresh read would return. A
+    percentile (or median) pruner is answered from each step's values kept as trials
+    complete (`StepValues`) rather than from a pass over every trial at every epoch.
     """
 
     def __init__(self, pruner: optuna.pruners.BasePruner) -> None:
         self.pruner = pruner
         self._number: int | None = None
         self._trials: list[FrozenTrial] = []
+        percentile = isinstance(pruner, optuna.pruners.PercentilePruner) and (
+            type(pruner).prune is optuna.pruners.PercentilePruner.prune
+        )
+        self._steps = StepValues() if percentile else None
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         if trial.number != self._number:
             # The trials the sampler read for this trial (Optuna caches them per trial, so
             # this is no extra read unless the sampler did not read any).
-            self._trials = [t for t in cached_trials(study) if t.state.is_finished()]
+            if self._steps is not None:
+                self._steps.add(study._study_id, cached_trials(study))
+            else:
+                self._trials = [t for t in cached_trials(study) if t.state.is_finished()]
             self._number = trial.number
+        if self._steps is not None:
+            return _percentile_prune(
+                cast(optuna.pruners.PercentilePruner, self.pruner),
+                self._steps,
+                study.direction,
+                trial,
+            )
         return self.pruner.prune(cast(optuna.Study, SnapshotStudy(study, self._trials)), trial)
+
+
+class StepValues:
+    """Each step's reports of a study's completed trials, gathered as the trials complete
+    (a completed trial never changes)."""
+
+    def __init__(self) -> None:
+        self.completed = 0
+        self._study_id: int | None = None
+        self._seen: set[int] = set()
+        self._values: dict[int, np.ndarray] = {}
+
+    def add(self, study_id: int, trials: Iterable[FrozenTrial]) -> None:
+        if study_id != self._study_id:
+            self._study_id, self._seen, self._values, self.completed = study_id, set(), {}, 0
+        new: dict[int, list[float]] = {}
+        for trial in trials:
+            if trial.state != TrialState.COMPLETE or trial.number in self._seen:
+                continue
+            self._seen.add(trial.number)
+            self.completed += 1
+            for step, value in trial.intermediate_values.items():
+                new.setdefault(step, []).append(value)
+        for step, values in new.items():
+            known = self._values.get(step)
+            added = np.asarray(values, dtype=float)
+            self._values[step] = added if known is None else np.concatenate((known, added))
+
+    def at(self, step: int) -> np.ndarray:
+        return self._values.get(step, np.empty(0))
+
+
+def _percentile_prune(
+    pruner: optuna.pruners.PercentilePruner,
+    steps: StepValues,
+    direction: StudyDirection,
+    trial: FrozenTrial,
+) -> bool:
+    """`PercentilePruner.prune`, step by step, on the completed trials' values per step."""
+    if steps.completed == 0 or steps.completed < pruner._n_startup_trials:
+        return False
+    step = trial.last_step
+    if step is None or step < pruner._n_warmup_steps:
+        return False
+    if not _is_first_in_interval_step(
+        step, trial.intermediate_values.keys(), pruner._n_warmup_steps, pruner._interval_steps
+    ):
+        return False
+    best = _get_best_intermediate_result_over_steps(trial, direction)
+    if math.isnan(best):
+        return True
+    values = steps.at(step)
+    if len(values) < pruner._n_min_trials or np.isnan(values).all():
+        return False
+    maximize = direction == StudyDirection.MAXIMIZE
+    cut = float(
+        np.nanpercentile(values, 100 - pruner._percentile if maximize else pruner._percentile)
+    )
+    return best < cut if maximize else best > cut
