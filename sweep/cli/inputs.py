@@ -2,7 +2,8 @@
 
 A first line of names is a header: with the operation's input names known (`read_rows`) it
 must name each input once, in any order, and the columns are taken by name; without a header
-the columns are the inputs in the operation's order.
+the columns are the inputs in the operation's order. A field in double quotes (``"n","R"``,
+as R's ``write.csv`` and spreadsheets write them) is read without its quotes.
 
 The input is read in blocks under bounds on its size and its lines' length, then parsed under
 a bound on its rows: a runaway source (``--input - < /dev/zero``, a mistaken multi-gigabyte
@@ -78,7 +79,7 @@ class _Columns:
         (``nan,inf`` is a row). With the input names known, a name may be any text a table
         column may have (``Temp C``), separated by commas."""
         if self.names is not None and "," in line:
-            named = [f.strip() for f in line.split(",")]
+            named = [_unquoted(f.strip()) for f in line.split(",")]
             return named if all(f and not _is_float(f) for f in named) else None
         return fields if all(_is_name(f) for f in fields) else None
 
@@ -244,6 +245,8 @@ def _parse(
         if not line:
             continue
         fields = [f for f in _SEPARATOR.split(line) if f]
+        if '"' in line:
+            fields = [_unquoted(f) for f in fields]
         if header_allowed:
             header_allowed = False
             header = columns.header_fields(line, fields)
@@ -271,6 +274,13 @@ def _parse(
                 f"{shown} has more than {MAX_INPUT_ROWS:_} inputs; split it into smaller files"
             )
     return rows, numbers
+
+
+def _unquoted(field: str) -> str:
+    """A CSV field without its surrounding double quotes (``""`` inside is one quote)."""
+    if len(field) >= 2 and field[0] == field[-1] == '"':
+        return field[1:-1].replace('""', '"')
+    return field
 
 
 def _is_name(text: str) -> bool:

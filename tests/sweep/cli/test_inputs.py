@@ -14,7 +14,7 @@ import pytest
 
 from storage import Database
 from sweep.cli import inputs, main
-from sweep.cli.inputs import MAX_INPUT_BYTES, MAX_LINE_BYTES, read_pairs
+from sweep.cli.inputs import MAX_INPUT_BYTES, MAX_LINE_BYTES, read_pairs, read_rows
 from sweep.errors import ConfigError
 
 
@@ -97,6 +97,25 @@ def test_a_header_is_still_a_line_of_names(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text("# pairs\na, b_2\n1,2\n\n3 4\n")
     assert read_pairs(str(path), 2) == ([[1.0, 2.0], [3.0, 4.0]], [3, 5])
+
+
+def test_quoted_fields_are_read_without_their_quotes(tmp_path: Path) -> None:
+    """R's write.csv and spreadsheets quote names (and sometimes numbers): the header still
+    maps the columns by name, and a quoted number is a number."""
+    path = tmp_path / "in.csv"
+    path.write_text('"V","T","R","n"\n2,300,8.3,1.5\n"1","250","8","1"\n')
+    rows, numbers = read_rows(str(path), ("n", "R", "T", "V"), "gas")
+    assert rows == [[1.5, 8.3, 300.0, 2.0], [1.0, 8.0, 250.0, 1.0]] and numbers == [2, 3]
+    path.write_text('"Temp C","b"\n21.5,2\n')
+    assert read_rows(str(path), ("b", "Temp C"), "t") == ([[2.0, 21.5]], [2])
+    path.write_text('"a","b"\n1 2\n')
+    assert read_pairs(str(path), 2) == ([[1.0, 2.0]], [2])
+    path.write_text('"V","T","R","x"\n2,300,8.3,1.5\n')
+    with pytest.raises(ConfigError, match="line 1, column 4: 'x' is not an input of gas"):
+        read_rows(str(path), ("n", "R", "T", "V"), "gas")
+    path.write_text('V,T,R,n\n2,300,8.3,"1.5x"\n')
+    with pytest.raises(ConfigError, match=r"line 2, column 4 \(n\): '1.5x' is not a number"):
+        read_rows(str(path), ("n", "R", "T", "V"), "gas")
 
 
 def test_predict_refuses_a_nan_inf_first_line_by_number(
