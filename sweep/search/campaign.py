@@ -236,12 +236,18 @@ class Campaign:
             raise
 
     def _merged_config(self, stored: CampaignConfig | None) -> CampaignConfig:
+        """This run's settings over the stored campaign's, keeping every operation it defines:
+        a run that names fewer (``sweep run --ops add`` without the ``--data`` of an earlier
+        run) must not leave the stored list naming a table or formula it no longer records."""
         if stored is None:
             return self.config
         ops = list(stored.operations)
         ops += [name for name in self.config.operations if name not in ops]
         expressions = {**stored.expressions, **self.config.expressions}
-        return replace(self.config, operations=tuple(ops), expressions=expressions)
+        datasets = {**stored.datasets, **self.config.datasets}
+        return replace(
+            self.config, operations=tuple(ops), expressions=expressions, datasets=datasets
+        )
 
     def _study(self, operation: Operation) -> optuna.Study:
         config = self.config

@@ -285,10 +285,14 @@ class CampaignConfig:
         for name, text in self.expressions.items():
             if name in stored.expressions and stored.expressions[name] != text:
                 conflicts.append(f"expressions.{name}")
+            elif name in stored.datasets:  # a table there, a formula here
+                conflicts.append(f"expressions.{name} (a table in the stored campaign)")
         for name, source in self.datasets.items():
             recorded = stored.datasets.get(name)
             if recorded is not None and recorded.identity() != source.identity():
                 conflicts.append(f"datasets.{name}")
+            elif name in stored.expressions:
+                conflicts.append(f"datasets.{name} (an expression in the stored campaign)")
         return conflicts
 
 

@@ -4,6 +4,7 @@ campaign, its identity, and a worker elsewhere that has only the database."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -289,3 +290,48 @@ def test_a_table_round_trips_through_the_database_bit_for_bit(
             ours = getattr(written, f"{kind}_{split}")
             theirs = getattr(joined, f"{kind}_{split}")
             assert ours.dtype == theirs.dtype and ours.tobytes() == theirs.tobytes(), split
+
+
+def test_a_run_naming_fewer_operations_keeps_the_stored_tables_and_formulas(
+    tmp_path: Path,
+) -> None:
+    """`sweep run --data gas=... --expr cube=...`, then `sweep run --ops add` on the same
+    campaign: the stored campaign still records the table and the formula, so a worker, predict
+    and best still know them (the second run used to store the list without the table)."""
+    from benchmarks.scale import LinearTrainer
+    from sweep.search.campaign import Campaign
+    from sweep.search.config import load_campaign_config
+
+    _csv(tmp_path / "gas.csv", rows=60)
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    first = _config(
+        tmp_path,
+        '[campaign]\nname = "re"\noperations = ["gas", "cube"]\n[expressions]\ncube = "a*a*a"\n'
+        '[datasets]\ngas = { file = "gas.csv", target = "P" }\n',
+    )
+    with Campaign(first, Database(url), LinearTrainer()):
+        pass
+    (tmp_path / "gas.csv").unlink()
+    fewer = _config(tmp_path, '[campaign]\nname = "re"\noperations = ["add"]\n')
+    with Campaign(fewer, Database(url), LinearTrainer()):
+        pass
+    with Database(url) as database:
+        stored = load_campaign_config(database.campaigns, "re")
+    assert stored is not None
+    assert stored.operations == ("gas", "cube", "add") and set(stored.datasets) == {"gas"}
+    assert [op.name for op in stored.resolved_operations()] == ["gas", "cube", "add"]
+    with Campaign.join(Database(url), "re", LinearTrainer()) as worker:
+        assert worker.datasets["gas"].operation.inputs == ("n", "R", "T", "V")
+
+    # The same name as a formula here and a table there is another campaign.
+    for text, named in (
+        ('[expressions]\ngas = "n*R*T/V"\n', "expressions.gas (a table in the stored"),
+        (
+            '[datasets]\ncube = { file = "again.csv", target = "P" }\n',
+            "datasets.cube (an expression in the stored",
+        ),
+    ):
+        _csv(tmp_path / "again.csv", rows=60)
+        other = _config(tmp_path, '[campaign]\nname = "re"\noperations = ["add"]\n' + text)
+        with pytest.raises(ConfigError, match=re.escape(named)):
+            Campaign(other, Database(url), LinearTrainer())
