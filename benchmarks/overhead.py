@@ -205,7 +205,7 @@ def _plain_pruner(config: CampaignConfig, epochs: int) -> optuna.pruners.BasePru
     return ours.pruner if isinstance(ours, SnapshotPruner) else ours
 
 
-class _Measurement:
+class Measurement:
     """One study on one backend through one machinery, measured window by window."""
 
     def __init__(self, url: str, backend: str, sizes: tuple[int, ...], machinery: str) -> None:
@@ -309,7 +309,7 @@ def side_by_side(
     upper bound for a real trial, which stops reporting when it is pruned. Plain Optuna has
     its own storage, sampler and pruner, and no bookkeeping.
     """
-    measurements = [_Measurement(urls[m], backend, sizes, m) for m in (SWEEP, OPTUNA)]
+    measurements = [Measurement(urls[m], backend, sizes, m) for m in (SWEEP, OPTUNA)]
     for turn, size in enumerate(sorted(sizes)):
         for measurement in measurements if turn % 2 == 0 else reversed(measurements):
             measurement.window(size)
