@@ -18,7 +18,7 @@ from sweep.nets.layers import Monomials  # first: it starts TensorFlow quietly
 import keras
 
 # isort: on
-from sweep.nets.least_squares import snap_candidates, solve_output
+from sweep.nets.least_squares import OutputSystem, snap_candidates, solve_output
 from sweep.nets.normalization import denormalize
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def snap_output_layer(
     exponents: Sequence[Sequence[float]],
     x_val: np.ndarray,
     y_val: np.ndarray,
-    training_rows: tuple[np.ndarray, np.ndarray],
+    training_rows: OutputSystem,
 ) -> str | None:
     """Try sparser and rounded versions of the solved output; keep what validates best.
 
@@ -56,9 +56,8 @@ def snap_output_layer(
     layer = next(la for la in built.features.layers if isinstance(la, Monomials))
     kernel, bias = built.output_layer.get_weights()
     plain = np.concatenate([kernel[:, 0], bias]).astype(np.float64)
-    features, target = training_rows
     candidates = snap_candidates(
-        plain, features, target, monomial_scale=layer.scale, exponents=exponents,
+        plain, training_rows, monomial_scale=layer.scale, exponents=exponents,
         target_scale=params.scale[0], target_offset=params.offset[0],
     )
     error_of = validation_error_of(built, x_val, y_val)
@@ -114,7 +113,7 @@ def refit_output_layer(
     keep: np.ndarray | None = None,
     *,
     always: bool = False,
-    features: tuple[np.ndarray, np.ndarray] | None = None,
+    features: OutputSystem | None = None,
 ) -> bool:
     """Solve the last linear layer by float64 least squares; keep it only if validation improves.
 
@@ -123,8 +122,8 @@ def refit_output_layer(
     for a linear model on add). `always` keeps the solve whatever the validation says (nothing
     was trained before it). `features`: `output_features(built, x, y, keep)` if already read.
     """
-    rows, target = features or output_features(built, x, y, keep)
-    solution = solve_output(rows, target)
+    system = features if features is not None else output_features(built, x, y, keep)
+    solution = solve_output(system)
     if solution is None:
         return False
     before = built.output_layer.get_weights()
@@ -138,13 +137,14 @@ def refit_output_layer(
 
 def output_features(
     built: BuiltModel, x: np.ndarray, y: np.ndarray, keep: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The output layer's inputs on the training rows, and its targets, in float64."""
+) -> OutputSystem:
+    """The output layer's inputs on the training rows and its targets, in float64: the least
+    squares that its solve and refits share."""
     features = predict_features(built.features, x)
     target = y.astype(np.float64)
     if keep is not None:
         features, target = features[keep], target[keep]
-    return features, target
+    return OutputSystem(features, target)
 
 
 def output_weights(built: BuiltModel, solution: np.ndarray) -> list[np.ndarray]:

@@ -356,7 +356,8 @@ def _train_power(
     x = np.asarray(x_train, dtype=spec.precision)
     y = normalize(target_params, y_train).astype(spec.precision)
     keep = y_train != 0 if target_params.transform == "log_abs" else None
-    training_rows = output_features(built, x, y, keep)  # read once, for the solve and the snap
+    # Read and factored once, for the solve and the snap's refits.
+    training_rows = output_features(built, x, y, keep)
     solved = refit_output_layer(built, x, y, x_val, y_val, keep, always=True,
                                 features=training_rows)
     if not solved:

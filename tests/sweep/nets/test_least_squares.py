@@ -9,6 +9,7 @@ import pytest
 
 from sweep.nets.least_squares import (
     SNAP_DENOMINATORS,
+    OutputSystem,
     snap_candidates,
     solve_columns,
     solve_output,
@@ -49,10 +50,77 @@ def test_the_output_solve_is_kernel_then_bias_and_none_when_it_cannot_be_trusted
     rng = np.random.default_rng(SEED)
     a, b = _columns(_data(rng, 1, 500, 200))
     features = np.stack([a, b], axis=1)
-    np.testing.assert_allclose(solve_output(features, 2 * a - b + 5), [2.0, -1.0, 5.0])
-    assert solve_output(features[:0], a[:0]) is None
+    np.testing.assert_allclose(
+        solve_output(OutputSystem(features, 2 * a - b + 5)), [2.0, -1.0, 5.0]
+    )
+    assert solve_output(OutputSystem(features[:0], a[:0])) is None
     features[3, 1] = np.inf
-    assert solve_output(features, a) is None
+    assert solve_output(OutputSystem(features, a)) is None
+
+
+def _monomial_design(rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    a, b = _columns(_data(rng, 1, 500, rows))
+    features = np.stack([a, b, a * b, a**2, b**2, a / b, np.sqrt(a) * b, a**3 / b], axis=1)
+    return features, 3 * a * b - 7 + a / b
+
+
+def _subsets(rng: np.random.Generator, columns: int) -> list[np.ndarray]:
+    subsets = [rng.random(columns) < 0.5 for _ in range(20)] + [np.ones(columns, dtype=bool)]
+    for keep in subsets:
+        keep[-1] = True  # the bias, as the refits keep it
+    return subsets
+
+
+def _assert_same_solve(solution: np.ndarray, direct: np.ndarray, design: np.ndarray,
+                       target: np.ndarray) -> None:
+    """Equal to rounding: each unit's share of the target, next to the target's magnitude."""
+    magnitude = np.max(np.abs(design), axis=0)
+    np.testing.assert_allclose(solution * magnitude, direct * magnitude, rtol=1e-9,
+                               atol=1e-12 * np.max(np.abs(target)))
+
+
+def test_a_solve_on_the_factored_design_is_the_solve_on_the_columns_kept() -> None:
+    """The refits' shortcut (one QR of the design, then p-row solves) changes no answer."""
+    rng = np.random.default_rng(SEED)
+    features, target = _monomial_design(rng, 2000)
+    system = OutputSystem(features, target)
+    for keep in _subsets(rng, features.shape[1] + 1):
+        direct = solve_columns(system.design[:, keep], target)
+        _assert_same_solve(system.solve(keep), direct, system.design[:, keep], target)
+
+
+def test_duplicated_units_get_the_same_minimum_norm_solution_as_on_the_columns() -> None:
+    rng = np.random.default_rng(SEED)
+    features, target = _monomial_design(rng, 2000)
+    features = np.hstack([features, features[:, [2, 5]], np.zeros((len(features), 1))])
+    system = OutputSystem(features, target)
+    for keep in _subsets(rng, features.shape[1] + 1):
+        direct = solve_columns(system.design[:, keep], target)
+        _assert_same_solve(system.solve(keep), direct, system.design[:, keep], target)
+    both = system.solve()
+    # The minimum norm: a unit and its duplicate carry half the coefficient each.
+    np.testing.assert_allclose(both[[2, 5]], both[[8, 9]], rtol=1e-9)
+    np.testing.assert_allclose(both[[2, 5]] * 2, [3.0, 1.0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("rows", [5, 40])
+def test_fewer_rows_than_columns_or_values_not_finite_solve_on_the_columns(rows: int) -> None:
+    rng = np.random.default_rng(SEED)
+    features, target = _monomial_design(rng, rows)
+    if rows > features.shape[1] + 1:
+        features[2, 3] = np.nan
+    system = OutputSystem(features, target)
+
+    def outcome(solve: Callable[..., np.ndarray], *args: np.ndarray) -> np.ndarray | str:
+        try:
+            return solve(*args)
+        except np.linalg.LinAlgError as error:  # lstsq's SVD on a NaN
+            return str(error)
+
+    for keep in _subsets(rng, features.shape[1] + 1):
+        np.testing.assert_array_equal(
+            outcome(system.solve, keep), outcome(solve_columns, system.design[:, keep], target)
+        )
 
 
 def test_sparse_refits_drop_the_units_that_carry_nothing() -> None:
@@ -62,7 +130,7 @@ def test_sparse_refits_drop_the_units_that_carry_nothing() -> None:
     target = 3 * a * b - 7
     # The plain solve's leftovers: tiny coefficients on the units that are not in the truth.
     noisy = np.array([1e-11, -2e-11, 3.0 + 1e-13, 4e-14, -1e-14, -7.0])
-    sparsest = sparse_solutions(features, target, noisy)[0]
+    sparsest = sparse_solutions(OutputSystem(features, target), noisy)[0]
     np.testing.assert_array_equal(sparsest[[0, 1, 3, 4]], 0.0)
     np.testing.assert_allclose(sparsest[[2, 5]], [3.0, -7.0], rtol=1e-9)
 
@@ -75,8 +143,8 @@ def test_snap_candidates_round_in_original_units_and_come_back_exactly() -> None
     solution = np.array([2.0 * 512 / 2 + 1e-9, -0.25 * 512**2 / 2 - 1e-7, 1.0 + 1e-12])
     target = features @ solution[:-1] + solution[-1]
     candidates = snap_candidates(
-        solution, features, target, monomial_scale=[512.0], exponents=[[1.0], [2.0]],
-        target_scale=2.0, target_offset=1.0,
+        solution, OutputSystem(features, target), monomial_scale=[512.0],
+        exponents=[[1.0], [2.0]], target_scale=2.0, target_offset=1.0,
     )
     names = [name for name, _ in candidates]
     assert names[-len(SNAP_DENOMINATORS) - 1 :] == [
@@ -92,7 +160,7 @@ def test_snap_candidates_are_finite() -> None:
     a, _ = _columns(_data(rng, 1, 500, 100))
     features = np.stack([a, a**2], axis=1)
     candidates = snap_candidates(
-        np.array([1.0, np.nan, 0.0]), features, a, monomial_scale=[1.0],
+        np.array([1.0, np.nan, 0.0]), OutputSystem(features, a), monomial_scale=[1.0],
         exponents=[[1.0], [2.0]], target_scale=1.0, target_offset=0.0,
     )
     assert candidates and all(np.all(np.isfinite(c)) for _, c in candidates)
