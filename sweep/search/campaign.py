@@ -33,6 +33,7 @@ from sweep.search.config import (
     study_name,
 )
 from sweep.search.designs import startup_designs
+from sweep.search.placement import one_blas_thread
 from sweep.search.promotion import PromotedModel, PromotionHook
 from sweep.search.pruners import make_pruner
 from sweep.search.reporting import OperationStatus, Reporter
@@ -153,13 +154,15 @@ class Campaign:
 
     def run(self, reporter: Reporter | None = None) -> list[ModelEntry]:
         """Fill every operation's budget (`Scheduler.run`); the registry's best per operation."""
-        return self.scheduler.run(reporter)
+        with one_blas_thread():
+            return self.scheduler.run(reporter)
 
     def run_operation(
         self, operation: Operation, reporter: Reporter, *, wait: bool = True
     ) -> OperationStatus:
         """Run trials for one operation until its budget is met (`Scheduler.run_operation`)."""
-        return self.scheduler.run_operation(operation, reporter, wait=wait)
+        with one_blas_thread():
+            return self.scheduler.run_operation(operation, reporter, wait=wait)
 
     def best(self) -> list[ModelEntry]:
         names = {op.name for op in self.operations}

@@ -8,8 +8,9 @@ environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from sweep import settings
 
@@ -35,6 +36,26 @@ def native_thread_env(threads: int, environ: Mapping[str, str] | None = None) ->
     """
     current = os.environ if environ is None else environ
     return {name: str(threads) for name in NATIVE_THREAD_VARS if name not in current}
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """NumPy's BLAS on one thread while this process runs trials, unless the user sized it.
+
+    TensorFlow trains on its own thread pools; NumPy's BLAS (the power family's least
+    squares, the metrics) runs between its steps, on small matrices. OpenBLAS' threads busy-wait
+    after each call and take the cores from TensorFlow's: on this 2-core machine a power
+    trial's training took 398 ms with OpenBLAS' default threads and 182 ms with one, and a
+    `sweep run --ops multiply` of 30 s ran 96-124 trials against 153-155 (BENCHMARKS.md,
+    section 13). A worker started by `run --workers K` has its sizes set before NumPy loads.
+    """
+    if any(name in os.environ for name in NATIVE_THREAD_VARS):
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def worker_cores(workers: int) -> list[int] | None:
