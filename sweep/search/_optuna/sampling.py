@@ -8,7 +8,7 @@ on every sample; a pruning check per epoch reloads the study's trials. Optuna al
 one read of the study per trial (made when the trial's search space was inferred); here that
 one read serves them all. Past a window, TPE models the best trials and the most recent
 others, and the median pruner keeps each step's values as trials finish, so a trial costs
-about the same at 1,000 or 10,000 trials as at 250 (BENCHMARKS.md, section 3).
+about the same at 1,000 trials as at 100 (BENCHMARKS.md, section 3).
 tests/sweep/search/test_optuna_sampling.py checks the proposals and decisions are the very
 ones Optuna's own classes make, on the whole study below the window and on the window past it.
 """
