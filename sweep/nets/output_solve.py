@@ -40,15 +40,15 @@ def snap_output_layer(
     exponents: Sequence[Sequence[float]],
     x_val: np.ndarray,
     y_val: np.ndarray,
-    training_rows: OutputSystem,
+    system: OutputSystem,
 ) -> str | None:
     """Try sparser and rounded versions of the solved output; keep what validates best.
 
     The candidates come from `least_squares.snap_candidates`; each is judged by the exported
     model's own output arithmetic, so the error is the one it will make. The lowest validation error
     wins, ties going to the sparsest and roundest, and none is kept unless it is no worse than
-    the plain solve: real coefficients (which no grid fits) keep the solve. `training_rows`
-    are `output_features` of the training rows. Returns what was kept, or None.
+    the plain solve: real coefficients (which no grid fits) keep the solve. `system` is
+    `output_features` of the training rows. Returns what was kept, or None.
     """
     params = built.target_params
     if params.transform != "identity":
@@ -57,7 +57,7 @@ def snap_output_layer(
     kernel, bias = built.output_layer.get_weights()
     plain = np.concatenate([kernel[:, 0], bias]).astype(np.float64)
     candidates = snap_candidates(
-        plain, training_rows, monomial_scale=layer.scale, exponents=exponents,
+        plain, system, monomial_scale=layer.scale, exponents=exponents,
         target_scale=params.scale[0], target_offset=params.offset[0],
     )
     error_of = validation_error_of(built, x_val, y_val)
@@ -113,16 +113,16 @@ def refit_output_layer(
     keep: np.ndarray | None = None,
     *,
     always: bool = False,
-    features: OutputSystem | None = None,
+    system: OutputSystem | None = None,
 ) -> bool:
     """Solve the last linear layer by float64 least squares; keep it only if validation improves.
 
     Adam stops near, not at, the optimum; for the last layer the optimum is a linear problem, so
     a closing solve (`least_squares.solve_output`) removes the optimiser's noise floor (exact
     for a linear model on add). `always` keeps the solve whatever the validation says (nothing
-    was trained before it). `features`: `output_features(built, x, y, keep)` if already read.
+    was trained before it). `system`: `output_features(built, x, y, keep)` if already read.
     """
-    system = features if features is not None else output_features(built, x, y, keep)
+    system = system if system is not None else output_features(built, x, y, keep)
     solution = solve_output(system)
     if solution is None:
         return False

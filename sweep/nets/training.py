@@ -357,13 +357,12 @@ def _train_power(
     y = normalize(target_params, y_train).astype(spec.precision)
     keep = y_train != 0 if target_params.transform == "log_abs" else None
     # Read and factored once, for the solve and the snap's refits.
-    training_rows = output_features(built, x, y, keep)
-    solved = refit_output_layer(built, x, y, x_val, y_val, keep, always=True,
-                                features=training_rows)
+    system = output_features(built, x, y, keep)
+    solved = refit_output_layer(built, x, y, x_val, y_val, keep, always=True, system=system)
     if not solved:
         raise TrialFailure("the least-squares solve of the output layer was not finite")
     if spec.snap_output:
-        snap_output_layer(built, spec.exponents(arity), x_val, y_val, training_rows)
+        snap_output_layer(built, spec.exponents(arity), x_val, y_val, system)
     if on_epoch is not None:
         on_epoch(0, predict(built.exported, x_val))
     return TrainingResult(
