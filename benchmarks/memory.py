@@ -5,8 +5,9 @@ A worker trains hundreds of models in one process, so whatever a trained model l
 adds up. Each run is a fresh process (resident memory is a per-process figure) that trains real
 models with `sweep.nets.training.train` on multiply's default data, cycling through shapes of the
 default space. The first `warmup` models fill TensorFlow's one-off caches; growth is measured
-over the rest. The Keras variant swaps only the optimizer (`make_adam`), with the same rate and
-schedule, so the difference between the two rows is the optimizer alone.
+over the rest. The Keras variant is the loop as it was before its own Adam: a graph traced per
+model (`make_epoch_function`, not the graph shared across trials of one structure) with
+`keras.optimizers.Adam` in place of `make_adam`, at the same rate and schedule.
 
 Run one process by hand: ``python -m benchmarks.memory --optimizer keras --models 60``.
 """
@@ -68,7 +69,10 @@ def measure(optimizer: str, models: int, warmup: int) -> MemoryRun:
 
     training_runtime()  # first: it sets TensorFlow's environment
     import keras
+    import numpy as np
+    import tensorflow as tf
 
+    import sweep.nets.adam
     import sweep.nets.training
     from sweep.nets import ModelSpec
     from sweep.problem.data import DataSpec, make_dataset
@@ -78,17 +82,30 @@ def measure(optimizer: str, models: int, warmup: int) -> MemoryRun:
 
         def keras_adam(
             spec: ModelSpec, weights: Sequence[keras.Variable], total_steps: int
-        ) -> sweep.nets.training.AdamStep:
+        ) -> sweep.nets.adam.AdamStep:
             rate: float | keras.optimizers.schedules.CosineDecay = spec.learning_rate
             if spec.lr_schedule == "cosine":
                 rate = keras.optimizers.schedules.CosineDecay(
-                    spec.learning_rate, max(total_steps, 1), alpha=sweep.nets.training.COSINE_FLOOR
+                    spec.learning_rate, max(total_steps, 1), alpha=sweep.nets.adam.COSINE_FLOOR
                 )
             adam = keras.optimizers.Adam(learning_rate=rate)
             adam.build(weights)
             return lambda gradients: adam.apply(gradients, weights)
 
-        sweep.nets.training.make_adam = keras_adam
+        class PerModelRun:
+            def __init__(self, built: sweep.nets.training.BuiltModel, spec: ModelSpec,
+                         x: np.ndarray, y: np.ndarray, x_val: np.ndarray) -> None:
+                self.epoch = sweep.nets.training.make_epoch_function(built, spec, x, y, x_val)
+
+            def __call__(self, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                return self.epoch(order)
+
+            def finish(self) -> None:
+                """The per-model graph trains the model's own weights."""
+
+        # The two names `train` and its per-model graph look up at call time.
+        setattr(sweep.nets.training, "make_adam", keras_adam)  # noqa: B010
+        setattr(sweep.nets.training, "SharedRun", PerModelRun)  # noqa: B010
     elif optimizer != "sweep":
         raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     data = make_dataset(resolve_operations((OPERATION,), {})[0], DataSpec())
@@ -166,9 +183,10 @@ def render_section(runs: Sequence[MemoryRun]) -> list[str]:
         f" `sweep.nets.training.train` ({OPERATION}'s default data, {EPOCHS} epochs, batch"
         f" {BATCH_SIZE}, cosine rate, shapes cycling through {shapes}). Resident memory is"
         f" read after the first {first.warmup} models (TensorFlow's one-off caches) and at the"
-        " end; *per model* is the growth over the rest. *sweep*: the loop's own Adam"
-        " (`sweep.nets.training.make_adam`); *keras*: the same loop with `keras.optimizers.Adam`"
-        " (same rate and schedule), what the loop used before. Order alternates per round.",
+        " end; *per model* is the growth over the rest. *sweep*: `train` as it is, its own"
+        " Adam on a graph shared by the models of one structure (`sweep.nets.shared_graph`);"
+        " *keras*: a graph traced per model with `keras.optimizers.Adam` (same rate and"
+        " schedule), the loop before its own Adam. Order alternates per round.",
         "",
     ]
     rows = [

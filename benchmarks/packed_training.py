@@ -28,9 +28,10 @@ import keras
 import tensorflow as tf
 
 # isort: on
+from sweep.nets.adam import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON, COSINE_FLOOR
 from sweep.nets.normalization import fit_normalization, normalize
 from sweep.nets.spec import ModelSpec
-from sweep.nets.training import ADAM_BETA_1, ADAM_BETA_2, ADAM_EPSILON, COSINE_FLOOR, build
+from sweep.nets.training import build
 
 __all__ = ["PackedMLP", "Shape", "glorot_weights", "keras_weights", "shape_of"]
 

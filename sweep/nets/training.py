@@ -31,6 +31,7 @@ import tensorflow as tf
 # isort: on
 from sweep.errors import TrialFailure
 from sweep.nets import EpochCallback
+from sweep.nets.adam import make_adam
 from sweep.nets.normalization import NormalizationParams, fit_normalization, normalize
 from sweep.nets.output_solve import (
     output_features,
@@ -38,6 +39,7 @@ from sweep.nets.output_solve import (
     snap_output_layer,
 )
 from sweep.nets.saving import load_model_bytes, serialize_model
+from sweep.nets.shared_graph import SharedRun, loss_function
 from sweep.nets.spec import ModelSpec
 
 # One epoch of training: a shuffle order in; the mean batch loss and the raw validation
@@ -158,79 +160,6 @@ def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float64).reshape(-1)
 
 
-def _loss(name: str) -> keras.losses.Loss:
-    if name == "mse":
-        return keras.losses.MeanSquaredError()
-    if name == "mae":
-        return keras.losses.MeanAbsoluteError()
-    if name == "huber":
-        return keras.losses.Huber()
-    raise ValueError(f"unknown loss {name!r}")
-
-
-# Keras 3's Adam defaults, which `fit` used before this loop replaced it.
-ADAM_BETA_1 = 0.9
-ADAM_BETA_2 = 0.999
-ADAM_EPSILON = 1e-7
-# The cosine schedule decays to this fraction of the initial rate by the last step: Adam's
-# noise floor shrinks with the step size, which is what lets a linear model reach exact
-# integer answers.
-COSINE_FLOOR = 1e-3
-
-AdamStep = Callable[[list[tf.Tensor]], None]
-
-
-def make_adam(
-    spec: ModelSpec, weights: Sequence[keras.Variable | tf.Variable], total_steps: int
-) -> AdamStep:
-    """Keras 3's Adam update rule, and its cosine schedule, in plain TensorFlow.
-
-    Why not `keras.optimizers.Adam`: applied inside a fresh `tf.function` per model, it keeps
-    about 3 MiB per trained model alive for the life of the process (gc and clear_session do
-    not free it), so a worker that runs 1000 trials grew by ~3 GB. These few variables and ops
-    free with the model. Same arithmetic (tests/sweep/nets/test_training.py: eagerly bit for
-    bit; in a graph the cosine rate may round one float32 ulp apart): the rate for step t is
-    read before the step counter moves, bias correction folded into the step size, epsilon
-    outside the square root.
-    """
-    dtype = tf.as_dtype(spec.precision)
-    first = [tf.Variable(tf.zeros_like(w), trainable=False) for w in weights]
-    second = [tf.Variable(tf.zeros_like(w), trainable=False) for w in weights]
-    iterations = tf.Variable(0, dtype=tf.int64, trainable=False)
-    decay_steps = tf.constant(max(total_steps, 1), tf.float32)
-    cosine = spec.lr_schedule == "cosine"
-    # Keras turns the Python betas into float32 tensors before casting them to the weights'
-    # type; the bias correction follows suit so that float64 runs take Keras' very steps.
-    beta_1 = tf.cast(tf.constant(ADAM_BETA_1, tf.float32), dtype)
-    beta_2 = tf.cast(tf.constant(ADAM_BETA_2, tf.float32), dtype)
-
-    def rate() -> tf.Tensor:
-        initial = tf.constant(spec.learning_rate, tf.float32)
-        if not cosine:
-            return tf.cast(initial, dtype)
-        # keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha), computed as it does.
-        done = tf.minimum(tf.cast(iterations, tf.float32), decay_steps) / decay_steps
-        decayed = (1 - COSINE_FLOOR) * (0.5 * (1.0 + tf.cos(math.pi * done))) + COSINE_FLOOR
-        return tf.cast(initial * decayed, dtype)
-
-    def step(gradients: list[tf.Tensor]) -> None:
-        learning_rate = rate()
-        local_step = tf.cast(iterations + 1, dtype)
-        alpha = (
-            learning_rate
-            * tf.sqrt(1 - tf.pow(beta_2, local_step))
-            / (1 - tf.pow(beta_1, local_step))
-        )
-        for weight, gradient, m, v in zip(weights, gradients, first, second, strict=True):
-            gradient = tf.cast(gradient, dtype)
-            m.assign_add((gradient - m) * (1 - ADAM_BETA_1))
-            v.assign_add((tf.square(gradient) - v) * (1 - ADAM_BETA_2))
-            weight.assign_sub((m * alpha) / (tf.sqrt(v) + ADAM_EPSILON))
-        iterations.assign_add(1)
-
-    return step
-
-
 def make_epoch_function(
     built: BuiltModel, spec: ModelSpec, x: np.ndarray, y: np.ndarray, x_val: np.ndarray
 ) -> EpochFunction:
@@ -243,13 +172,17 @@ def make_epoch_function(
     faster per trial with tracing, and one thread does all the work, so two workers on two
     cores no longer slow each other down. Same mathematics as `fit`: Adam (`make_adam`) on
     the mean batch loss over a fresh shuffle per epoch, the last batch possibly short.
+
+    `train` runs the same loop on a graph traced once per structure
+    (`sweep.nets.shared_graph.SharedRun`); this per-model one is its reference in tests and
+    benchmarks.
     """
     model = built.training
     exported = built.exported
     weights = model.trainable_variables
     steps = math.ceil(len(x) / spec.batch_size)
     adam = make_adam(spec, weights, steps * spec.epochs)
-    loss_fn = _loss(spec.loss)
+    loss_fn = loss_function(spec.loss)
     batch, rows = spec.batch_size, len(x)
     x_all = tf.constant(x)
     y_all = tf.constant(y.reshape(-1, 1))
@@ -303,7 +236,7 @@ def train(
     built = build(spec, arity, input_params, target_params)
     x = np.asarray(x_train, dtype=spec.precision)
     y = normalize(target_params, y_train).astype(spec.precision)
-    run_epoch = make_epoch_function(built, spec, x, y, x_val)
+    run_epoch = SharedRun(built, spec, x, y, x_val)
     shuffle = np.random.default_rng(seed)
     epochs_run = 0
     stopped_reason: str | None = None
@@ -318,6 +251,7 @@ def train(
         if time.monotonic() > started + max_seconds and epoch + 1 < spec.epochs:
             stopped_reason = f"time bound reached after {epoch + 1} epochs"
             break
+    run_epoch.finish()
     refitted = False
     if spec.refit_output:
         # In the log_abs domain a zero target sits at the floor, not on the linear law that

@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 
 from sweep.nets import ModelSpec
+from sweep.nets.adam import make_adam
 from sweep.nets.normalization import fit_normalization
-from sweep.nets.training import build, make_adam, predict, train
+from sweep.nets.training import build, predict, train
 
 RNG = np.random.default_rng(0)
 X = RNG.integers(0, 500, size=(3000, 2))
