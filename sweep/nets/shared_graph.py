@@ -108,7 +108,7 @@ class SharedEpochGraph:
         self._decay_steps = tf.Variable(1.0, dtype=tf.float32, trainable=False)
         adam = adam_step(
             self.weights, self._first, self._second, self._iterations, self._learning_rate,
-            self._decay_steps, cosine=key.cosine, dtype=dtype,
+            self._decay_steps, cosine=key.cosine, dtype=dtype, fused=True,
         )
         activation = keras.activations.get(key.activation)
         loss_fn = loss_function(key.loss)
@@ -127,19 +127,24 @@ class SharedEpochGraph:
         def epoch(order: tf.Tensor, x: tf.Tensor, y: tf.Tensor, x_check: tf.Tensor,
                   batch: tf.Tensor, steps: tf.Tensor) -> EpochResult:
             rows = tf.shape(x)[0]
-            total = tf.zeros((), dtype=tf.float64)
-            for step in tf.range(steps):
+
+            def one_step(step: tf.Tensor, total: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
                 rows_of_step = order[step * batch : tf.minimum((step + 1) * batch, rows)]
                 with tf.GradientTape() as tape:
                     predicted = forward(tf.gather(x, rows_of_step))
                     loss = loss_fn(tf.gather(y, rows_of_step), predicted)
                 adam(tape.gradient(loss, weights))
-                total += tf.cast(loss, tf.float64)
+                return step + 1, total + tf.cast(loss, tf.float64)
+
+            _, total = tf.while_loop(
+                lambda step, _: step < steps, one_step,
+                (tf.constant(0, tf.int32), tf.zeros((), dtype=tf.float64)),
+            )
             return total / tf.cast(steps, tf.float64), forward(x_check)
 
         self._epoch = cast(
             Callable[..., EpochResult],
-            tf.function(epoch, input_signature=[
+            tf.function(epoch, autograph=False, input_signature=[
                 tf.TensorSpec([None], tf.int32), data, tf.TensorSpec([None, 1], dtype), data,
                 scalar, scalar,
             ]),
