@@ -11,23 +11,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from keras import ops
+from keras import ops as keras_ops
 
 __all__ = ["Powers", "safe_divide"]
 
 
-def safe_divide(top: Any, bottom: Any) -> Any:
-    """``top / bottom``, and 0 where ``bottom`` is 0 (no inf or nan to poison a sum)."""
+def safe_divide(top: Any, bottom: Any, ops: Any = keras_ops) -> Any:
+    """``top / bottom``, and 0 where ``bottom`` is 0 (no inf or nan to poison a sum).
+
+    `ops`: Keras' ops, or `numpy`, whose functions of these names do the same IEEE arithmetic.
+    """
     zero = ops.equal(bottom, 0)
     safe = ops.where(zero, ops.ones_like(bottom), bottom)
     return ops.where(zero, ops.zeros_like(top), top / safe)
 
 
 class Powers:
-    """``x_i ** magnitude`` of some columns, memoised: units sharing a power compute it once."""
+    """``x_i ** magnitude`` of some columns, memoised: units sharing a power compute it once.
 
-    def __init__(self, columns: Sequence[Any]) -> None:
+    Only multiplication, division, ``abs`` and ``sqrt``, each correctly rounded by IEEE 754, so
+    with `ops` = `numpy` on arrays the results are bit for bit those of Keras' ops on tensors.
+    """
+
+    def __init__(self, columns: Sequence[Any], ops: Any = keras_ops) -> None:
         self.columns = list(columns)
+        self.ops = ops
         self._cache: dict[tuple[int, float], Any] = {}
 
     def power(self, i: int, magnitude: float) -> Any:
@@ -37,7 +45,7 @@ class Powers:
             whole = int(magnitude)
             column = self.columns[i]
             if magnitude != whole:
-                root = ops.sqrt(ops.abs(column))
+                root = self.ops.sqrt(self.ops.abs(column))
                 self._cache[key] = root if whole == 0 else self.power(i, float(whole)) * root
             elif whole == 1:
                 self._cache[key] = column
@@ -57,7 +65,7 @@ class Powers:
             else:
                 denominator = factor if denominator is None else denominator * factor
         if numerator is None:
-            numerator = ops.ones_like(self.columns[0])
+            numerator = self.ops.ones_like(self.columns[0])
         if denominator is None:
             return numerator
-        return safe_divide(numerator, denominator)
+        return safe_divide(numerator, denominator, self.ops)

@@ -130,3 +130,49 @@ def test_a_model_file_with_huge_exponents_is_one_load_error() -> None:
             target.writestr(info, body)
     with pytest.raises(ModelLoadError, match=r"within ±8, got 1000000000.0"):
         load_model_bytes(crafted.getvalue(), label="crafted")
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize(
+    ("arity", "degree", "negative", "half"),
+    [(1, 4, True, True), (2, 4, True, True), (3, 3, True, False), (2, 2, False, False)],
+)
+def test_eager_calls_in_numpy_give_tensorflows_bits(
+    arity: int, degree: int, negative: bool, half: bool, precision: str
+) -> None:
+    """An eager call computes in NumPy when no value can turn subnormal (TensorFlow flushes
+    those to zero), else in TensorFlow: either way the bits of TensorFlow's eager ops, for
+    signs, zeros, tiny, huge, infinite and NaN inputs, in both precisions."""
+    import tensorflow as tf
+
+    from sweep.nets.powers import Powers
+
+    exponents = [list(e) for e in monomial_exponents(arity, degree, negative, half)]
+    scale = [4.0**5] * arity
+    layer = Monomials(exponents, scale=scale, dtype=precision)
+    special = [0.0, -0.0, 1e-300, -7.0, 3e200, np.inf, -np.inf, np.nan, 0.3, 1e-30, 2e30]
+
+    def bits(values: np.ndarray) -> np.ndarray:
+        # Every bit but a NaN's sign, which x86 sets by operand order and nothing reads.
+        return np.where(np.isnan(values), np.nan, values).view(f"u{values.itemsize}")
+
+    batches = {
+        "normal": np.vstack([RNG.uniform(-1000, 1000, size=(500, arity)),
+                             RNG.integers(-20, 20, size=(200, arity))]),
+        "zeros, infinities, NaN": RNG.choice([0.0, -0.0, np.inf, -np.inf, np.nan, 5.0, -3.0],
+                                             size=(300, arity)),
+        "tiny and huge": RNG.choice(special, size=(300, arity)),
+    }
+    for name, x in batches.items():
+        with np.errstate(over="ignore"):
+            tensor = tf.constant(x.astype(precision))
+        powers = Powers([tensor[:, i] * (1.0 / s) for i, s in enumerate(scale)], keras.ops)
+        expected = np.asarray(keras.ops.stack([powers.product(e) for e in exponents], axis=1))
+        eager = np.asarray(layer(x))
+        assert eager.dtype == np.dtype(precision) and eager.shape == expected.shape, name
+        np.testing.assert_array_equal(bits(eager), bits(expected), err_msg=name)
+        if precision == "float64" and name == "normal":
+            # And the exports' (a traced graph's) bits too. In float32 TensorFlow's graph
+            # rewrites (x / sqrt y into x * rsqrt y) round apart from its own eager ops.
+            graph = np.asarray(tf.function(layer)(tensor))
+            np.testing.assert_array_equal(bits(eager), bits(graph))
