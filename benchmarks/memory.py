@@ -69,8 +69,6 @@ def measure(optimizer: str, models: int, warmup: int) -> MemoryRun:
 
     training_runtime()  # first: it sets TensorFlow's environment
     import keras
-    import numpy as np
-    import tensorflow as tf
 
     import sweep.nets.adam
     import sweep.nets.training
@@ -92,16 +90,7 @@ def measure(optimizer: str, models: int, warmup: int) -> MemoryRun:
             adam.build(weights)
             return lambda gradients: adam.apply(gradients, weights)
 
-        class PerModelRun:
-            def __init__(self, built: sweep.nets.training.BuiltModel, spec: ModelSpec,
-                         x: np.ndarray, y: np.ndarray, x_val: np.ndarray) -> None:
-                self.epoch = sweep.nets.training.make_epoch_function(built, spec, x, y, x_val)
-
-            def __call__(self, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                return self.epoch(order)
-
-            def finish(self) -> None:
-                """The per-model graph trains the model's own weights."""
+        from benchmarks.shared_graph import PerModelRun
 
         # The two names `train` and its per-model graph look up at call time.
         setattr(sweep.nets.training, "make_adam", keras_adam)  # noqa: B010

@@ -1,12 +1,13 @@
 """One traced training graph per MLP structure, reused by every trial with that structure.
 
 Why: for the sweep's small MLPs, tracing a trial's epoch graph and TensorFlow's first call of
-it (graph optimisation, kernel set-up) cost as much as the training itself (BENCHMARKS.md,
-section 13). What a trial changes without changing the graph's structure (widths, rows, batch
-size, step count, learning rate) is here a variable of unknown size or an argument; what does
-change it (depth, activation, loss, schedule, precision) keys the cache. The model's own
-layers normalise the inputs before the graph and invert the target's normalisation after it,
-so neither enters the key.
+it (graph optimisation, kernel set-up) take 100-300 ms, as long as 30 epochs of training
+(BENCHMARKS.md, section 13's addendum; `python -m benchmarks.shared_graph`). What a trial
+changes without changing the graph's structure (widths, rows, batch size, step count, learning
+rate) is here a variable of unknown size or an argument; what does change it (depth,
+activation, loss, schedule, precision) keys the cache. The model's own layers normalise the
+inputs before the graph and invert the target's normalisation after it, so neither enters the
+key.
 
 The graph's variables hold one trial's weights at a time: each thread keeps its own graphs,
 and a trial copies its initial weights in and its trained weights back into its model.
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from sweep.nets.training import BuiltModel
 
 # Distinct structures a thread keeps traced (the default space has 132), at about 4.5 MiB
-# each; past this the least recently used is dropped, and its memory freed.
+# each; past this the least recently used is dropped.
 GRAPHS_PER_THREAD = 16
 
 EpochResult = tuple[tf.Tensor, tf.Tensor]
@@ -79,8 +80,9 @@ class SharedEpochGraph:
     """An MLP of `key`'s structure, any widths: Adam over one epoch per call.
 
     The arithmetic is the per-model loop's (`sweep.nets.training.make_epoch_function`): each
-    Dense layer as Keras computes it, the same loss object, `adam_step` on the mean batch
-    loss over the epoch's shuffle, the last batch possibly short.
+    Dense layer as Keras computes it, the same loss object, Adam (`adam_step`, TensorFlow's
+    fused kernel in float64) on the mean batch loss over the epoch's shuffle, the last batch
+    possibly short.
     """
 
     def __init__(self, key: GraphKey) -> None:
@@ -189,7 +191,6 @@ def shared_graph(spec: ModelSpec) -> SharedEpochGraph:
 def traced_graphs() -> int:
     """How many structures this thread holds traced (for tests and benchmarks)."""
     return len(getattr(_local, "graphs", ()))
-
 
 
 class SharedRun:
