@@ -11,7 +11,7 @@ thread (no graph traced yet):
   reuses its graph: what a sweep sees);
 - *shared, all traced*: the same sequence once more, every structure already traced.
 
-    python -m benchmarks.shared_graph --trials 24 --rounds 2
+    python -m benchmarks.shared_graph --trials 12 --rounds 3
 
 Prints a Markdown table: per way, the median and total seconds per trial over the rounds.
 """
@@ -187,16 +187,20 @@ def render(runs: list[SharedGraphRun]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--trials", type=int, default=24)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     started = load_average()
     runs = compare(args.trials, args.rounds, args.seed)
+    from sweep.nets.shared_graph import GRAPHS_PER_THREAD, GraphKey
+
+    distinct = len({GraphKey.of(spec) for spec in draw_specs(args.trials, args.seed)})
     print("\n".join(render(runs)))
-    print(f"\n{args.trials} MLP specs (seed {args.seed}), {OPERATION}'s default data, "
-          f"{args.rounds} round(s); load {started} before, {load_average()} after; "
-          f"{os.cpu_count()} cores.")
+    print(f"\n{args.trials} MLP specs (seed {args.seed}) of {distinct} distinct structures (a "
+          f"thread keeps {GRAPHS_PER_THREAD} traced: with more, *all traced* is not), "
+          f"{OPERATION}'s default data, {args.rounds} round(s); load {started} before, "
+          f"{load_average()} after; {os.cpu_count()} cores.")
 
 
 if __name__ == "__main__":
