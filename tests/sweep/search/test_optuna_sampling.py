@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import optuna
 import pytest
@@ -13,6 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.search._optuna.sampling import (
     COUNTED_STATES,
+    LazyGroups,
     OneReadTPESampler,
     SnapshotPruner,
     TrialWindow,
@@ -197,3 +199,69 @@ def test_a_subclassed_percentile_pruner_is_asked_itself() -> None:
 
     assert SnapshotPruner(Never())._steps is None
     assert SnapshotPruner(optuna.pruners.NopPruner())._steps is None
+
+
+def _family_objective(trial: optuna.Trial) -> float:
+    """A space shaped like the campaign's: a family, then the family's own groups (every
+    kind of distribution TPE samples), so most trials use few of the study's groups."""
+    family = trial.suggest_categorical("family", ["mlp", "formula", "power"])
+    if family == "mlp":
+        layers = trial.suggest_int("layers", 1, 3)
+        widths = [trial.suggest_int(f"width_{i}", 2, 64, log=True) for i in range(layers)]
+        activation = trial.suggest_categorical("activation", ["relu", "tanh", "linear"])
+        rate = trial.suggest_float("rate", 1e-4, 1e-1, log=True)
+        value = abs(sum(widths) - 40) / 40 + abs(math.log10(rate) + 2) + (activation == "relu")
+    elif family == "formula":
+        degree = trial.suggest_int("degree", 1, 4)
+        terms = trial.suggest_float("terms", 0.5, 8.0, step=0.5)
+        value = abs(degree - 2) + abs(terms - 3) / 4
+    else:
+        exponent = trial.suggest_float("exponent", -2.0, 2.0)
+        snap = trial.suggest_categorical("snap", [True, False])
+        value = abs(exponent - 0.5) + (not snap)
+    if trial.number % 5 == 4:
+        raise optuna.TrialPruned()
+    return value
+
+
+def test_lazy_groups_propose_exactly_as_optunas_grouped_tpe() -> None:
+    """Each group sampled only when the trial asks for it, from the generator position eager
+    sampling would have given it: the same proposals as Optuna's grouped TPE, trial for trial,
+    with fewer groups sampled."""
+    mine = OneReadTPESampler(seed=3, multivariate=True, group=True, n_startup_trials=8)
+    plain = optuna.samplers.TPESampler(seed=3, multivariate=True, group=True, n_startup_trials=8)
+    proposals, sampled = [], []
+    for sampler in (mine, plain):
+        study = optuna.create_study(sampler=sampler)
+        calls = [0]
+        sample = sampler._sample
+
+        def counting(*args: Any, calls: list[int] = calls, sample: Any = sample) -> Any:
+            calls[0] += 1
+            return sample(*args)
+
+        sampler._sample = counting  # type: ignore[method-assign]
+        study.optimize(_family_objective, n_trials=80)
+        proposals.append([t.params for t in study.trials])
+        sampled.append(calls[0])
+    assert proposals[0] == proposals[1]
+    assert len({p["family"] for p in proposals[0][8:]}) == 3  # TPE drew every family
+    assert sampled[0] < sampled[1] / 2, sampled
+
+
+def test_lazy_groups_show_every_group_to_whoever_looks_at_them_all() -> None:
+    study = optuna.create_study(
+        sampler=OneReadTPESampler(seed=1, multivariate=True, group=True, n_startup_trials=8)
+    )
+    study.optimize(_family_objective, n_trials=20)
+    trial = study.ask()
+    lazy = trial.relative_params
+    assert isinstance(lazy, LazyGroups)
+    assert "family" in lazy and "layers" in lazy and "nothing" not in lazy
+    family = lazy["family"]
+    assert dict.__len__(lazy) == 1  # only the family's group sampled so far
+    assert lazy.get("nothing", "absent") == "absent"
+    names = set(trial.relative_search_space or {})
+    assert len(lazy) == len(names)
+    assert set(lazy) == names and lazy["family"] == family
+    assert dict(lazy) == lazy.copy() == {name: lazy[name] for name in names}
