@@ -108,3 +108,90 @@ def test_savedmodel_and_onnx_answer_as_the_keras_model(name: str, tmp_path: Path
     data, _ = export_onnx(model, probe=x)
     np.testing.assert_allclose(OnnxPredictor(data).predict(x), reference, rtol=1e-13,
                                atol=1e-300)
+
+
+def _random_formula(rng: np.random.Generator, arity: int) -> Formula:
+    exponents = [-2.0, -1.0, -0.5, 0.0, 0.0, 0.5, 1.0, 2.0, 3.0]
+    coefficients = [1.0, -2.5, 0.1, 3e7, -1e-5, 1e-200, 1e-310]
+
+    def terms(count: int) -> tuple[Term, ...]:
+        return tuple(
+            Term(float(rng.choice(coefficients)), tuple(float(rng.choice(exponents))
+                                                       for _ in range(arity)))
+            for _ in range(count)
+        )
+
+    denominator = terms(int(rng.integers(0, 3)))
+    return Formula(
+        arity, terms(int(rng.integers(1, 4))), float(rng.choice([0.0, 1.5, -1e-300])),
+        denominator, float(rng.choice([1.0, 0.0, 2.0])) if denominator else 1.0,
+        power=float(rng.choice([1.0, 0.5, 2.0])),
+    )
+
+
+def test_eager_calls_in_numpy_give_tensorflows_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An eager call computes in NumPy where no value can turn subnormal (TensorFlow flushes
+    those to zero) and the formula has no elementary function, else in TensorFlow: either
+    way the bits of TensorFlow's eager ops, for signs, zeros, tiny, huge, infinite and NaN
+    inputs, tiny coefficients and constants, quotients and powers."""
+    import keras
+    import tensorflow as tf
+
+    from sweep.nets import formula_layer
+
+    used: list[str] = []
+    real = formula_layer.formula_value
+
+    def spy(formula: Formula, columns: list[object], namespace: object = keras.ops,
+            seen: list[object] | None = None) -> object:
+        used.append("numpy" if namespace is np else "tensorflow")
+        return real(formula, columns, namespace, seen)
+
+    monkeypatch.setattr(formula_layer, "formula_value", spy)
+
+    def bits(values: np.ndarray) -> np.ndarray:
+        # Every bit but a NaN's sign, which x86 sets by operand order and nothing reads.
+        return np.where(np.isnan(values), np.nan, values).view("u8")
+
+    rng = np.random.default_rng(7)
+    special = [0.0, -0.0, 1e-300, -7.0, 3e200, np.inf, -np.inf, np.nan, 0.3, 1e-30, 2e30]
+    paths: dict[str, set[str]] = {}
+    for case in range(60):
+        arity = int(rng.integers(1, 4))
+        formula = _random_formula(rng, arity)
+        layer = formula_layer.FormulaLayer(formula.to_dict(), dtype="float64")
+        batches = {
+            "normal": np.vstack([rng.uniform(-1000, 1000, size=(300, arity)),
+                                 rng.integers(-20, 20, size=(100, arity))]),
+            "zeros, infinities, NaN": rng.choice([0.0, -0.0, np.inf, -np.inf, np.nan, 5.0],
+                                                 size=(200, arity)),
+            "tiny and huge": rng.choice(special, size=(200, arity)),
+            # A product that passes through a subnormal and comes back (1e-160**2 * 1e100).
+            "a subnormal within a product": rng.choice([1e-160, -1e-160, 1e100, 1.0, 3.0],
+                                                       size=(200, arity)),
+        }
+        for name, x in batches.items():
+            tensor = tf.constant(x)
+            expected = np.asarray(real(formula, [tensor[:, i] for i in range(arity)]))
+            used.clear()
+            eager = np.asarray(layer(x))
+            assert eager.dtype == np.float64 and eager.shape == (len(x), 1)
+            np.testing.assert_array_equal(bits(eager), bits(expected), err_msg=f"{case} {name}")
+            paths.setdefault(name, set()).add(used[-1])
+    # Both ways were taken where they should be: NumPy for ordinary inputs, TensorFlow where
+    # a subnormal could arise.
+    assert paths["normal"] == {"numpy", "tensorflow"}
+    assert "tensorflow" in paths["tiny and huge"]
+
+
+def test_formulas_with_functions_stay_in_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sweep.nets import formula_layer
+
+    used: list[object] = []
+    real = formula_layer.formula_value
+    monkeypatch.setattr(formula_layer, "formula_value",
+                        lambda f, c, n=None, s=None: used.append(n) or real(f, c, n, s))
+    for name in ("cos of a product", "exp of a sum", "a cube root"):
+        formula = FORMULAS[name]
+        predict(build_formula_model(formula), _rows(formula.arity))
+    assert used and all(namespace is not np for namespace in used)
