@@ -47,7 +47,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.search._optuna.internals import unwrapped_storage
-from sweep.search._optuna.reading import read_trials, stored_now
+from sweep.search._optuna.reading import read_trial, read_trials, stored_now
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -434,7 +434,11 @@ class SweepStorage(optuna.storages.RDBStorage):
         """The trial as stored, with its buffered writes shown on top (not written: Optuna's
         pruning reads the trial every epoch)."""
         with self._pending_lock:
-            trial = super().get_trial(trial_id)
+            with _create_scoped_session(self.scoped_session) as session:
+                found = read_trial(session, trial_id)
+            if found is None:
+                raise KeyError(models.NOT_FOUND_MSG)
+            trial = found
             self._learn_state(trial_id, trial.state)
             writes = self._pending.get(trial_id)
             if writes is None:
