@@ -142,6 +142,8 @@ def _open_sweep_storage(database: Database) -> SweepStorage:
             engine_kwargs=engine_options(database.url, database.patience),
             heartbeat_interval=current.heartbeat_interval,
             grace_period=current.grace_period,
+            # The campaign's objective writes a trial's parameters as it has suggested them.
+            first_beat_with_writes=True,
             heartbeat_stale_trial_callback=(
                 optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=MAX_RETRIES_OF_A_STALE_TRIAL

@@ -189,10 +189,47 @@ def test_a_heartbeat_learns_that_its_trial_was_failed_elsewhere(tmp_path: Path) 
     url = _sqlite_url(tmp_path)
     study, storage = _study(url)
     trial = study.ask()
+    storage.record_heartbeat(trial_id(trial))  # the first, buffered with the trial's writes
     optuna.storages.RDBStorage(url).set_trial_state_values(trial_id(trial), TrialState.FAIL)
     storage.record_heartbeat(trial_id(trial))
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
         trial.set_user_attr("late", 1)
+
+
+def _beats(url: str) -> dict[int, datetime.datetime]:
+    with sqlalchemy.create_engine(url).connect() as connection:
+        rows = connection.execute(sqlalchemy.text(
+            "SELECT trial_id, heartbeat FROM trial_heartbeats"
+        )).all()
+    return {int(trial): beat for trial, beat in rows}
+
+
+def test_a_trials_first_beat_is_written_with_its_next_writes(storage_url: str) -> None:
+    """The campaign's storage buffers a trial's first heartbeat and writes it in the
+    transaction of the trial's next writes (the objective's, right after its suggestions, or
+    its end); every later beat is written at once, as Optuna's."""
+    study, storage = _study(storage_url)
+    assert storage.first_beat_with_writes
+    suggested, told = study.ask(), study.ask()
+    for trial in (suggested, told):
+        storage.record_heartbeat(trial_id(trial))
+    assert _beats(storage_url) == {}
+    suggested.suggest_float("x", 0.0, 1.0)
+    storage.flush(trial_id(suggested))
+    assert set(_beats(storage_url)) == {trial_id(suggested)}
+    study.tell(told, 1.0)
+    first = _beats(storage_url)
+    assert set(first) == {trial_id(suggested), trial_id(told)}
+    storage.record_heartbeat(trial_id(suggested))  # the next beat, 10 s later: written now
+    assert _beats(storage_url)[trial_id(suggested)] >= first[trial_id(suggested)]
+    assert storage.get_trial(trial_id(suggested)).state == TrialState.RUNNING
+    # A process that never flushes still gets its later beats written at once.
+    plain = SweepStorage(storage_url)
+    assert not plain.first_beat_with_writes
+    other = optuna.create_study(storage=plain, study_name="plain").ask()
+    plain.record_heartbeat(trial_id(other))
+    assert trial_id(other) in _beats(storage_url)
+    plain.engine.dispose()
 
 
 def test_one_trials_refused_writes_never_cost_another_trials(storage_url: str) -> None:
@@ -243,6 +280,7 @@ def test_pickling_writes_the_buffer_first_and_rebuilds_the_engine(tmp_path: Path
     assert copy.skip_compatibility_check == storage.skip_compatibility_check
     assert copy.scoped_session is not storage.scoped_session
     assert copy.heartbeat_interval == storage.heartbeat_interval
+    assert copy.first_beat_with_writes == storage.first_beat_with_writes
     assert copy.get_trial_user_attrs(trial_id(trial)) == {"before": 1}
     copy.set_trial_user_attr(trial_id(trial), "after", 2)
     copy.flush()
