@@ -23,6 +23,7 @@ from sweep.cli.commands.run import MAX_LOCAL_WORKERS, MAX_SEED, MAX_TRIALS
 from sweep.cli.interrupts import is_interruption
 from sweep.cli.text import say
 from sweep.errors import SweepError
+from sweep.search._signals import forget_interrupt
 
 __all__ = [
     "DEFAULT_CAMPAIGN",
@@ -71,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 err=True,
             )
         return EXIT_INTERRUPTED
+    finally:
+        forget_interrupt()  # the signal `run` or `worker` recorded stopped this command only
 
 
 def _main(argv: Sequence[str] | None) -> int:

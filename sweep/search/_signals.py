@@ -61,6 +61,13 @@ def forget_swallowed_interrupt() -> int | None:
     return received
 
 
+def forget_interrupt() -> None:
+    """The command that saw a stop signal is over: a caller embedding `sweep.cli.main` goes
+    on, and its next `Campaign.run` must not stop at its first checkpoint on that signal."""
+    global _received
+    _received = None
+
+
 def interrupting_signal() -> str | None:
     """The name of the signal that asked this process to stop (``SIGTERM``), else None."""
     if _received is None:

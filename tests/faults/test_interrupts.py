@@ -33,6 +33,7 @@ from _fault_helpers import (
 from optuna.trial import TrialState
 
 from storage import ModelRegistry
+from sweep.search._signals import interrupting_signal
 
 # A warning line, after the timestamp that lines carry off a terminal.
 _WARNING = re.compile(r"^(?:\S+Z )?warning:")
@@ -226,3 +227,7 @@ def test_a_signal_while_optuna_creates_the_trial_ends_it_failed_not_running(
     assert states(url)["add"] == [TrialState.FAIL], done.stderr
     reason = studies(url)["add"].trials[0].user_attrs["fail_reason"]
     assert reason == f"interrupted by {signal.Signals(signum).name}"
+    # The command is over: a program that embeds it and goes on to run a campaign through the
+    # library (which installs no handlers) passes the campaign loop's first checkpoint
+    # (`raise_if_interrupted`, which would end this whole pytest run instead of failing).
+    assert interrupting_signal() is None
