@@ -3,10 +3,10 @@
 Optuna's public API does not offer what the sweep needs to be cheap per trial (buffered trial
 writes, one read of the study per trial for the sampler and the pruner, an aggregate count
 query) or safe (artifacts recorded only after their file is complete). Those touches live in
-this package and nowhere else (tests/sweep/search/test_optuna_internals.py checks the rest of
-the tree), so an Optuna upgrade has one place to review. `SUPPORTED_MAJOR` is the Optuna
-release the touches were written and tested against; another major version is refused when
-this package is imported, with one line, instead of failing somewhere deep in a trial.
+this package and nowhere else (tests/test_layers.py checks the rest of the tree), so an Optuna
+upgrade has one place to review. `SUPPORTED_MAJOR` is the Optuna release the touches were
+written and tested against; another major version is refused when this package is imported,
+with one line, instead of failing somewhere deep in a trial.
 """
 
 from __future__ import annotations

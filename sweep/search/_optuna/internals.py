@@ -1,4 +1,5 @@
-"""Small accessors for Optuna's private attributes, so the rest of the code never spells them.
+"""Small accessors for Optuna's private attributes, so the rest of the code never spells them,
+and Optuna's schema check made on one connection at a time.
 
 `study._storage`, `study._study_id`, `FrozenTrial._trial_id` and the ``artifacts:<id>`` system
 attribute that `optuna.artifacts.upload_artifact` writes (and optuna-dashboard reads).
@@ -12,12 +13,14 @@ from typing import Any
 
 import optuna
 from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 __all__ = [
     "ARTIFACT_ATTR_PREFIX",
+    "check_table_schema",
     "find_trial",
     "record_artifact",
     "still_running",
@@ -118,3 +121,36 @@ def still_running(trial: optuna.Trial) -> Callable[[Connection], str | None]:
         return None
 
     return guard
+
+
+def check_table_schema(storage: optuna.storages.RDBStorage) -> None:
+    """Optuna's schema check, one connection at a time.
+
+    Optuna's own (`_VersionManager.check_table_schema_compatibility`) reads the alembic
+    revision on a second connection while its first holds a transaction open: a worker
+    needs two server connections at once just to start, and workers starting together
+    behind a small PgBouncer pool each hold one and wait for another (64 workers behind a
+    40-connection pool deadlocked; 3 behind a 2-connection pool failed 1 run in 4).
+    Same verdict and message as Optuna's.
+    """
+    versions = storage._version_manager
+    current = versions.get_current_version()  # its own connection, closed again
+    if current == versions.get_head_version():
+        return
+    with _create_scoped_session(storage.scoped_session) as session:
+        info = models.VersionInfoModel.find(session)
+        library_version = info.library_version if info is not None else "unknown"
+    message = (
+        f"The runtime optuna version {optuna.__version__} is no longer compatible with "
+        f"the table schema (set up by optuna {library_version}). "
+    )
+    if current in versions.get_all_versions():
+        message += (
+            "Please execute `$ optuna storage upgrade --storage $STORAGE_URL` "
+            "for upgrading the storage."
+        )
+    else:
+        message += (
+            "Please try updating optuna to the latest version by `$ pip install -U optuna`."
+        )
+    raise RuntimeError(message)

@@ -1,4 +1,4 @@
-"""A study's trials read with one plain query per table (private API: Optuna's RDB tables).
+"""A study's trials, and its summary, read with plain queries (private API: Optuna's RDB tables).
 
 Optuna's `RDBStorage._get_trials` loads every row as an ORM object (a trial, its ~9
 parameters, ~20 attributes and a report per epoch: ~60 objects per trial) and parses every
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 from collections.abc import Container, Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -24,7 +26,16 @@ from optuna.distributions import BaseDistribution
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["read_trial", "read_trials", "stored_now"]
+__all__ = [
+    "StudySummary",
+    "first_distribution",
+    "never_beaten",
+    "read_trial",
+    "read_trials",
+    "state_counts",
+    "stored_now",
+    "study_summary",
+]
 
 # Optuna 5 stores trial datetimes as naive UTC and shows them as naive local time; older
 # versions stored local time as is.
@@ -170,3 +181,86 @@ def _attributes(rows: Iterable[Any]) -> dict[int, dict[str, Any]]:
     for trial_id, key, value_json in rows:
         attributes.setdefault(trial_id, {})[key] = json.loads(value_json)
     return attributes
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """What the campaign loop needs after each trial, from one aggregate query."""
+
+    states: dict[TrialState, int]
+    last_state: TrialState | None
+    best_value: float | None  # lowest finite first objective among COMPLETE trials
+
+    def count(self, *states: TrialState) -> int:
+        return sum(self.states.get(state, 0) for state in states)
+
+
+def study_summary(session: sqlalchemy.orm.Session, study_id: int) -> StudySummary:
+    """Trial counts per state, the newest trial's state and the best finite value."""
+    trial = models.TrialModel
+    value = models.TrialValueModel
+    states = state_counts(session, study_id)
+    last = (
+        session.query(trial.state)
+        .filter(trial.study_id == study_id)
+        .order_by(trial.number.desc())
+        .limit(1)
+        .scalar()
+    )
+    best = (
+        session.query(sqlalchemy.func.min(value.value))
+        .join(trial, value.trial_id == trial.trial_id)
+        .filter(
+            trial.study_id == study_id,
+            trial.state == TrialState.COMPLETE,
+            value.objective == 0,
+            value.value_type == models.TrialValueModel.TrialValueType.FINITE,
+        )
+        .scalar()
+    )
+    best_value = float(best) if best is not None and math.isfinite(best) else None
+    return StudySummary(states, last, best_value)
+
+
+def state_counts(session: sqlalchemy.orm.Session, study_id: int) -> dict[TrialState, int]:
+    """Trial counts per state, one query."""
+    trial = models.TrialModel
+    rows = (
+        session.query(trial.state, sqlalchemy.func.count(trial.trial_id))
+        .filter(trial.study_id == study_id)
+        .group_by(trial.state)
+        .all()
+    )
+    return {TrialState(state): int(n) for state, n in rows}
+
+
+def never_beaten(
+    session: sqlalchemy.orm.Session, study_id: int, started_before: datetime.datetime
+) -> list[int]:
+    """The study's RUNNING trials that started before `started_before` (stored time) and
+    have no heartbeat row."""
+    trial = models.TrialModel.__table__
+    beats = models.TrialHeartbeatModel.__table__
+    ids = session.execute(
+        sqlalchemy.select(trial.c.trial_id).where(
+            trial.c.study_id == study_id,
+            trial.c.state == TrialState.RUNNING,
+            trial.c.datetime_start < started_before,
+            ~sqlalchemy.exists().where(beats.c.trial_id == trial.c.trial_id),
+        )
+    ).scalars().all()
+    return [int(i) for i in ids]
+
+
+def first_distribution(
+    session: sqlalchemy.orm.Session, study_id: int, name: str
+) -> BaseDistribution | None:
+    """The distribution of the study's first stored use of parameter `name`, if any."""
+    record = (
+        session.query(models.TrialParamModel.distribution_json)
+        .join(models.TrialModel)
+        .filter(models.TrialModel.study_id == study_id)
+        .filter(models.TrialParamModel.param_name == name)
+        .first()
+    )
+    return None if record is None else distributions.json_to_distribution(record[0])

@@ -29,11 +29,9 @@ import contextlib
 import datetime
 import json
 import logging
-import math
 import threading
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import optuna
 import sqlalchemy
@@ -46,10 +44,26 @@ from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-from sweep.search._optuna.internals import unwrapped_storage
-from sweep.search._optuna.reading import read_trial, read_trials, stored_now
-
-_F = TypeVar("_F", bound=Callable[..., Any])
+from sweep.search._optuna.buffer import (
+    FLUSH_FIRST,
+    FLUSH_TRIAL,
+    Pending,
+    flushing,
+    flushing_trial,
+    with_writes,
+    write_pending,
+)
+from sweep.search._optuna.internals import check_table_schema, unwrapped_storage
+from sweep.search._optuna.reading import (
+    StudySummary,
+    first_distribution,
+    never_beaten,
+    read_trial,
+    read_trials,
+    state_counts,
+    stored_now,
+    study_summary,
+)
 
 log = logging.getLogger("sweep.search.storage")
 
@@ -63,31 +77,6 @@ DATABASE_ERRORS = (
 # What the database refuses about one trial's writes (Optuna's own errors for them): the trial
 # is gone, finished, or a parameter's distribution conflicts with the study's.
 REFUSALS = (KeyError, UpdateFinishedTrialError, ValueError)
-
-
-@dataclass
-class _Pending:
-    """One trial's writes not yet sent, last value per key (as Optuna would have stored)."""
-
-    study_id: int
-    # name -> (internal value, distribution, whether the study's first use was read from the
-    # database at the call; if not, this write is the first use and is checked again on write)
-    params: dict[str, tuple[float, BaseDistribution, bool]] = field(default_factory=dict)
-    intermediate: dict[int, float] = field(default_factory=dict)
-    user_attrs: dict[str, str] = field(default_factory=dict)  # key -> JSON text
-    beat: bool = False  # the trial's first heartbeat (`first_beat_with_writes`)
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    """What the campaign loop needs after each trial, from one aggregate query."""
-
-    states: dict[TrialState, int]
-    last_state: TrialState | None
-    best_value: float | None  # lowest finite first objective among COMPLETE trials
-
-    def count(self, *states: TrialState) -> int:
-        return sum(self.states.get(state, 0) for state in states)
 
 
 class SweepStorage(optuna.storages.RDBStorage):
@@ -112,41 +101,11 @@ class SweepStorage(optuna.storages.RDBStorage):
         self._check_schema()
 
     def _check_schema(self) -> None:
-        """Optuna's schema check, one connection at a time.
-
-        Optuna's own (`_VersionManager.check_table_schema_compatibility`) reads the alembic
-        revision on a second connection while its first holds a transaction open: a worker
-        needs two server connections at once just to start, and workers starting together
-        behind a small PgBouncer pool each hold one and wait for another (64 workers behind a
-        40-connection pool deadlocked; 3 behind a 2-connection pool failed 1 run in 4).
-        Same verdict and message as Optuna's.
-        """
-        if self.skip_compatibility_check:
-            return
-        versions = self._version_manager
-        current = versions.get_current_version()  # its own connection, closed again
-        if current == versions.get_head_version():
-            return
-        with _create_scoped_session(self.scoped_session) as session:
-            info = models.VersionInfoModel.find(session)
-            library_version = info.library_version if info is not None else "unknown"
-        message = (
-            f"The runtime optuna version {optuna.__version__} is no longer compatible with "
-            f"the table schema (set up by optuna {library_version}). "
-        )
-        if current in versions.get_all_versions():
-            message += (
-                "Please execute `$ optuna storage upgrade --storage $STORAGE_URL` "
-                "for upgrading the storage."
-            )
-        else:
-            message += (
-                "Please try updating optuna to the latest version by `$ pip install -U optuna`."
-            )
-        raise RuntimeError(message)
+        if not self.skip_compatibility_check:
+            check_table_schema(self)
 
     def _init_buffer(self) -> None:
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, Pending] = {}
         self._pending_lock = threading.RLock()
         # What this process knows, to refuse a bad write at the call as Optuna's storage does:
         # running (or waiting) trial id -> (study id, state), a finished or unknown trial is
@@ -160,7 +119,7 @@ class SweepStorage(optuna.storages.RDBStorage):
     def __getstate__(self) -> dict[Any, Any]:
         """As RDBStorage (the engine is rebuilt on load); buffered writes are written first,
         so a copy never writes them twice."""
-        self._flush_quietly(None)
+        self.flush_quietly(None)
         state = super().__getstate__()
         for name in (
             "_pending", "_pending_lock", "_trials_known", "_first_use", "_beaten", "_on_start"
@@ -197,10 +156,10 @@ class SweepStorage(optuna.storages.RDBStorage):
         self.check_trial_is_updatable(trial_id, known[1])
         return known[0]
 
-    def _buffer(self, trial_id: int, study_id: int) -> _Pending:
+    def _buffer(self, trial_id: int, study_id: int) -> Pending:
         pending = self._pending.get(trial_id)
         if pending is None:
-            pending = self._pending[trial_id] = _Pending(study_id)
+            pending = self._pending[trial_id] = Pending(study_id)
         return pending
 
     def _check_first_use(
@@ -224,23 +183,11 @@ class SweepStorage(optuna.storages.RDBStorage):
     def _stored_first_use(
         self, study_id: int, name: str, session: sqlalchemy.orm.Session | None = None
     ) -> tuple[BaseDistribution, bool] | None:
-        def query(session: sqlalchemy.orm.Session) -> Any:
-            return (
-                session.query(models.TrialParamModel.distribution_json)
-                .join(models.TrialModel)
-                .filter(models.TrialModel.study_id == study_id)
-                .filter(models.TrialParamModel.param_name == name)
-                .first()
-            )
-
-        if session is not None:
-            record = query(session)
-        else:
+        if session is None:
             with _create_scoped_session(self.scoped_session) as own:
-                record = query(own)
-        if record is None:
-            return None
-        return distributions.json_to_distribution(record[0]), True
+                return self._stored_first_use(study_id, name, own)
+        stored = first_distribution(session, study_id, name)
+        return None if stored is None else (stored, True)
 
     def _set_trial_param(
         self,
@@ -291,7 +238,7 @@ class SweepStorage(optuna.storages.RDBStorage):
         if refused:
             raise refused[0][1]
 
-    def _flush_quietly(self, trial_ids: Iterable[int] | None) -> None:
+    def flush_quietly(self, trial_ids: Iterable[int] | None) -> None:
         """Before a read or a state change: a refused buffer is logged, not raised, so an
         unrelated call never fails for another write (and Optuna's loop still ends the trial)."""
         for trial_id, error in self._write_buffers(trial_ids):
@@ -313,7 +260,8 @@ class SweepStorage(optuna.storages.RDBStorage):
                 if writes is None:
                     continue
                 try:
-                    self._write(trial_id, writes)
+                    with _create_scoped_session(self.scoped_session) as session:
+                        write_pending(session, trial_id, writes, self._stored_first_use)
                 except DATABASE_ERRORS:
                     raise  # the database, not these writes: every buffer waits for the next try
                 except Exception as error:  # refused (REFUSALS, or a row the database rejects)
@@ -339,54 +287,6 @@ class SweepStorage(optuna.storages.RDBStorage):
             if not stored and name in uses and not uses[name][1]:
                 del uses[name]
 
-    def _write(self, trial_id: int, writes: _Pending) -> None:
-        """The buffer as a handful of statements: the trial's state is checked once (as Optuna
-        checks it per write), each table gets one DELETE of the keys and one multi-row INSERT.
-        """
-        with _create_scoped_session(self.scoped_session) as session:
-            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-            state: Any = trial.state  # (Optuna's model is typed Mapped[] on some versions)
-            if TrialState(state).is_finished():  # Optuna's check and message
-                raise UpdateFinishedTrialError(
-                    f"Trial#{trial.number} has already finished and can not be updated."
-                )
-            params = []
-            for name, (value, distribution, stored) in writes.params.items():
-                if not stored:  # our first use: another process may have stored one since
-                    first = self._stored_first_use(writes.study_id, name, session)
-                    if first is not None:
-                        distributions.check_distribution_compatibility(first[0], distribution)
-                params.append(
-                    {
-                        "trial_id": trial_id,
-                        "param_name": name,
-                        "param_value": value,
-                        "distribution_json": distributions.distribution_to_json(distribution),
-                    }
-                )
-            intermediate = []
-            for step, value in writes.intermediate.items():
-                stored_value, kind = (
-                    models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-                )
-                intermediate.append(
-                    {
-                        "trial_id": trial_id,
-                        "step": step,
-                        "intermediate_value": stored_value,
-                        "intermediate_value_type": kind,
-                    }
-                )
-            attrs = [
-                {"trial_id": trial_id, "key": key, "value_json": text}
-                for key, text in writes.user_attrs.items()
-            ]
-            _replace(session, models.TrialParamModel, "param_name", params)
-            _replace(session, models.TrialIntermediateValueModel, "step", intermediate)
-            _replace(session, models.TrialUserAttributeModel, "key", attrs)
-            if writes.beat:
-                _beat(session, trial_id)
-
     # -- trial lifecycle and reads ----------------------------------------------------------
 
     def _create_new_trial(
@@ -403,7 +303,7 @@ class SweepStorage(optuna.storages.RDBStorage):
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        self._flush_quietly((trial_id,))  # the trial's rows before its end, for every reader
+        self.flush_quietly((trial_id,))  # the trial's rows before its end, for every reader
         with self._pending_lock:
             try:
                 changed = super().set_trial_state_values(trial_id, state, values)
@@ -461,7 +361,7 @@ class SweepStorage(optuna.storages.RDBStorage):
                 self._drop(trial_id)
                 log.warning("writes to trial %d dropped: it was finished elsewhere", trial.number)
                 return trial
-            return _with_writes(trial, writes)
+            return with_writes(trial, writes)
 
     def _get_trials(
         self,
@@ -487,7 +387,7 @@ class SweepStorage(optuna.storages.RDBStorage):
             for trial in trials:
                 writes = self._pending.get(trial._trial_id)
                 if writes is not None and not trial.state.is_finished():
-                    trial = _with_writes(trial, writes)
+                    trial = with_writes(trial, writes)
                 shown.append(trial)
             return shown
 
@@ -515,47 +415,14 @@ class SweepStorage(optuna.storages.RDBStorage):
     def summary(self, study_id: int) -> StudySummary:
         """Trial counts per state, the newest trial's state and the best finite value (no
         buffered value counts here: states and values are written at once)."""
-        trial = models.TrialModel
-        value = models.TrialValueModel
         with _create_scoped_session(self.scoped_session) as session:
-            states = self._state_counts(session, study_id)
-            last = (
-                session.query(trial.state)
-                .filter(trial.study_id == study_id)
-                .order_by(trial.number.desc())
-                .limit(1)
-                .scalar()
-            )
-            best = (
-                session.query(sqlalchemy.func.min(value.value))
-                .join(trial, value.trial_id == trial.trial_id)
-                .filter(
-                    trial.study_id == study_id,
-                    trial.state == TrialState.COMPLETE,
-                    value.objective == 0,
-                    value.value_type == models.TrialValueModel.TrialValueType.FINITE,
-                )
-                .scalar()
-            )
-        best_value = float(best) if best is not None and math.isfinite(best) else None
-        return StudySummary(states, last, best_value)
+            return study_summary(session, study_id)
 
     def state_counts(self, study_id: int) -> dict[TrialState, int]:
         """Trial counts per state alone: one query (a slot reservation reads it under the
         study's lock, where every query is a wait for the study's other workers)."""
         with _create_scoped_session(self.scoped_session) as session:
-            return self._state_counts(session, study_id)
-
-    @staticmethod
-    def _state_counts(session: sqlalchemy.orm.Session, study_id: int) -> dict[TrialState, int]:
-        trial = models.TrialModel
-        rows = (
-            session.query(trial.state, sqlalchemy.func.count(trial.trial_id))
-            .filter(trial.study_id == study_id)
-            .group_by(trial.state)
-            .all()
-        )
-        return {TrialState(state): int(n) for state, n in rows}
+            return state_counts(session, study_id)
 
     # -- heartbeat ------------------------------------------------------------------------
 
@@ -606,171 +473,16 @@ class SweepStorage(optuna.storages.RDBStorage):
         grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
         if not grace:
             return stale
-        trial = models.TrialModel.__table__
-        beats = models.TrialHeartbeatModel.__table__
         before = stored_now() - datetime.timedelta(seconds=2 * grace)
         with _create_scoped_session(self.scoped_session) as session:
-            never_beat = session.execute(
-                sqlalchemy.select(trial.c.trial_id).where(
-                    trial.c.study_id == study_id,
-                    trial.c.state == TrialState.RUNNING,
-                    trial.c.datetime_start < before,
-                    ~sqlalchemy.exists().where(beats.c.trial_id == trial.c.trial_id),
-                )
-            ).scalars().all()
+            never_beat = never_beaten(session, study_id, before)
         return stale + [int(i) for i in never_beat if i not in stale]
 
 
-def _with_writes(trial: FrozenTrial, writes: _Pending) -> FrozenTrial:
-    """A copy of `trial` as it will be once `writes` are stored."""
-    params = dict(trial.params)
-    dists = dict(trial.distributions)
-    for name, (value, distribution, _) in writes.params.items():
-        params[name] = distribution.to_external_repr(value)
-        dists[name] = distribution
-    user_attrs = dict(trial.user_attrs)
-    user_attrs.update((key, json.loads(text)) for key, text in writes.user_attrs.items())
-    return FrozenTrial(
-        number=trial.number,
-        state=trial.state,
-        value=None,
-        values=trial.values,
-        datetime_start=trial.datetime_start,
-        datetime_complete=trial.datetime_complete,
-        params=params,
-        distributions=dists,
-        user_attrs=user_attrs,
-        system_attrs=trial.system_attrs,
-        intermediate_values={**trial.intermediate_values, **writes.intermediate},
-        trial_id=trial._trial_id,
-    )
-
-
-def _beat(session: sqlalchemy.orm.Session, trial_id: int) -> None:
-    """`RDBStorage.record_heartbeat`, in the caller's transaction."""
-    heartbeat = models.TrialHeartbeatModel.where_trial_id(trial_id, session, True)
-    if heartbeat is None:
-        session.add(models.TrialHeartbeatModel(trial_id=trial_id))
-    else:
-        heartbeat.heartbeat = session.execute(sqlalchemy.func.now()).scalar_one()
-
-
-def _replace(
-    session: sqlalchemy.orm.Session, model: Any, key: str, rows: list[dict[str, Any]]
-) -> None:
-    """Delete the trial's rows with these keys, insert the new ones: an upsert in two
-    statements on every database."""
-    if not rows:
-        return
-    table = model.__table__
-    session.execute(
-        sqlalchemy.delete(table).where(
-            table.c.trial_id == rows[0]["trial_id"],
-            table.c[key].in_([row[key] for row in rows]),
-        )
-    )
-    session.execute(sqlalchemy.insert(table), rows)
-
-
-def _flushing(method: _F) -> _F:
-    """Every buffer first: for calls that read or write beyond one trial."""
-
-    def wrapper(self: SweepStorage, *args: Any, **kwargs: Any) -> Any:
-        self._flush_quietly(None)
-        return method(self, *args, **kwargs)
-
-    return _named(wrapper, method)
-
-
-def _flushing_trial(method: _F) -> _F:
-    """The trial's own buffer first (its first argument is the trial id)."""
-
-    def wrapper(self: SweepStorage, trial_id: int, *args: Any, **kwargs: Any) -> Any:
-        self._flush_quietly((trial_id,))
-        return method(self, trial_id, *args, **kwargs)
-
-    return _named(wrapper, method)
-
-
-def _named(wrapper: Callable[..., Any], method: _F) -> _F:
-    wrapper.__name__ = method.__name__
-    wrapper.__qualname__ = f"SweepStorage.{method.__name__}"
-    wrapper.__doc__ = method.__doc__
-    return cast(_F, wrapper)
-
-
-# How each of RDBStorage's methods treats the buffer. Every method Optuna's RDBStorage has must
-# be in exactly one of these (tests/sweep/search/test_optuna_storage.py): a method a new Optuna
-# release adds would otherwise read or write around the buffer.
-BUFFERED: frozenset[str] = frozenset(
-    {"set_trial_param", "_set_trial_param", "set_trial_intermediate_value", "set_trial_user_attr"}
-)
-# Defined above: a trial's state change (its own buffer first), the reads of trials (each
-# trial's buffer shown on top), trial creation (remembered, to check writes at the call), a
-# study's deletion.
-OWN: frozenset[str] = frozenset(
-    {"set_trial_state_values", "get_trial", "_get_trials", "_create_new_trial", "delete_study"}
-)
-# Calls about one trial's data write its buffer first.
-FLUSH_TRIAL: tuple[str, ...] = (
-    "get_trial_param",
-    "get_trial_params",
-    "get_trial_user_attrs",
-    "get_trial_system_attrs",
-    "set_trial_system_attr",
-)
-# Every other storage call writes every buffer first (the heartbeat thread's calls excepted:
-# they touch only the heartbeat table, and must not write from another thread).
-FLUSH_FIRST: tuple[str, ...] = (
-    "create_new_study",
-    "set_study_user_attr",
-    "set_study_system_attr",
-    "get_study_id_from_name",
-    "get_study_name_from_id",
-    "get_study_directions",
-    "get_study_user_attrs",
-    "get_study_system_attrs",
-    "get_all_studies",
-)
-# Calls that neither read nor write trial data (configuration, schema versions, helpers used
-# inside the methods above, the trial ids and numbers that never change, the heartbeat
-# thread's own table).
-UNBUFFERED: frozenset[str] = frozenset(
-    {
-        "create_new_trial",  # through `_create_new_trial`
-        "get_all_trials",  # through `_get_trials`
-        "get_best_trial",  # through `get_trial`
-        # States and values only, never buffered:
-        "get_n_trials",
-        "_get_best_trial_id",
-        "_get_stale_trial_ids",
-        "get_trial_id_from_study_id_trial_number",
-        "get_trial_number_from_id",
-        "_build_frozen_trial_from_trial_model",
-        "_create_unique_study_name",
-        "_fill_storage_url_template",
-        "_get_prepared_new_trial",
-        "_set_default_engine_kwargs_for_mysql",
-        "_set_trial_attr_without_commit",
-        "_set_trial_intermediate_value_without_commit",
-        "_set_trial_param_without_commit",
-        "_set_trial_value_without_commit",
-        "check_trial_is_updatable",
-        "get_all_versions",
-        "get_current_version",
-        "get_head_version",
-        "upgrade",
-        "remove_session",
-        "record_heartbeat",
-        "get_heartbeat_interval",
-        "get_failed_trial_callback",
-        "get_heartbeat_stale_trial_callback",
-    }
-)
 for _name in FLUSH_FIRST:
-    setattr(SweepStorage, _name, _flushing(getattr(optuna.storages.RDBStorage, _name)))
+    setattr(SweepStorage, _name, flushing(getattr(optuna.storages.RDBStorage, _name)))
 for _name in FLUSH_TRIAL:
-    setattr(SweepStorage, _name, _flushing_trial(getattr(optuna.storages.RDBStorage, _name)))
+    setattr(SweepStorage, _name, flushing_trial(getattr(optuna.storages.RDBStorage, _name)))
 
 
 def backend_of(study: optuna.Study) -> SweepStorage | None:

@@ -106,7 +106,7 @@ def test_every_storage_method_of_optuna_is_classified_for_the_buffer() -> None:
     (reading stale rows, or writing before buffered ones): each must be placed on purpose."""
     import inspect
 
-    from sweep.search._optuna.storage import (
+    from sweep.search._optuna.buffer import (
         BUFFERED,
         FLUSH_FIRST,
         FLUSH_TRIAL,
@@ -123,7 +123,7 @@ def test_every_storage_method_of_optuna_is_classified_for_the_buffer() -> None:
         BUFFERED, OWN, set(FLUSH_TRIAL), set(FLUSH_FIRST), UNBUFFERED
     ]
     unclassified = sorted(methods - set().union(*classified))
-    assert not unclassified, f"classify these in sweep/search/_optuna/storage.py: {unclassified}"
+    assert not unclassified, f"classify these in sweep/search/_optuna/buffer.py: {unclassified}"
     assert sum(len(group) for group in classified) == len(set().union(*classified))  # disjoint
     assert not set().union(*classified) - methods, "a classified method Optuna no longer has"
 
