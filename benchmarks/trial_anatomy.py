@@ -28,6 +28,7 @@ import contextlib
 import functools
 import io
 import os
+import signal
 import sqlite3
 import tempfile
 import time
@@ -142,6 +143,15 @@ def _clocked(clock: _Clock) -> Iterator[None]:
             setattr(owner, name, original)
 
 
+@contextlib.contextmanager
+def _restored(handlers: dict[signal.Signals, Any]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
 def _families(path: Path) -> dict[int, str]:
     """Each trial's family by its number, from the study's rows."""
     from sweep.search.space import SearchSpace
@@ -161,9 +171,11 @@ def measure(operation: str, timeout: float, folder: Path) -> Anatomy:
 
     path = folder / f"{operation}.db"
     clock = _Clock()
+    # `sweep run` installs its stop-signal handlers; this process goes on after it.
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     started = time.perf_counter()
     # The sweep's own result table is not this benchmark's output.
-    with _clocked(clock), contextlib.redirect_stdout(io.StringIO()):
+    with _clocked(clock), contextlib.redirect_stdout(io.StringIO()), _restored(handlers):
         code = sweep_main([
             "run", "--storage", f"sqlite:///{path}", "--ops", operation,
             "--trials", "100000", "--timeout", f"{timeout:g}", "--no-stop-when-exact",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.timeout(600)
 def test_every_trial_is_clocked_phase_by_phase_and_named_by_family(tmp_path: Path) -> None:
+    handlers = [signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)]
     anatomy = measure("sqrt", timeout=4, folder=tmp_path)
+    # The sweep's stop-signal handlers are not left behind in this process.
+    assert [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == handlers
     assert len(anatomy.trials) >= 3 and len(anatomy.families) == len(anatomy.trials)
     # Every trial is found in the study by its number.
     assert set(anatomy.families) <= {"mlp", "power", "formula"}
