@@ -30,7 +30,6 @@ __all__ = [
     "FirstUse",
     "Flushes",
     "Pending",
-    "beat",
     "flushing",
     "flushing_trial",
     "with_writes",
@@ -108,11 +107,11 @@ def write_pending(
         {"trial_id": trial_id, "key": key, "value_json": text}
         for key, text in writes.user_attrs.items()
     ]
-    replace_rows(session, models.TrialParamModel, "param_name", params)
-    replace_rows(session, models.TrialIntermediateValueModel, "step", intermediate)
-    replace_rows(session, models.TrialUserAttributeModel, "key", attrs)
+    _replace_rows(session, models.TrialParamModel, "param_name", params)
+    _replace_rows(session, models.TrialIntermediateValueModel, "step", intermediate)
+    _replace_rows(session, models.TrialUserAttributeModel, "key", attrs)
     if writes.beat:
-        beat(session, trial_id)
+        _beat(session, trial_id)
 
 
 def with_writes(trial: FrozenTrial, writes: Pending) -> FrozenTrial:
@@ -140,7 +139,7 @@ def with_writes(trial: FrozenTrial, writes: Pending) -> FrozenTrial:
     )
 
 
-def beat(session: sqlalchemy.orm.Session, trial_id: int) -> None:
+def _beat(session: sqlalchemy.orm.Session, trial_id: int) -> None:
     """`RDBStorage.record_heartbeat`, in the caller's transaction."""
     heartbeat = models.TrialHeartbeatModel.where_trial_id(trial_id, session, True)
     if heartbeat is None:
@@ -149,7 +148,7 @@ def beat(session: sqlalchemy.orm.Session, trial_id: int) -> None:
         heartbeat.heartbeat = session.execute(sqlalchemy.func.now()).scalar_one()
 
 
-def replace_rows(
+def _replace_rows(
     session: sqlalchemy.orm.Session, model: Any, key: str, rows: list[dict[str, Any]]
 ) -> None:
     """Delete the trial's rows with these keys, insert the new ones: an upsert in two

@@ -263,4 +263,4 @@ def first_distribution(
         .filter(models.TrialParamModel.param_name == name)
         .first()
     )
-    return None if record is None else distributions.json_to_distribution(record[0])
+    return None if record is None else _distribution(record[0])
